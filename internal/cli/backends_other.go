@@ -1,0 +1,12 @@
+//go:build !linux
+
+package cli
+
+import (
+	"log/slog"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+)
+
+// systemBackends is empty off Linux: there is no kernel to enforce with.
+func systemBackends(logger *slog.Logger) []enforce.Backend { return nil }

@@ -1,0 +1,222 @@
+// Package cli is smtpguard's command line. Each subcommand lives in its own file
+// and calls the engine directly (serialised by the engine's lock file), so the
+// CLI works whether or not the daemon runs.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/mta"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // the system refused: permissions, kernel, database
+	ExitUsage   = 2 // the input was wrong; nothing changed
+)
+
+// Stdio is where a command reads and writes.
+type Stdio struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// Options are the seams to the system; tests replace them.
+type Options struct {
+	// Backends returns the enforcement candidates, best first.
+	Backends   func(logger *slog.Logger) []enforce.Backend
+	PasswdPath string
+	GroupPath  string
+	MTA        mta.Config
+	Getenv     func(string) string
+	// Actor names the person running the command, for the audit log.
+	Actor func() string
+}
+
+// env is what every subcommand gets.
+type env struct {
+	opts     Options
+	stdio    Stdio
+	stateDir string
+	verbose  bool
+}
+
+// usageError marks bad command lines (exit 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// Run executes the command line with the default system wiring.
+func Run(ctx context.Context, args []string, stdio Stdio) int {
+	return RunWith(ctx, args, stdio, DefaultOptions())
+}
+
+// DefaultOptions wires the real system.
+func DefaultOptions() Options {
+	return Options{
+		Backends: systemBackends,
+		Getenv:   os.Getenv,
+		Actor:    currentActor,
+	}
+}
+
+// RunWith executes the command line and returns the exit code.
+func RunWith(ctx context.Context, args []string, stdio Stdio, opts Options) int {
+	if opts.Getenv == nil {
+		opts.Getenv = func(string) string { return "" }
+	}
+	if opts.Actor == nil {
+		opts.Actor = func() string { return "unknown" }
+	}
+	e := &env{opts: opts, stdio: stdio}
+	root := newRootCmd(e)
+	root.SetArgs(args)
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stdio.Err, "smtpguard: %s\n", oneLine(err))
+	var ue usageError
+	if errors.As(err, &ue) || engine.IsValidation(err) {
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// oneLine keeps error output to a single line even when several problems
+// were joined.
+func oneLine(err error) string {
+	msg := strings.TrimPrefix(err.Error(), engine.ErrValidation.Error()+": ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
+}
+
+func newRootCmd(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "smtpguard",
+		Short: "Stop users and scripts from bypassing the mail server to send mail directly",
+		Long: `smtpguard restricts outgoing connections to remote SMTP ports (25, 465 and 587
+by default). Once enabled, only root, the mail server (MTA), the mailing-list
+manager and the users and groups you allow can open them; everyone else (PHP
+scripts, cron jobs, a compromised web app) gets "connection refused" at once,
+while local delivery through the MTA keeps working.
+
+State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
+/var/lib/smtpguard). Changing the kernel's rules needs root.`,
+		Example: `  smtpguard enable                 # restrict, with the best backend for this host
+  smtpguard allow user alice       # let one account send directly
+  smtpguard allow group mailers    # ...or every member of a group
+  smtpguard status                 # what is enforced, and for whom
+  smtpguard disable                # lift the restriction`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		// With Args and RunE on the root, cobra hands us unknown commands
+		// instead of failing with an untyped error, so they exit 2 like any
+		// other usage error.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q (see 'smtpguard --help')", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if e.stateDir == "" {
+				e.stateDir = e.opts.Getenv("SMTPGUARD_STATE_DIR")
+			}
+			if e.stateDir == "" {
+				e.stateDir = engine.DefaultStateDir
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&e.stateDir, "state-dir", "", "state directory (default $SMTPGUARD_STATE_DIR or "+engine.DefaultStateDir+")")
+	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what is done, including the rules sent to the kernel")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usagef("%v (see '%s --help')", err, cmd.CommandPath())
+	})
+	root.AddCommand(
+		newEnableCmd(e), newDisableCmd(e), newStatusCmd(e),
+		newAllowCmd(e), newRevokeCmd(e), newSetCmd(e),
+		newPlanCmd(e), newExportCmd(e), newImportCmd(e),
+		newEventsCmd(e), newAuditCmd(e),
+	)
+	return root
+}
+
+// engine opens the engine on the state directory.
+func (e *env) engine(ctx context.Context) (*engine.Engine, error) {
+	level := slog.LevelWarn
+	if e.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(e.stdio.Err, &slog.HandlerOptions{Level: level}))
+	var backends []enforce.Backend
+	if e.opts.Backends != nil {
+		backends = e.opts.Backends(logger)
+	}
+	eng, err := engine.Open(ctx, engine.Config{
+		StateDir:   e.stateDir,
+		PasswdPath: e.opts.PasswdPath,
+		GroupPath:  e.opts.GroupPath,
+		MTA:        e.opts.MTA,
+		Backends:   backends,
+		Logger:     logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return eng, nil
+}
+
+func (e *env) actor() engine.Actor {
+	return engine.Actor{Name: e.opts.Actor(), Source: "cli"}
+}
+
+// exactArgs wraps cobra's arity check as a usage error with a hint.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s expects %s (see '%s --help')", cmd.CommandPath(), what, cmd.CommandPath())
+		}
+		return nil
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// currentActor names whoever runs the command: the login behind sudo too.
+func currentActor() string {
+	name := fmt.Sprintf("uid %d", os.Getuid())
+	if u, err := user.LookupId(fmt.Sprint(os.Getuid())); err == nil {
+		name = u.Username
+	}
+	if s := os.Getenv("SUDO_USER"); s != "" && s != name {
+		name += " (sudo by " + s + ")"
+	}
+	return name
+}

@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"context"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+func newEnableCmd(e *env) *cobra.Command {
+	var backend string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "enable",
+		Short: "Turn the SMTP restriction on",
+		Long: `Turn the SMTP restriction on. From then on only root, the MTA, the list manager
+and allowed users and groups may connect to remote SMTP ports; everyone else's
+connect() fails at once with "connection refused".
+
+Running enable again re-applies the rules, which repairs a flushed ruleset.`,
+		Example: `  smtpguard enable
+  smtpguard enable --backend nft`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.mutation(cmd, asJSON, func(ctx context.Context, eng *engine.Engine) (engine.Result, error) {
+				return eng.Enable(ctx, e.actor(), backend)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&backend, "backend", policy.BackendAuto, "enforcement backend: "+strings.Join(policy.SupportedBackends(), "|"))
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newDisableCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "disable",
+		Short: "Turn the SMTP restriction off and remove smtpguard's rules",
+		Long: `Turn the SMTP restriction off: smtpguard's kernel rules are removed (only its
+own nftables table; nothing else is touched) and every user may connect to
+remote SMTP servers again. Allowed users, groups and settings are kept for the
+next enable.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.mutation(cmd, asJSON, func(ctx context.Context, eng *engine.Engine) (engine.Result, error) {
+				return eng.Disable(ctx, e.actor())
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}

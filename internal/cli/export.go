@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+func newExportCmd(e *env) *cobra.Command {
+	var format, output string
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Write the policy as a file (TOML or YAML) for other servers",
+		Long: `Write the stored policy as a versioned policy file, to standard output or to
+--output. Apply it on any server with 'smtpguard import FILE'.`,
+		Example: `  smtpguard export > smtpguard.toml
+  smtpguard export --format yaml --output /srv/policy/smtpguard.yaml`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := policy.FormatTOML
+			switch {
+			case format != "":
+				var err error
+				if f, err = policy.ParseFormat(format); err != nil {
+					return usageError{err}
+				}
+			case output != "":
+				f = policy.FormatForPath(output)
+			}
+			ctx := cmd.Context()
+			eng, err := e.engine(ctx)
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
+			pf, err := eng.Export(ctx)
+			if err != nil {
+				return err
+			}
+			data, err := pf.Encode(f)
+			if err != nil {
+				return err
+			}
+			if output == "" || output == "-" {
+				_, err := e.stdio.Out.Write(data)
+				return err
+			}
+			return writeFileAtomic(output, data)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "", "toml or yaml (default: from the output file's extension, else toml)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of standard output")
+	return cmd
+}
+
+// writeFileAtomic never leaves a half-written policy file behind.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

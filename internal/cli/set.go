@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
+)
+
+func newSetCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "set",
+		Short: "Change restricted ports, mode or local delivery",
+		Example: `  smtpguard set ports 25,465,587,2525
+  smtpguard set mode log
+  smtpguard set allow-local on`,
+		Args: exactArgs(0, "'ports LIST', 'mode MODE' or 'allow-local on|off'"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usagef("set expects 'ports LIST', 'mode MODE' or 'allow-local on|off' (see 'smtpguard set --help')")
+		},
+	}
+	type setting struct {
+		use, short, long string
+		op               func(ctx context.Context, eng *engine.Engine, actor engine.Actor, v string) (engine.Result, error)
+	}
+	for _, s := range []setting{
+		{"ports LIST", "Set the restricted remote ports (comma-separated)",
+			"Set the remote TCP ports that only allowed users may connect to, e.g. 25,465,587.",
+			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
+				return eng.SetPorts(ctx, a, v)
+			}},
+		{"mode MODE", "Set what happens to connections that are not allowed: reject or log",
+			"reject: refuse at once (connection refused). log: let through but count and log (to try a policy out).",
+			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
+				return eng.SetMode(ctx, a, v)
+			}},
+		{"allow-local on|off", "Keep loopback and this host's own addresses reachable for everyone",
+			"on (default): connections to loopback and this host's own addresses are never restricted, so local delivery through the MTA works.",
+			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
+				return eng.SetAllowLocal(ctx, a, v)
+			}},
+	} {
+		var asJSON bool
+		sub := &cobra.Command{
+			Use:   s.use,
+			Short: s.short,
+			Long:  s.long,
+			Args:  exactArgs(1, "one value"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return e.mutation(cmd, asJSON, func(ctx context.Context, eng *engine.Engine) (engine.Result, error) {
+					return s.op(ctx, eng, e.actor(), args[0])
+				})
+			},
+		}
+		sub.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+		cmd.AddCommand(sub)
+	}
+	return cmd
+}

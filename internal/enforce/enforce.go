@@ -1,0 +1,88 @@
+// Package enforce is the seam between smtpguard's desired state and the kernel:
+// the Backend interface every enforcement mechanism implements, and the choice
+// of backend for a host.
+package enforce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+// ErrNotSupported is returned (wrapped) when a backend cannot work on this host
+// or in this build.
+var ErrNotSupported = errors.New("not supported on this host")
+
+// Backend renders a policy.Ruleset into kernel state. Implementations own their
+// kernel objects entirely (one nftables table, one set of pins) and never touch
+// anything else.
+type Backend interface {
+	// Name is the backend's CLI name ("nft").
+	Name() string
+	// Probe proves the backend works here by doing something harmless with it.
+	// It returns an error wrapping ErrNotSupported when it cannot.
+	Probe(ctx context.Context) error
+	// Apply makes the kernel enforce rs, atomically: after an error the kernel
+	// still enforces what it did before.
+	Apply(ctx context.Context, rs policy.Ruleset) error
+	// Remove deletes everything the backend installed. Removing what is not
+	// there is success.
+	Remove(ctx context.Context) error
+	// Verify compares the kernel with rs and describes every difference.
+	Verify(ctx context.Context, rs policy.Ruleset) (Drift, error)
+	// Render describes rs as the backend would install it, in the backend's
+	// own syntax, for plan output and logs.
+	Render(rs policy.Ruleset) string
+}
+
+// Drift lists the differences between the kernel and the desired ruleset. No
+// problems means in sync.
+type Drift struct {
+	Problems []string `json:"problems,omitempty"`
+}
+
+// InSync reports whether the kernel matches.
+func (d Drift) InSync() bool { return len(d.Problems) == 0 }
+
+// String summarises the drift on one line.
+func (d Drift) String() string {
+	if d.InSync() {
+		return "in sync"
+	}
+	return strings.Join(d.Problems, "; ")
+}
+
+// Choose picks the backend for "enable --backend requested". An explicit name
+// must exist and its probe must pass. "auto" takes the first candidate, in the
+// order given (best first), whose probe passes. The reason is for the log.
+func Choose(ctx context.Context, requested string, candidates []Backend) (Backend, string, error) {
+	if requested != policy.BackendAuto {
+		for _, b := range candidates {
+			if b.Name() != requested {
+				continue
+			}
+			if err := b.Probe(ctx); err != nil {
+				return nil, "", fmt.Errorf("backend %s cannot be used here: %w", requested, err)
+			}
+			return b, "requested explicitly", nil
+		}
+		names := make([]string, 0, len(candidates)+1)
+		names = append(names, policy.BackendAuto)
+		for _, b := range candidates {
+			names = append(names, b.Name())
+		}
+		return nil, "", fmt.Errorf("unknown backend %q: use %s", requested, strings.Join(names, ", "))
+	}
+	var errs []error
+	for _, b := range candidates {
+		err := b.Probe(ctx)
+		if err == nil {
+			return b, fmt.Sprintf("auto: %s probe passed", b.Name()), nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", b.Name(), err))
+	}
+	return nil, "", fmt.Errorf("no enforcement backend works on this host (%w)", errors.Join(errs...))
+}

@@ -1,0 +1,136 @@
+// Package fake is an in-memory enforce.Backend for tests of the engine, the CLI
+// and the daemon. It records every call and can be told to fail.
+package fake
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+// Backend keeps "kernel state" in memory.
+type Backend struct {
+	name string
+
+	mu sync.Mutex // protects the following fields
+	// installed is the ruleset the fake kernel enforces; nil when removed.
+	installed *policy.Ruleset
+	calls     []string
+	applyErr  error
+	removeErr error
+	probeErr  error
+}
+
+// New returns a fake backend that reports the given name.
+func New(name string) *Backend { return &Backend{name: name} }
+
+// Name is part of enforce.Backend.
+func (b *Backend) Name() string { return b.name }
+
+func (b *Backend) record(call string) {
+	b.calls = append(b.calls, call)
+}
+
+// Probe is part of enforce.Backend.
+func (b *Backend) Probe(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("probe")
+	return b.probeErr
+}
+
+// Apply is part of enforce.Backend.
+func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("apply")
+	if b.applyErr != nil {
+		return b.applyErr
+	}
+	cp := rs
+	cp.Ports, cp.UIDs = slices.Clone(rs.Ports), slices.Clone(rs.UIDs)
+	b.installed = &cp
+	return nil
+}
+
+// Remove is part of enforce.Backend.
+func (b *Backend) Remove(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("remove")
+	if b.removeErr != nil {
+		return b.removeErr
+	}
+	b.installed = nil
+	return nil
+}
+
+// Verify is part of enforce.Backend.
+func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("verify")
+	if b.installed == nil {
+		return enforce.Drift{Problems: []string{"nothing installed"}}, nil
+	}
+	var d enforce.Drift
+	in := *b.installed
+	if in.Mode != rs.Mode || in.AllowLocal != rs.AllowLocal || in.LogGroup != rs.LogGroup {
+		d.Problems = append(d.Problems, "rules differ")
+	}
+	if !slices.Equal(in.Ports, rs.Ports) {
+		d.Problems = append(d.Problems, fmt.Sprintf("ports %v, want %v", in.Ports, rs.Ports))
+	}
+	if !slices.Equal(in.UIDs, rs.UIDs) {
+		d.Problems = append(d.Problems, fmt.Sprintf("uids %v, want %v", in.UIDs, rs.UIDs))
+	}
+	return d, nil
+}
+
+// Render is part of enforce.Backend.
+func (b *Backend) Render(rs policy.Ruleset) string {
+	return fmt.Sprintf("fake %s: mode=%s ports=%v allow_local=%t uids=%v\n", b.name, rs.Mode, rs.Ports, rs.AllowLocal, rs.UIDs)
+}
+
+// Installed returns the ruleset the fake kernel enforces, or nil.
+func (b *Backend) Installed() *policy.Ruleset {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.installed == nil {
+		return nil
+	}
+	cp := *b.installed
+	return &cp
+}
+
+// Calls returns the recorded call names in order.
+func (b *Backend) Calls() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.calls)
+}
+
+// FailApply makes every later Apply return err (nil to stop failing).
+func (b *Backend) FailApply(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.applyErr = err
+}
+
+// FailRemove makes every later Remove return err.
+func (b *Backend) FailRemove(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.removeErr = err
+}
+
+// FailProbe makes every later Probe return err.
+func (b *Backend) FailProbe(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probeErr = err
+}

@@ -1,0 +1,414 @@
+//go:build linux
+
+// Package nft enforces smtpguard's ruleset with nftables over netlink
+// (github.com/google/nftables; no nft binary at run time). See README.md for the
+// hook, priority and rule-order choices.
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+// Backend is the nftables enforce.Backend.
+type Backend struct {
+	logger  *slog.Logger
+	netnsFD int // 0: the calling process's network namespace
+}
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithNetNSFd makes the backend work in the network namespace behind fd, for
+// tests that must not touch the host's namespace.
+func WithNetNSFd(fd int) Option { return func(b *Backend) { b.netnsFD = fd } }
+
+// New returns an nft backend.
+func New(logger *slog.Logger, opts ...Option) *Backend {
+	b := &Backend{logger: logger.With("component", "nft", "backend", "nft")}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// Name is part of enforce.Backend.
+func (b *Backend) Name() string { return "nft" }
+
+func (b *Backend) conn(ctx context.Context) (*nftables.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if b.netnsFD != 0 {
+		opts = append(opts, nftables.WithNetNSFd(b.netnsFD))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, classify(fmt.Errorf("open nftables netlink socket: %w", err))
+	}
+	return c, nil
+}
+
+// flush sends the pending batch as one transaction, unless ctx is already done
+// (the library takes no context, so this is where we honour it).
+func flush(ctx context.Context, c *nftables.Conn) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return classify(c.Flush())
+}
+
+// classify turns permission errors into advice.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w (needs root or CAP_NET_ADMIN: run with sudo)", err)
+	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT):
+		return fmt.Errorf("%w: %w (kernel without nf_tables)", err, enforce.ErrNotSupported)
+	}
+	return err
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: tableName, Family: nftables.TableFamilyINet}
+}
+
+// Probe is part of enforce.Backend: it creates and deletes a scratch table in
+// one transaction, which proves nf_tables and our privileges without leaving a
+// trace.
+func (b *Backend) Probe(ctx context.Context) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	t := &nftables.Table{Name: tableName + "_probe", Family: nftables.TableFamilyINet}
+	c.AddTable(t)
+	c.DelTable(t)
+	if err := flush(ctx, c); err != nil {
+		return fmt.Errorf("probe nftables with table inet %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// objects builds the kernel objects for rs.
+func objects(rs policy.Ruleset) (t *nftables.Table, ports, uids *nftables.Set, chains map[string]*nftables.Chain, specs []ruleSpec) {
+	t = table()
+	ports = &nftables.Set{Table: t, Name: setPorts, KeyType: nftables.TypeInetService}
+	uids = &nftables.Set{Table: t, Name: setUIDs, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian}
+	chains = map[string]*nftables.Chain{
+		chainCheck: {Name: chainCheck, Table: t},
+	}
+	accept := nftables.ChainPolicyAccept
+	for _, bc := range baseChains {
+		chains[bc.name] = &nftables.Chain{Name: bc.name, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: bc.hook, Priority: bc.priority, Policy: &accept}
+	}
+	return t, ports, uids, chains, nil
+}
+
+// Apply is part of enforce.Backend. When the installed rules already match and
+// only set contents differ it changes just those elements, so one allowed user
+// costs one small transaction whatever the set size; otherwise it replaces the
+// whole table in one transaction.
+func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
+	start := time.Now()
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	st, err := readState(c)
+	if err != nil {
+		return fmt.Errorf("read table inet %s: %w", tableName, err)
+	}
+	if st.structureMatches(rs) {
+		added, removed, err := b.applySets(ctx, c, st, rs)
+		if err == nil {
+			b.logger.Debug("updated sets", "table", tableName, "added", added, "removed", removed, "took", time.Since(start))
+			return nil
+		}
+		b.logger.Debug("incremental update failed, replacing table", "table", tableName, "err", err)
+	}
+	if err := b.replace(ctx, c, rs); err != nil {
+		return fmt.Errorf("apply table inet %s: %w", tableName, err)
+	}
+	b.logger.Debug("replaced table", "table", tableName, "ruleset", render(rs), "took", time.Since(start))
+	return nil
+}
+
+func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs policy.Ruleset) (added, removed int, err error) {
+	t, ports, uids, _, _ := objects(rs)
+	_ = t
+	addP, delP := diff(st.sets[setPorts], portElements(rs.Ports))
+	addU, delU := diff(st.sets[setUIDs], uidElements(rs.UIDs))
+	if len(addP)+len(delP)+len(addU)+len(delU) == 0 {
+		return 0, 0, nil
+	}
+	for _, step := range []struct {
+		set      *nftables.Set
+		add, del []nftables.SetElement
+	}{{ports, addP, delP}, {uids, addU, delU}} {
+		if err := c.SetDeleteElements(step.set, step.del); err != nil {
+			return 0, 0, err
+		}
+		if err := c.SetAddElements(step.set, step.add); err != nil {
+			return 0, 0, err
+		}
+	}
+	if err := flush(ctx, c); err != nil {
+		return 0, 0, err
+	}
+	return len(addP) + len(addU), len(delP) + len(delU), nil
+}
+
+// replace rebuilds the table in one transaction. "add table; delete table; add
+// table" makes the delete valid whether or not the table existed, and the
+// kernel applies the batch atomically: packets see the old rules or the new.
+func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Ruleset) error {
+	t, ports, uids, chains, _ := objects(rs)
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	if err := c.AddSet(ports, portElements(rs.Ports)); err != nil {
+		return fmt.Errorf("set %s: %w", setPorts, err)
+	}
+	if err := c.AddSet(uids, uidElements(rs.UIDs)); err != nil {
+		return fmt.Errorf("set %s: %w", setUIDs, err)
+	}
+	c.AddChain(chains[chainCheck])
+	for _, bc := range baseChains {
+		c.AddChain(chains[bc.name])
+	}
+	for _, r := range rules(rs, ports, uids) {
+		c.AddRule(&nftables.Rule{
+			Table:    t,
+			Chain:    chains[r.chain],
+			Exprs:    r.exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
+		})
+	}
+	return flush(ctx, c)
+}
+
+// Remove is part of enforce.Backend. It deletes only table inet smtpguard.
+func (b *Backend) Remove(ctx context.Context) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	c.DelTable(table())
+	if err := flush(ctx, c); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete table inet %s: %w", tableName, err)
+	}
+	return nil
+}
+
+// Verify is part of enforce.Backend.
+func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return enforce.Drift{}, err
+	}
+	defer c.CloseLasting()
+	st, err := readState(c)
+	if err != nil {
+		return enforce.Drift{}, fmt.Errorf("read table inet %s: %w", tableName, err)
+	}
+	return enforce.Drift{Problems: st.problems(rs)}, nil
+}
+
+// state is what the kernel holds of our table.
+type state struct {
+	present bool
+	chains  map[string]*nftables.Chain
+	rules   map[string][]ruleSig // per chain, in order
+	sets    map[string][]nftables.SetElement
+	setDefs map[string]*nftables.Set
+}
+
+// ruleSig identifies a rule by its comment and expression count.
+type ruleSig struct {
+	comment string
+	nexprs  int
+}
+
+func readState(c *nftables.Conn) (*state, error) {
+	st := &state{
+		chains:  map[string]*nftables.Chain{},
+		rules:   map[string][]ruleSig{},
+		sets:    map[string][]nftables.SetElement{},
+		setDefs: map[string]*nftables.Set{},
+	}
+	t, err := c.ListTableOfFamily(tableName, nftables.TableFamilyINet)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return st, nil
+		}
+		return nil, classify(err)
+	}
+	st.present = true
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, classify(err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != tableName {
+			continue
+		}
+		st.chains[ch.Name] = ch
+		rs, err := c.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
+		}
+		for _, r := range rs {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			st.rules[ch.Name] = append(st.rules[ch.Name], ruleSig{comment: comment, nexprs: len(r.Exprs)})
+		}
+	}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
+	}
+	for _, s := range sets {
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
+		}
+		st.setDefs[s.Name] = s
+		st.sets[s.Name] = els
+	}
+	return st, nil
+}
+
+// structureMatches reports whether everything but set contents is as desired.
+func (st *state) structureMatches(rs policy.Ruleset) bool {
+	_, structural := st.compare(rs)
+	return st.present && structural == 0
+}
+
+func (st *state) problems(rs policy.Ruleset) []string {
+	out, _ := st.compare(rs)
+	return out
+}
+
+// compare lists every difference, and counts those that are not mere set
+// contents (which an incremental update can fix).
+func (st *state) compare(rs policy.Ruleset) (out []string, structural int) {
+	if !st.present {
+		return []string{fmt.Sprintf("table inet %s is missing", tableName)}, 1
+	}
+	defer func() { slices.Sort(out) }()
+	problem := func(format string, args ...any) {
+		out = append(out, fmt.Sprintf(format, args...))
+		structural++
+	}
+	_, ports, uids, chains, _ := objects(rs)
+	want := map[string][]ruleSig{}
+	for _, r := range rules(rs, ports, uids) {
+		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: len(r.exprs)})
+	}
+	names := []string{chainOut, chainCheck}
+	for _, name := range names {
+		got, ok := st.chains[name]
+		if !ok {
+			problem("chain %s is missing", name)
+			continue
+		}
+		if p := chainDiffers(got, chains[name]); p != "" {
+			problem("chain %s: %s", name, p)
+		}
+		if !slices.Equal(st.rules[name], want[name]) {
+			problem("chain %s: rules differ (%d rules, want %d)", name, len(st.rules[name]), len(want[name]))
+		}
+	}
+	for name := range st.chains {
+		if !slices.Contains(names, name) {
+			problem("unexpected chain %s", name)
+		}
+	}
+	for _, s := range []struct {
+		def  *nftables.Set
+		want []nftables.SetElement
+	}{{ports, portElements(rs.Ports)}, {uids, uidElements(rs.UIDs)}} {
+		got, ok := st.setDefs[s.def.Name]
+		if !ok {
+			problem("set %s is missing", s.def.Name)
+			continue
+		}
+		if got.KeyType.Name != s.def.KeyType.Name || got.Interval || got.IsMap {
+			problem("set %s has the wrong type %s", s.def.Name, got.KeyType.Name)
+			continue
+		}
+		add, del := diff(st.sets[s.def.Name], s.want)
+		if len(add)+len(del) > 0 {
+			out = append(out, fmt.Sprintf("set %s: %d element(s) missing, %d unexpected", s.def.Name, len(add), len(del)))
+		}
+	}
+	for name := range st.setDefs {
+		if name != setPorts && name != setUIDs {
+			problem("unexpected set %s", name)
+		}
+	}
+	return out, structural
+}
+
+func chainDiffers(got, want *nftables.Chain) string {
+	if (got.Hooknum == nil) != (want.Hooknum == nil) {
+		return "base chain expected"
+	}
+	if want.Hooknum == nil {
+		return ""
+	}
+	switch {
+	case *got.Hooknum != *want.Hooknum:
+		return "wrong hook"
+	case got.Priority == nil || *got.Priority != *want.Priority:
+		return "wrong priority"
+	case got.Type != want.Type:
+		return "wrong type"
+	case got.Policy == nil || *got.Policy != *want.Policy:
+		return "wrong policy"
+	}
+	return ""
+}
+
+// diff returns the elements to add to and delete from have to make it want.
+func diff(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
+	key := func(e nftables.SetElement) string { return string(e.Key) }
+	haveKeys := map[string]bool{}
+	for _, e := range have {
+		haveKeys[key(e)] = true
+	}
+	wantKeys := map[string]bool{}
+	for _, e := range want {
+		wantKeys[key(e)] = true
+		if !haveKeys[key(e)] {
+			add = append(add, e)
+		}
+	}
+	for _, e := range have {
+		if !wantKeys[key(e)] {
+			del = append(del, nftables.SetElement{Key: e.Key})
+		}
+	}
+	return add, del
+}
+
+var _ enforce.Backend = (*Backend)(nil)

@@ -1,0 +1,258 @@
+// Package engine is the only code that changes smtpguard's state. Every
+// operation runs the same steps under a cross-process file lock: validate (bad
+// input changes nothing), persist in a transaction, enforce in the kernel, append
+// an audit record, commit. If enforcing fails the transaction is rolled back, so
+// the stored policy and the kernel never disagree because of a half-applied
+// change.
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/mta"
+	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+// DefaultStateDir holds the database and the lock file.
+const DefaultStateDir = "/var/lib/smtpguard"
+
+// Config wires an Engine to the system.
+type Config struct {
+	StateDir   string
+	PasswdPath string // default /etc/passwd
+	GroupPath  string // default /etc/group
+	MTA        mta.Config
+	// Backends are the enforcement candidates, best first; "auto" picks the
+	// first whose probe passes.
+	Backends []enforce.Backend
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Engine performs state changes. It is safe for use by one goroutine at a time
+// per process; other processes are kept out by the lock file.
+type Engine struct {
+	cfg   Config
+	store *store.Store
+	log   *slog.Logger
+}
+
+// Open opens the state directory's database.
+func Open(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.PasswdPath == "" {
+		cfg.PasswdPath = "/etc/passwd"
+	}
+	if cfg.GroupPath == "" {
+		cfg.GroupPath = "/etc/group"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w (use --state-dir or run as root)", cfg.StateDir, err)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, store.FileName))
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg, store: st, log: cfg.Logger.With("component", "engine")}, nil
+}
+
+// Close releases the database.
+func (e *Engine) Close() error { return e.store.Close() }
+
+// Store exposes the database for read-only queries by the CLI and daemon.
+func (e *Engine) Store() *store.Store { return e.store }
+
+// Actor is who asks for a change, for the audit log.
+type Actor struct {
+	Name   string // "root", "alice via sudo", "web:alice", "api:deploy"
+	Source string // "cli", "web", "api", "daemon"
+	Remote string // client address for web and API
+}
+
+// Result describes a completed operation.
+type Result struct {
+	Changed bool
+	Message string // one line for people: "user alice allowed"
+	Policy  policy.Policy
+}
+
+// ErrValidation marks errors caused by the caller's input; nothing changed.
+var ErrValidation = errors.New("invalid input")
+
+func invalid(err error) error { return fmt.Errorf("%w: %w", ErrValidation, err) }
+
+// IsValidation reports whether err is bad input rather than a system failure.
+func IsValidation(err error) bool { return errors.Is(err, ErrValidation) }
+
+// Directory reads the system's users and groups.
+func (e *Engine) Directory() (*policy.Directory, error) {
+	pw, err := os.Open(e.cfg.PasswdPath)
+	if err != nil {
+		return nil, fmt.Errorf("read users: %w", err)
+	}
+	defer pw.Close()
+	gr, err := os.Open(e.cfg.GroupPath)
+	if err != nil {
+		return nil, fmt.Errorf("read groups: %w", err)
+	}
+	defer gr.Close()
+	return policy.ParseDirectory(pw, gr)
+}
+
+// Resolve computes who may connect under p on this host now.
+func (e *Engine) Resolve(ctx context.Context, p policy.Policy, dir *policy.Directory) (policy.Resolution, mta.Detection) {
+	det := mta.Detect(ctx, e.cfg.MTA, dir)
+	return policy.Resolve(p, dir, det.SystemUsers()), det
+}
+
+func (e *Engine) backend(name string) (enforce.Backend, error) {
+	for _, b := range e.cfg.Backends {
+		if b.Name() == name {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("backend %q is not available in this build", name)
+}
+
+// change runs one state change: edit produces the new policy from the old.
+func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
+	edit func(p *policy.Policy, dir *policy.Directory) (string, error)) (Result, error) {
+	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+
+	dir, err := e.Directory()
+	if err != nil {
+		return Result{}, err
+	}
+	tx, err := e.store.Begin(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer tx.Rollback()
+	before, _, err := tx.Policy(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	after := before.Clone()
+	msg, err := edit(&after, dir)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := policy.Validate(after, dir); err != nil {
+		return Result{}, invalid(err)
+	}
+	if after.Equal(before) {
+		// Nothing to persist, but make the kernel match anyway: re-running a
+		// command is how an administrator repairs a flushed ruleset.
+		if err := e.enforce(ctx, before, after, dir); err != nil {
+			return Result{}, err
+		}
+		return Result{Changed: false, Message: msg, Policy: after}, nil
+	}
+	now := e.cfg.Now()
+	if _, err := tx.PutPolicy(ctx, after, now, actor.Name); err != nil {
+		return Result{}, err
+	}
+	rec := store.AuditRecord{
+		At: now, Actor: actor.Name, Source: actor.Source, Remote: actor.Remote,
+		Operation: op, Detail: detail, Before: policyJSON(before), After: policyJSON(after), Outcome: "ok",
+	}
+	if err := e.enforce(ctx, before, after, dir); err != nil {
+		tx.Rollback()
+		rec.After, rec.Outcome = rec.Before, "failed: "+err.Error()
+		if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
+			e.log.Error("cannot record failed change in the audit log", "err", aerr)
+		}
+		return Result{}, err
+	}
+	if err := tx.AppendAudit(ctx, rec); err != nil {
+		return Result{}, errors.Join(err, e.restore(ctx, before, after, dir))
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, errors.Join(err, e.restore(ctx, before, after, dir))
+	}
+	e.log.Info("policy changed", "operation", op, "detail", detail, "actor", actor.Name, "source", actor.Source)
+	return Result{Changed: true, Message: msg, Policy: after}, nil
+}
+
+// restore puts the kernel back to before after the database refused after.
+func (e *Engine) restore(ctx context.Context, before, after policy.Policy, dir *policy.Directory) error {
+	if err := e.enforce(ctx, after, before, dir); err != nil {
+		return fmt.Errorf("restore previous rules: %w (run 'smtpguard status' and re-run the command)", err)
+	}
+	return nil
+}
+
+// enforce moves the kernel from before to after.
+func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, dir *policy.Directory) error {
+	if !after.Enabled {
+		if before.Enabled {
+			return e.remove(ctx, before.Backend)
+		}
+		return nil
+	}
+	b, err := e.backend(after.Backend)
+	if err != nil {
+		return err
+	}
+	res, _ := e.Resolve(ctx, after, dir)
+	rs := policy.Compile(after, res)
+	if err := b.Apply(ctx, rs); err != nil {
+		return fmt.Errorf("enforce with %s: %w", b.Name(), err)
+	}
+	if before.Enabled && before.Backend != after.Backend {
+		if err := e.remove(ctx, before.Backend); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remove takes a backend's rules out of the kernel. A backend name this build
+// does not know (or "auto") means every candidate removes what it may have.
+func (e *Engine) remove(ctx context.Context, name string) error {
+	var errs []error
+	for _, b := range e.cfg.Backends {
+		if name != b.Name() && name != policy.BackendAuto && !e.unknownBackend(name) {
+			continue
+		}
+		if err := b.Remove(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s rules: %w", b.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) unknownBackend(name string) bool {
+	_, err := e.backend(name)
+	return err != nil
+}
+
+func policyJSON(p policy.Policy) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.Encode(policy.ToFile(p))
+	return strings.TrimSpace(buf.String())
+}

@@ -1,0 +1,158 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+// Enable turns the restriction on with the named backend ("auto" probes for
+// the best one). Enabling what is already enabled re-applies the rules, which
+// repairs a ruleset someone flushed.
+func (e *Engine) Enable(ctx context.Context, actor Actor, backend string) (Result, error) {
+	if backend == "" {
+		backend = policy.BackendAuto
+	}
+	b, reason, err := enforce.Choose(ctx, backend, e.cfg.Backends)
+	if err != nil {
+		if backend != policy.BackendAuto && e.unknownBackend(backend) {
+			return Result{}, invalid(err)
+		}
+		return Result{}, err
+	}
+	e.log.Info("backend chosen", "backend", b.Name(), "reason", reason)
+	return e.change(ctx, actor, "enable", b.Name(), func(p *policy.Policy, _ *policy.Directory) (string, error) {
+		msg := fmt.Sprintf("SMTP restriction enabled (backend %s)", b.Name())
+		if p.Enabled && p.Backend == b.Name() {
+			msg = fmt.Sprintf("SMTP restriction already enabled (backend %s); rules re-applied", b.Name())
+		}
+		p.Enabled, p.Backend = true, b.Name()
+		return msg, nil
+	})
+}
+
+// Disable turns the restriction off and removes smtpguard's kernel rules.
+// Disabling what is already disabled still removes any leftover rules.
+func (e *Engine) Disable(ctx context.Context, actor Actor) (Result, error) {
+	res, err := e.change(ctx, actor, "disable", "", func(p *policy.Policy, _ *policy.Directory) (string, error) {
+		msg := "SMTP restriction disabled: every user may connect to remote SMTP servers"
+		if !p.Enabled {
+			msg = "SMTP restriction already disabled"
+		}
+		p.Enabled = false
+		return msg, nil
+	})
+	if err == nil && !res.Changed {
+		err = e.remove(ctx, res.Policy.Backend)
+	}
+	return res, err
+}
+
+// Allow lets a user or group connect. ref is a name or a numeric id.
+func (e *Engine) Allow(ctx context.Context, actor Actor, kind policy.PrincipalKind, ref string) (Result, error) {
+	return e.change(ctx, actor, "allow", string(kind)+" "+ref, func(p *policy.Policy, dir *policy.Directory) (string, error) {
+		pr, err := dir.ResolvePrincipal(kind, ref)
+		if err != nil {
+			return "", invalid(err)
+		}
+		if err := p.Allow(pr); err != nil {
+			if errors.Is(err, policy.ErrAlreadyAllowed) {
+				return fmt.Sprintf("%s is already allowed; nothing changed", pr), nil
+			}
+			return "", invalid(err)
+		}
+		return fmt.Sprintf("%s allowed to connect to remote SMTP servers", pr), nil
+	})
+}
+
+// Revoke withdraws what Allow granted.
+func (e *Engine) Revoke(ctx context.Context, actor Actor, kind policy.PrincipalKind, ref string) (Result, error) {
+	return e.change(ctx, actor, "revoke", string(kind)+" "+ref, func(p *policy.Policy, dir *policy.Directory) (string, error) {
+		pr, err := dir.ResolvePrincipal(kind, ref)
+		if err != nil {
+			// A deleted account can still be revoked by the name it was allowed under.
+			pr = policy.Principal{Kind: kind, Name: ref}
+			if rerr := p.Revoke(pr); rerr == nil {
+				return fmt.Sprintf("%s revoked", pr), nil
+			}
+			return "", invalid(err)
+		}
+		if err := p.Revoke(pr); err != nil {
+			if errors.Is(err, policy.ErrNotAllowed) {
+				return fmt.Sprintf("%s was not allowed; nothing changed", pr), nil
+			}
+			return "", invalid(err)
+		}
+		return fmt.Sprintf("%s revoked", pr), nil
+	})
+}
+
+// SetPorts replaces the restricted ports ("25,465,587").
+func (e *Engine) SetPorts(ctx context.Context, actor Actor, ports string) (Result, error) {
+	parsed, err := policy.ParsePorts(ports)
+	if err != nil {
+		return Result{}, invalid(err)
+	}
+	list := policy.PortsString(parsed)
+	return e.change(ctx, actor, "set ports", list, func(p *policy.Policy, _ *policy.Directory) (string, error) {
+		p.Ports = parsed
+		return "restricted ports set to " + list, nil
+	})
+}
+
+// SetMode sets what happens to a connection that is not allowed.
+func (e *Engine) SetMode(ctx context.Context, actor Actor, mode string) (Result, error) {
+	m, err := policy.ParseMode(mode)
+	if err != nil {
+		return Result{}, invalid(err)
+	}
+	return e.change(ctx, actor, "set mode", string(m), func(p *policy.Policy, _ *policy.Directory) (string, error) {
+		p.Mode = m
+		return "mode set to " + string(m), nil
+	})
+}
+
+// SetAllowLocal sets whether loopback and this host's own addresses stay
+// reachable for everyone.
+func (e *Engine) SetAllowLocal(ctx context.Context, actor Actor, value string) (Result, error) {
+	on, err := policy.ParseOnOff(value)
+	if err != nil {
+		return Result{}, invalid(err)
+	}
+	word := map[bool]string{true: "on", false: "off"}[on]
+	return e.change(ctx, actor, "set allow-local", word, func(p *policy.Policy, _ *policy.Directory) (string, error) {
+		p.AllowLocal = on
+		return "allow-local set to " + word, nil
+	})
+}
+
+// Import replaces the whole policy with a policy file's, validated first.
+func (e *Engine) Import(ctx context.Context, actor Actor, f policy.File, source string) (Result, error) {
+	var chosen string
+	if f.Enabled {
+		b, _, err := enforce.Choose(ctx, f.Backend, e.cfg.Backends)
+		if err != nil {
+			if f.Backend != policy.BackendAuto && e.unknownBackend(f.Backend) {
+				return Result{}, invalid(fmt.Errorf("backend: %w", err))
+			}
+			return Result{}, err
+		}
+		chosen = b.Name()
+	}
+	return e.change(ctx, actor, "import", source, func(p *policy.Policy, dir *policy.Directory) (string, error) {
+		np, err := f.Policy(dir)
+		if err != nil {
+			return "", invalid(err)
+		}
+		if chosen != "" {
+			np.Backend = chosen
+		} else if np.Backend == policy.BackendAuto {
+			np.Backend = p.Backend // keep the last backend used for a later enable
+		}
+		*p = np
+		return "policy imported from " + source, nil
+	})
+}

@@ -1,0 +1,197 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/mta"
+	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+// Kernel describes what the kernel enforces compared with the stored policy.
+type Kernel struct {
+	// State is "in sync", "drift", "not enforcing" (disabled) or "unknown"
+	// (the check itself failed, usually for lack of privileges).
+	State    string   `json:"state"`
+	Problems []string `json:"problems,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// Status is everything "smtpguard status" shows. The first six fields are the
+// stable contract scripts rely on.
+type Status struct {
+	Enabled       bool           `json:"enabled"`
+	Backend       string         `json:"backend"`
+	Mode          string         `json:"mode"`
+	Ports         []uint16       `json:"ports"`
+	AllowedUsers  []string       `json:"allowed_users"`
+	AllowedGroups []string       `json:"allowed_groups"`
+	AllowLocal    bool           `json:"allow_local"`
+	AllowedUIDs   []policy.Grant `json:"allowed_uids"`
+	Unresolved    []string       `json:"unresolved,omitempty"`
+	MTA           mta.Detection  `json:"mta"`
+	Kernel        Kernel         `json:"kernel"`
+	Revision      int64          `json:"revision"`
+	UpdatedAt     *time.Time     `json:"updated_at,omitempty"`
+	UpdatedBy     string         `json:"updated_by,omitempty"`
+}
+
+// Status reports the stored policy, who it lets through, and whether the
+// kernel matches it.
+func (e *Engine) Status(ctx context.Context) (Status, error) {
+	p, meta, err := e.store.Policy(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	dir, err := e.Directory()
+	if err != nil {
+		return Status{}, err
+	}
+	res, det := e.Resolve(ctx, p, dir)
+	st := Status{
+		Enabled:       p.Enabled,
+		Backend:       p.Backend,
+		Mode:          string(p.Mode),
+		Ports:         p.Ports,
+		AllowedUsers:  refs(p.Users),
+		AllowedGroups: refs(p.Groups),
+		AllowLocal:    p.AllowLocal,
+		AllowedUIDs:   res.Grants,
+		Unresolved:    res.Unresolved,
+		MTA:           det,
+		Revision:      meta.Revision,
+		UpdatedBy:     meta.UpdatedBy,
+		Kernel:        Kernel{State: "not enforcing"},
+	}
+	if meta.Revision > 0 {
+		st.UpdatedAt = &meta.UpdatedAt
+	}
+	if p.Enabled {
+		st.Kernel = e.kernel(ctx, p, res)
+	}
+	return st, nil
+}
+
+func (e *Engine) kernel(ctx context.Context, p policy.Policy, res policy.Resolution) Kernel {
+	b, err := e.backend(p.Backend)
+	if err != nil {
+		return Kernel{State: "unknown", Error: err.Error()}
+	}
+	drift, err := b.Verify(ctx, policy.Compile(p, res))
+	if err != nil {
+		return Kernel{State: "unknown", Error: err.Error()}
+	}
+	if !drift.InSync() {
+		return Kernel{State: "drift", Problems: drift.Problems}
+	}
+	return Kernel{State: "in sync"}
+}
+
+func refs(ps []policy.Principal) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Ref())
+	}
+	return out
+}
+
+// Plan is what "enable" would do, computed without changing anything.
+type Plan struct {
+	Backend     string         `json:"backend"`
+	Reason      string         `json:"reason"`
+	Ruleset     RulesetView    `json:"ruleset"`
+	AllowedUIDs []policy.Grant `json:"allowed_uids"`
+	Unresolved  []string       `json:"unresolved,omitempty"`
+	Rendered    string         `json:"rendered"`
+	// Kernel compares the plan with what the kernel holds now.
+	Kernel Kernel `json:"kernel"`
+}
+
+// RulesetView is a Ruleset for JSON output.
+type RulesetView struct {
+	Mode       string   `json:"mode"`
+	Ports      []uint16 `json:"ports"`
+	AllowLocal bool     `json:"allow_local"`
+	UIDs       []uint32 `json:"uids"`
+	LogGroup   uint16   `json:"log_group"`
+}
+
+// Plan computes the ruleset "enable --backend backend" would install.
+func (e *Engine) Plan(ctx context.Context, backend string) (Plan, error) {
+	p, _, err := e.store.Policy(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	if backend == "" {
+		backend = policy.BackendAuto
+		if p.Enabled {
+			backend = p.Backend
+		}
+	}
+	b, reason, err := enforce.Choose(ctx, backend, e.cfg.Backends)
+	if err != nil {
+		// Planning must work where probing cannot (no root): fall back to
+		// rendering with the named or best candidate, and say so.
+		if b, err = e.planBackend(backend); err != nil {
+			return Plan{}, invalid(err)
+		}
+		reason = "backend could not be probed here (needs root); showing its rules anyway"
+	}
+	dir, err := e.Directory()
+	if err != nil {
+		return Plan{}, err
+	}
+	p.Enabled, p.Backend = true, b.Name()
+	res, _ := e.Resolve(ctx, p, dir)
+	rs := policy.Compile(p, res)
+	pl := Plan{
+		Backend:     b.Name(),
+		Reason:      reason,
+		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs, LogGroup: rs.LogGroup},
+		AllowedUIDs: res.Grants,
+		Unresolved:  res.Unresolved,
+		Rendered:    b.Render(rs),
+	}
+	drift, err := b.Verify(ctx, rs)
+	switch {
+	case err != nil:
+		pl.Kernel = Kernel{State: "unknown", Error: err.Error()}
+	case drift.InSync():
+		pl.Kernel = Kernel{State: "in sync"}
+	default:
+		pl.Kernel = Kernel{State: "drift", Problems: drift.Problems}
+	}
+	return pl, nil
+}
+
+func (e *Engine) planBackend(name string) (enforce.Backend, error) {
+	if name == policy.BackendAuto {
+		if len(e.cfg.Backends) == 0 {
+			return nil, errors.New("no backend in this build")
+		}
+		return e.cfg.Backends[0], nil
+	}
+	return e.backend(name)
+}
+
+// Export returns the stored policy as a policy file.
+func (e *Engine) Export(ctx context.Context) (policy.File, error) {
+	p, _, err := e.store.Policy(ctx)
+	if err != nil {
+		return policy.File{}, err
+	}
+	return policy.ToFile(p), nil
+}
+
+// Events returns recorded blocked attempts, newest first.
+func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	return e.store.Events(ctx, f)
+}
+
+// Audit returns the audit log, newest first.
+func (e *Engine) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error) {
+	return e.store.Audit(ctx, f)
+}

@@ -1,0 +1,268 @@
+// Package policy is smtpguard's domain model: the stored policy, the parsing and
+// validation of everything an administrator types, the resolution of users and
+// groups into the set of uids that may reach remote SMTP servers, and the compiled,
+// backend-neutral Ruleset. It does no I/O: callers hand it file contents.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Mode says what happens to a connection from a uid that is not allowed.
+type Mode string
+
+// The modes. Redirect is part of the design but arrives with MTA integration.
+const (
+	ModeReject   Mode = "reject"   // refuse at once with a TCP reset
+	ModeLog      Mode = "log"      // let it through, but count and log it
+	ModeRedirect Mode = "redirect" // send it to the local MTA instead
+)
+
+// DefaultPorts are the remote SMTP ports restricted out of the box:
+// SMTP, SMTPS (implicit TLS submission) and submission.
+var defaultPorts = []uint16{25, 465, 587}
+
+// DefaultPorts returns a fresh copy of the default restricted ports.
+func DefaultPorts() []uint16 { return slices.Clone(defaultPorts) }
+
+// Backend names accepted by "enable --backend".
+const (
+	BackendAuto = "auto"
+	BackendNFT  = "nft"
+)
+
+// SupportedBackends lists the backend names this build can enforce with.
+func SupportedBackends() []string { return []string{BackendAuto, BackendNFT} }
+
+// PrincipalKind is "user" or "group".
+type PrincipalKind string
+
+// The principal kinds.
+const (
+	KindUser  PrincipalKind = "user"
+	KindGroup PrincipalKind = "group"
+)
+
+// Principal is an allowed user or group as the administrator named it. A
+// principal given by name follows that name (so a renumbered account stays
+// allowed); one given by number stays that number even without an account.
+type Principal struct {
+	Kind PrincipalKind
+	Name string // empty when given by number and no account had that number
+	ID   uint32 // the uid/gid when added
+	ByID bool   // the administrator typed the number, not the name
+}
+
+// Ref is how the principal is shown and written back to policy files: the name
+// when there is one, else the number.
+func (p Principal) Ref() string {
+	if p.ByID {
+		return strconv.FormatUint(uint64(p.ID), 10)
+	}
+	return p.Name
+}
+
+// String reads "user alice" or "group 1005".
+func (p Principal) String() string { return string(p.Kind) + " " + p.Ref() }
+
+// Same reports whether two principals designate the same account.
+func (p Principal) Same(q Principal) bool {
+	if p.Kind != q.Kind {
+		return false
+	}
+	if p.ByID || q.ByID {
+		return p.ID == q.ID
+	}
+	return p.Name == q.Name
+}
+
+// Policy is the whole desired state an administrator controls.
+type Policy struct {
+	Enabled    bool
+	Backend    string // backend chosen at enable: "auto" or a backend name
+	Mode       Mode
+	Ports      []uint16 // sorted, unique
+	AllowLocal bool     // loopback and this host's own addresses stay reachable
+	Users      []Principal
+	Groups     []Principal
+}
+
+// Default is the policy of a fresh install: disabled, reject mode, the three
+// SMTP ports, local delivery allowed, nobody extra allowed.
+func Default() Policy {
+	return Policy{
+		Backend:    BackendAuto,
+		Mode:       ModeReject,
+		Ports:      DefaultPorts(),
+		AllowLocal: true,
+	}
+}
+
+// Clone returns a deep copy, so edits never alias the original.
+func (p Policy) Clone() Policy {
+	p.Ports = slices.Clone(p.Ports)
+	p.Users = slices.Clone(p.Users)
+	p.Groups = slices.Clone(p.Groups)
+	return p
+}
+
+// Equal reports whether two policies are the same desired state.
+func (p Policy) Equal(q Policy) bool {
+	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Mode == q.Mode &&
+		p.AllowLocal == q.AllowLocal && slices.Equal(p.Ports, q.Ports) &&
+		slices.Equal(p.Users, q.Users) && slices.Equal(p.Groups, q.Groups)
+}
+
+// Principals returns the allowed principals of one kind.
+func (p *Policy) principals(kind PrincipalKind) *[]Principal {
+	if kind == KindGroup {
+		return &p.Groups
+	}
+	return &p.Users
+}
+
+// ErrAlreadyAllowed and ErrNotAllowed let callers report no-op edits kindly.
+var (
+	ErrAlreadyAllowed = errors.New("already allowed")
+	ErrNotAllowed     = errors.New("not in the allowed list")
+)
+
+// Allow adds a principal; adding one already present returns ErrAlreadyAllowed.
+func (p *Policy) Allow(pr Principal) error {
+	list := p.principals(pr.Kind)
+	for _, q := range *list {
+		if q.Same(pr) {
+			return fmt.Errorf("%s: %w", pr, ErrAlreadyAllowed)
+		}
+	}
+	*list = append(*list, pr)
+	return nil
+}
+
+// Revoke removes a principal; removing one not present returns ErrNotAllowed.
+func (p *Policy) Revoke(pr Principal) error {
+	list := p.principals(pr.Kind)
+	n := len(*list)
+	*list = slices.DeleteFunc(*list, func(q Principal) bool { return q.Same(pr) })
+	if len(*list) == n {
+		return fmt.Errorf("%s: %w", pr, ErrNotAllowed)
+	}
+	return nil
+}
+
+// ParseMode parses a mode name. Redirect is refused until the MTA integration
+// that makes it safe lands.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
+	case ModeReject, ModeLog:
+		return m, nil
+	case ModeRedirect:
+		return "", fmt.Errorf("mode %q is not available in this version: use reject or log", s)
+	default:
+		return "", fmt.Errorf("unknown mode %q: use reject or log", s)
+	}
+}
+
+// ParseOnOff parses on/off style booleans for settings such as allow-local.
+func ParseOnOff(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "on", "yes", "true", "1", "enable", "enabled":
+		return true, nil
+	case "off", "no", "false", "0", "disable", "disabled":
+		return false, nil
+	}
+	return false, fmt.Errorf("invalid value %q: use on or off", s)
+}
+
+// ParsePorts parses a comma-separated port list such as "25,465,587". The
+// result is sorted. Zero, out-of-range, duplicate and non-numeric entries are
+// errors, as is an empty list (which would silently restrict nothing).
+func ParsePorts(s string) ([]uint16, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("no ports given: list them like 25,465,587")
+	}
+	var ports []uint16
+	for field := range strings.SplitSeq(s, ",") {
+		field = strings.TrimSpace(field)
+		if field == "" {
+			return nil, fmt.Errorf("empty entry in port list %q", s)
+		}
+		n, err := strconv.ParseUint(field, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("port %q is not a number", field)
+		}
+		p, err := checkPort(int64(n))
+		if err != nil {
+			return nil, err
+		}
+		ports = append(ports, p)
+	}
+	return normalizePorts(ports)
+}
+
+func checkPort(n int64) (uint16, error) {
+	if n < 1 || n > 65535 {
+		return 0, fmt.Errorf("port %d is outside 1-65535", n)
+	}
+	return uint16(n), nil
+}
+
+// normalizePorts sorts ports and rejects duplicates.
+func normalizePorts(ports []uint16) ([]uint16, error) {
+	if len(ports) == 0 {
+		return nil, errors.New("no ports given: at least one port must be restricted")
+	}
+	out := slices.Clone(ports)
+	slices.Sort(out)
+	for i := 1; i < len(out); i++ {
+		if out[i] == out[i-1] {
+			return nil, fmt.Errorf("port %d is listed twice", out[i])
+		}
+	}
+	return out, nil
+}
+
+// Validate checks a whole policy against the system accounts and returns every
+// problem found, each prefixed by its field, joined into one error.
+func Validate(p Policy, dir *Directory) error {
+	var errs []error
+	switch p.Mode {
+	case ModeReject, ModeLog:
+	default:
+		if _, err := ParseMode(string(p.Mode)); err != nil {
+			errs = append(errs, fmt.Errorf("mode: %w", err))
+		}
+	}
+	if !slices.Contains(SupportedBackends(), p.Backend) {
+		errs = append(errs, fmt.Errorf("backend: unknown backend %q: use %s", p.Backend, strings.Join(SupportedBackends(), " or ")))
+	}
+	if _, err := normalizePorts(p.Ports); err != nil {
+		errs = append(errs, fmt.Errorf("ports: %w", err))
+	}
+	for i, pr := range p.Users {
+		if _, err := dir.ResolvePrincipal(KindUser, pr.Ref()); err != nil {
+			errs = append(errs, fmt.Errorf("allowed_users[%d]: %w", i, err))
+		}
+		for _, q := range p.Users[:i] {
+			if q.Same(pr) {
+				errs = append(errs, fmt.Errorf("allowed_users[%d]: %s is listed twice", i, pr))
+			}
+		}
+	}
+	for i, pr := range p.Groups {
+		if _, err := dir.ResolvePrincipal(KindGroup, pr.Ref()); err != nil {
+			errs = append(errs, fmt.Errorf("allowed_groups[%d]: %w", i, err))
+		}
+		for _, q := range p.Groups[:i] {
+			if q.Same(pr) {
+				errs = append(errs, fmt.Errorf("allowed_groups[%d]: %s is listed twice", i, pr))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

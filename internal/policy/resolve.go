@@ -1,0 +1,168 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+)
+
+// SystemUser is an account allowed by smtpguard itself rather than by the
+// administrator: the MTA's service user or the mailing-list manager's.
+type SystemUser struct {
+	Name   string // account name, e.g. "Debian-exim"
+	Reason string // e.g. "MTA exim4"
+}
+
+// Grant explains why one uid may connect.
+type Grant struct {
+	UID     uint32   `json:"uid"`
+	User    string   `json:"user,omitempty"`
+	Reasons []string `json:"reasons"`
+}
+
+// Resolution is the outcome of turning principals into uids.
+type Resolution struct {
+	UIDs       []uint32 // sorted, unique; always contains 0
+	Grants     []Grant  // one per uid, same order
+	Unresolved []string // named principals that no longer exist, for status
+}
+
+// Resolve computes the uids that may connect: root, the system users (MTA,
+// list manager), allowed users, and every member of each allowed group, both
+// those whose primary group it is and its supplementary members.
+func Resolve(p Policy, dir *Directory, system []SystemUser) Resolution {
+	reasons := map[uint32][]string{0: {"root"}}
+	add := func(uid uint32, why string) {
+		if !slices.Contains(reasons[uid], why) {
+			reasons[uid] = append(reasons[uid], why)
+		}
+	}
+	var unresolved []string
+	for _, s := range system {
+		if a, ok := dir.User(s.Name); ok {
+			add(a.UID, s.Reason)
+		}
+	}
+	for _, u := range p.Users {
+		switch {
+		case u.ByID:
+			add(u.ID, "allowed user "+u.Ref())
+		default:
+			a, ok := dir.User(u.Name)
+			if !ok {
+				unresolved = append(unresolved, fmt.Sprintf("allowed user %q no longer exists", u.Name))
+				continue
+			}
+			add(a.UID, "allowed user "+u.Name)
+		}
+	}
+	for _, g := range p.Groups {
+		gid := g.ID
+		grp, ok := dir.GroupByID(gid)
+		if !g.ByID {
+			grp, ok = dir.GroupByName(g.Name)
+			if !ok {
+				unresolved = append(unresolved, fmt.Sprintf("allowed group %q no longer exists", g.Name))
+				continue
+			}
+			gid = grp.GID
+		}
+		label := "allowed group " + g.Ref()
+		for _, a := range dir.accounts {
+			if a.GID == gid {
+				add(a.UID, label)
+			}
+		}
+		if ok {
+			for _, m := range grp.Members {
+				if a, found := dir.User(m); found {
+					add(a.UID, label)
+				}
+			}
+		}
+	}
+	uids := slices.Sorted(maps.Keys(reasons))
+	grants := make([]Grant, 0, len(uids))
+	for _, uid := range uids {
+		gr := Grant{UID: uid, Reasons: reasons[uid]}
+		if a, ok := dir.UserByID(uid); ok {
+			gr.User = a.Name
+		}
+		grants = append(grants, gr)
+	}
+	return Resolution{UIDs: uids, Grants: grants, Unresolved: unresolved}
+}
+
+// DefaultLogGroup is the netlink log (NFLOG) group blocked attempts are sent to.
+// The daemon listens on it; 2525 is an otherwise unused number that reads as SMTP.
+const DefaultLogGroup uint16 = 2525
+
+// Ruleset is the resolved, backend-neutral description of what the kernel must
+// enforce while the restriction is enabled.
+type Ruleset struct {
+	Mode       Mode
+	Ports      []uint16 // sorted, unique
+	AllowLocal bool
+	UIDs       []uint32 // sorted, unique
+	LogGroup   uint16
+}
+
+// Compile turns a policy and its resolution into a Ruleset.
+func Compile(p Policy, r Resolution) Ruleset {
+	return Ruleset{
+		Mode:       p.Mode,
+		Ports:      slices.Clone(p.Ports),
+		AllowLocal: p.AllowLocal,
+		UIDs:       slices.Clone(r.UIDs),
+		LogGroup:   DefaultLogGroup,
+	}
+}
+
+// Packet is what the verdict tracer needs to know of a connection attempt.
+type Packet struct {
+	UID      uint32
+	DstPort  uint16
+	DstLocal bool // loopback or one of this host's own addresses
+}
+
+// Verdict is the tracer's answer.
+type Verdict string
+
+// The verdicts.
+const (
+	VerdictAccept Verdict = "accept" // not restricted, or allowed
+	VerdictLog    Verdict = "log"    // restricted, not allowed, let through and logged (log mode)
+	VerdictReject Verdict = "reject" // restricted, not allowed, refused with a reset
+)
+
+// Trace answers "may this connection attempt pass?" with the same rule order
+// every backend implements: non-SMTP ports leave first, then local
+// destinations (when allowed), then allowed uids, then the block.
+func (rs Ruleset) Trace(pkt Packet) Verdict {
+	if !slices.Contains(rs.Ports, pkt.DstPort) {
+		return VerdictAccept
+	}
+	if rs.AllowLocal && pkt.DstLocal {
+		return VerdictAccept
+	}
+	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {
+		return VerdictAccept
+	}
+	if rs.Mode == ModeLog {
+		return VerdictLog
+	}
+	return VerdictReject
+}
+
+// PortsString renders ports as the CLI takes them: "25,465,587".
+func PortsString(ports []uint16) string {
+	s := ""
+	for i, p := range ports {
+		if i > 0 {
+			s += ","
+		}
+		s += strconv.Itoa(int(p))
+	}
+	return s
+}

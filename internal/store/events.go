@@ -1,0 +1,83 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Event is one aggregate of blocked (or, in log mode, logged) connection
+// attempts: one uid to one destination and port within one minute.
+type Event struct {
+	UID       uint32    `json:"uid"`
+	User      string    `json:"user"`
+	Family    int       `json:"family"` // 4 or 6
+	Address   string    `json:"destination"`
+	Port      uint16    `json:"port"`
+	Action    string    `json:"action"` // "blocked" or "logged"
+	Count     int64     `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// RecordEvents adds aggregates in one transaction, merging with aggregates
+// already stored for the same uid, destination, port and minute.
+func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record events: %w", err)
+	}
+	defer tx.Rollback()
+	for _, e := range events {
+		_, err := tx.ExecContext(ctx, `INSERT INTO events (uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (uid, daddr, dport, minute, action) DO UPDATE SET
+				count = count + excluded.count,
+				user = excluded.user,
+				first_seen = min(first_seen, excluded.first_seen),
+				last_seen = max(last_seen, excluded.last_seen)`,
+			e.UID, e.User, e.Family, e.Address, e.Port, e.FirstSeen.Unix()/60, e.Action, e.Count,
+			e.FirstSeen.UnixMilli(), e.LastSeen.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("record event for uid %d to %s port %d: %w", e.UID, e.Address, e.Port, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record events: %w", err)
+	}
+	return nil
+}
+
+// EventFilter narrows an events query.
+type EventFilter struct {
+	Since time.Time // zero: everything kept
+	Limit int       // zero: no limit
+}
+
+// Events returns aggregates, most recently seen first.
+func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, action, count, first_seen, last_seen
+		FROM events WHERE last_seen >= ? ORDER BY last_seen DESC, uid, daddr, dport LIMIT ?`, f.Since.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var first, last int64
+		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &e.Action, &e.Count, &first, &last); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(last)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,303 @@
+// Package store keeps smtpguard's state in SQLite (modernc.org/sqlite, pure Go,
+// WAL mode): the policy, the audit log and blocked-attempt events. Schema changes
+// are numbered, embedded migrations applied in order at Open.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// FileName is the database file inside the state directory.
+const FileName = "smtpguard.db"
+
+// Store is an open database.
+type Store struct {
+	db *sql.DB
+}
+
+// Open opens (creating if needed) the database at path and brings its schema up
+// to date. The file is created readable by its owner only: it holds the audit
+// log and, later, password hashes.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", filepath.Dir(path), err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	f.Close()
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate") // writers take the lock at BEGIN, so they queue instead of failing
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with its number", e.Name())
+		}
+		body, err := fs.ReadFile(migrationFiles, "migrations/"+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
+	}
+	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
+	return ms, nil
+}
+
+// LatestSchemaVersion is the schema version this build migrates to.
+func LatestSchemaVersion() int {
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("read migrations: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin migration: %w", err)
+	}
+	defer tx.Rollback()
+	var current int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	latest := ms[len(ms)-1].version
+	if current > latest {
+		return fmt.Errorf("schema version %d is newer than this build understands (%d): upgrade smtpguard", current, latest)
+	}
+	for _, m := range ms {
+		if m.version <= current {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
+			return fmt.Errorf("migration %s: set version: %w", m.name, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// SchemaVersion reports the database's schema version.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+// IntegrityCheck runs SQLite's integrity check and returns its complaints.
+func (s *Store) IntegrityCheck(ctx context.Context) error {
+	var res string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res); err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if res != "ok" {
+		return fmt.Errorf("integrity check: %s", res)
+	}
+	return nil
+}
+
+// Meta describes the stored policy's last change.
+type Meta struct {
+	Revision  int64
+	UpdatedAt time.Time
+	UpdatedBy string
+}
+
+// querier is what both *sql.DB and *sql.Tx offer.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Policy returns the stored policy, or the default one on a fresh database.
+func (s *Store) Policy(ctx context.Context) (policy.Policy, Meta, error) {
+	return readPolicy(ctx, s.db)
+}
+
+func readPolicy(ctx context.Context, q querier) (policy.Policy, Meta, error) {
+	p := policy.Default()
+	var meta Meta
+	var enabled, allowLocal int
+	var ports, mode string
+	var updatedAt int64
+	err := q.QueryRowContext(ctx,
+		"SELECT enabled, backend, mode, ports, allow_local, revision, updated_at, updated_by FROM policy WHERE id = 1").
+		Scan(&enabled, &p.Backend, &mode, &ports, &allowLocal, &meta.Revision, &updatedAt, &meta.UpdatedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, meta, nil
+	}
+	if err != nil {
+		return policy.Policy{}, Meta{}, fmt.Errorf("read policy: %w", err)
+	}
+	p.Enabled, p.AllowLocal, p.Mode = enabled != 0, allowLocal != 0, policy.Mode(mode)
+	meta.UpdatedAt = time.UnixMilli(updatedAt)
+	if p.Ports, err = policy.ParsePorts(ports); err != nil {
+		return policy.Policy{}, Meta{}, fmt.Errorf("read policy: stored ports: %w", err)
+	}
+	rows, err := q.QueryContext(ctx, "SELECT kind, name, id, by_id FROM allowed ORDER BY kind, position")
+	if err != nil {
+		return policy.Policy{}, Meta{}, fmt.Errorf("read allowed principals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pr policy.Principal
+		var kind string
+		var byID int
+		if err := rows.Scan(&kind, &pr.Name, &pr.ID, &byID); err != nil {
+			return policy.Policy{}, Meta{}, fmt.Errorf("read allowed principals: %w", err)
+		}
+		pr.Kind, pr.ByID = policy.PrincipalKind(kind), byID != 0
+		if pr.Kind == policy.KindGroup {
+			p.Groups = append(p.Groups, pr)
+		} else {
+			p.Users = append(p.Users, pr)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return policy.Policy{}, Meta{}, fmt.Errorf("read allowed principals: %w", err)
+	}
+	return p, meta, nil
+}
+
+// Tx is a write transaction: the engine persists a policy change and its audit
+// record in one, and commits only once the kernel has accepted the change.
+type Tx struct {
+	tx *sql.Tx
+}
+
+// Begin starts a write transaction.
+func (s *Store) Begin(ctx context.Context) (*Tx, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin transaction: %w", err)
+	}
+	return &Tx{tx: tx}, nil
+}
+
+// Commit makes the transaction's writes durable.
+func (t *Tx) Commit() error {
+	if err := t.tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Rollback discards the transaction; after Commit it is a no-op.
+func (t *Tx) Rollback() error {
+	err := t.tx.Rollback()
+	if errors.Is(err, sql.ErrTxDone) {
+		return nil
+	}
+	return err
+}
+
+// Policy reads the policy inside the transaction.
+func (t *Tx) Policy(ctx context.Context) (policy.Policy, Meta, error) {
+	return readPolicy(ctx, t.tx)
+}
+
+// PutPolicy replaces the stored policy and bumps its revision.
+func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by string) (int64, error) {
+	_, meta, err := readPolicy(ctx, t.tx)
+	if err != nil {
+		return 0, err
+	}
+	rev := meta.Revision + 1
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, mode, ports, allow_local, revision, updated_at, updated_by)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, mode = excluded.mode,
+			ports = excluded.ports, allow_local = excluded.allow_local, revision = excluded.revision,
+			updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
+		boolInt(p.Enabled), p.Backend, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rev, at.UnixMilli(), by)
+	if err != nil {
+		return 0, fmt.Errorf("write policy: %w", err)
+	}
+	if _, err := t.tx.ExecContext(ctx, "DELETE FROM allowed"); err != nil {
+		return 0, fmt.Errorf("write allowed principals: %w", err)
+	}
+	for i, pr := range slices.Concat(p.Users, p.Groups) {
+		if _, err := t.tx.ExecContext(ctx, "INSERT INTO allowed (kind, position, name, id, by_id) VALUES (?, ?, ?, ?, ?)",
+			string(pr.Kind), i, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
+			return 0, fmt.Errorf("write allowed %s: %w", pr, err)
+		}
+	}
+	return rev, nil
+}
+
+// AppendAudit writes an audit record inside the transaction.
+func (t *Tx) AppendAudit(ctx context.Context, r AuditRecord) error {
+	return appendAudit(ctx, t.tx, r)
+}
+
+// AppendAudit writes an audit record on its own, for operations that failed
+// and so have no transaction to ride in.
+func (s *Store) AppendAudit(ctx context.Context, r AuditRecord) error {
+	return appendAudit(ctx, s.db, r)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
