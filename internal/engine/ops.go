@@ -131,6 +131,9 @@ func (e *Engine) SetAllowLocal(ctx context.Context, actor Actor, value string) (
 
 // Import replaces the whole policy with a policy file's, validated first.
 func (e *Engine) Import(ctx context.Context, actor Actor, f policy.File, source string) (Result, error) {
+	if f.Backend != policy.BackendAuto && e.unknownBackend(f.Backend) {
+		return Result{}, invalid(fmt.Errorf("backend: unknown backend %q in the policy file", f.Backend))
+	}
 	var chosen string
 	if f.Enabled {
 		b, _, err := enforce.Choose(ctx, f.Backend, e.cfg.Backends)

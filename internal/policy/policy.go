@@ -238,8 +238,8 @@ func Validate(p Policy, dir *Directory) error {
 			errs = append(errs, fmt.Errorf("mode: %w", err))
 		}
 	}
-	if !slices.Contains(SupportedBackends(), p.Backend) {
-		errs = append(errs, fmt.Errorf("backend: unknown backend %q: use %s", p.Backend, strings.Join(SupportedBackends(), " or ")))
+	if !validBackendName(p.Backend) {
+		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: use %s", p.Backend, strings.Join(SupportedBackends(), " or ")))
 	}
 	if _, err := normalizePorts(p.Ports); err != nil {
 		errs = append(errs, fmt.Errorf("ports: %w", err))
@@ -265,4 +265,18 @@ func Validate(p Policy, dir *Directory) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validBackendName accepts lowercase identifiers; which backends exist is the
+// engine's business, since it knows what this build and host provide.
+func validBackendName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
 }
