@@ -1,8 +1,5 @@
 //go:build linux
 
-// Package nft enforces smtpguard's ruleset with nftables over netlink
-// (github.com/google/nftables; no nft binary at run time). See README.md for the
-// hook, priority and rule-order choices.
 package nft
 
 import (
@@ -43,6 +40,10 @@ func New(logger *slog.Logger, opts ...Option) *Backend {
 	}
 	return b
 }
+
+// Render prints the ruleset in nft syntax, loadable with "nft -f". It is part
+// of enforce.Backend.
+func (b *Backend) Render(rs policy.Ruleset) string { return render(rs) }
 
 // Name is part of enforce.Backend.
 func (b *Backend) Name() string { return "nft" }
@@ -107,7 +108,7 @@ func (b *Backend) Probe(ctx context.Context) error {
 }
 
 // objects builds the kernel objects for rs.
-func objects(rs policy.Ruleset) (t *nftables.Table, ports, uids *nftables.Set, chains map[string]*nftables.Chain, specs []ruleSpec) {
+func objects() (t *nftables.Table, ports, uids *nftables.Set, chains map[string]*nftables.Chain) {
 	t = table()
 	ports = &nftables.Set{Table: t, Name: setPorts, KeyType: nftables.TypeInetService}
 	uids = &nftables.Set{Table: t, Name: setUIDs, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian}
@@ -119,7 +120,7 @@ func objects(rs policy.Ruleset) (t *nftables.Table, ports, uids *nftables.Set, c
 		chains[bc.name] = &nftables.Chain{Name: bc.name, Table: t, Type: nftables.ChainTypeFilter,
 			Hooknum: bc.hook, Priority: bc.priority, Policy: &accept}
 	}
-	return t, ports, uids, chains, nil
+	return t, ports, uids, chains
 }
 
 // Apply is part of enforce.Backend. When the installed rules already match and
@@ -153,8 +154,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 }
 
 func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs policy.Ruleset) (added, removed int, err error) {
-	t, ports, uids, _, _ := objects(rs)
-	_ = t
+	_, ports, uids, _ := objects()
 	addP, delP := diff(st.sets[setPorts], portElements(rs.Ports))
 	addU, delU := diff(st.sets[setUIDs], uidElements(rs.UIDs))
 	if len(addP)+len(delP)+len(addU)+len(delU) == 0 {
@@ -181,7 +181,7 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs
 // table" makes the delete valid whether or not the table existed, and the
 // kernel applies the batch atomically: packets see the old rules or the new.
 func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Ruleset) error {
-	t, ports, uids, chains, _ := objects(rs)
+	t, ports, uids, chains := objects()
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
@@ -319,7 +319,7 @@ func (st *state) compare(rs policy.Ruleset) (out []string, structural int) {
 		out = append(out, fmt.Sprintf(format, args...))
 		structural++
 	}
-	_, ports, uids, chains, _ := objects(rs)
+	_, ports, uids, chains := objects()
 	want := map[string][]ruleSig{}
 	for _, r := range rules(rs, ports, uids) {
 		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: len(r.exprs)})

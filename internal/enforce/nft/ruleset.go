@@ -1,3 +1,5 @@
+//go:build linux
+
 package nft
 
 import (
@@ -75,6 +77,12 @@ func (r ruleSpec) comment() string {
 //     reset, so connect() fails at once with ECONNREFUSED (icmpx rejects cost a
 //     SYN retransmit, about 1s; drop hangs the client).
 func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
+	if ports == nil {
+		ports = &nftables.Set{Name: setPorts}
+	}
+	if uids == nil {
+		uids = &nftables.Set{Name: setUIDs}
+	}
 	out := []ruleSpec{{
 		chain: chainOut,
 		text:  fmt.Sprintf("tcp flags & (fin | syn | rst | ack) == syn tcp dport @%s jump %s", setPorts, chainCheck),
@@ -151,12 +159,7 @@ func uidElements(uids []uint32) []nftables.SetElement {
 	return els
 }
 
-// Render prints the ruleset in nft syntax, loadable with "nft -f". It is part
-// of enforce.Backend.
-func (b *Backend) Render(rs policy.Ruleset) string {
-	return render(rs)
-}
-
+// render prints the ruleset in nft syntax, loadable with "nft -f".
 func render(rs policy.Ruleset) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "table inet %s {\n", tableName)
