@@ -129,7 +129,12 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 	}
 	if rs.Mode != policy.ModeLog {
 		block.text += " reject with tcp reset"
-		block.exprs = append(block.exprs, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+		// nft prefixes "reject with tcp reset" with its protocol dependency;
+		// doing the same keeps our netlink form identical to the text form.
+		block.exprs = append([]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		}, append(block.exprs, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
 	}
 	return append(out, block)
 }
