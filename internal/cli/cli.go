@@ -45,6 +45,12 @@ type Options struct {
 	Getenv     func(string) string
 	// Actor names the person running the command, for the audit log.
 	Actor func() string
+	// UnitDir and Systemctl are where install-service writes the unit and
+	// the systemctl it runs; defaults /etc/systemd/system and "systemctl".
+	UnitDir   string
+	Systemctl string
+	// Executable is the binary path written into the unit (default: this one).
+	Executable func() (string, error)
 }
 
 // env is what every subcommand gets.
@@ -71,9 +77,10 @@ func Run(ctx context.Context, args []string, stdio Stdio) int {
 // DefaultOptions wires the real system.
 func DefaultOptions() Options {
 	return Options{
-		Backends: systemBackends,
-		Getenv:   os.Getenv,
-		Actor:    currentActor,
+		Backends:   systemBackends,
+		Getenv:     os.Getenv,
+		Actor:      currentActor,
+		Executable: os.Executable,
 	}
 }
 
@@ -84,6 +91,9 @@ func RunWith(ctx context.Context, args []string, stdio Stdio, opts Options) int 
 	}
 	if opts.Actor == nil {
 		opts.Actor = func() string { return "unknown" }
+	}
+	if opts.Executable == nil {
+		opts.Executable = os.Executable
 	}
 	e := &env{opts: opts, stdio: stdio}
 	root := newRootCmd(e)
@@ -160,17 +170,22 @@ State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
 		newAllowCmd(e), newRevokeCmd(e), newSetCmd(e),
 		newPlanCmd(e), newExportCmd(e), newImportCmd(e),
 		newEventsCmd(e), newAuditCmd(e),
+		newServeCmd(e), newInstallServiceCmd(e), newUninstallServiceCmd(e),
 	)
 	return root
 }
 
-// engine opens the engine on the state directory.
+// engine opens the engine on the state directory, logging warnings (or, with
+// --verbose, everything) to stderr.
 func (e *env) engine(ctx context.Context) (*engine.Engine, error) {
 	level := slog.LevelWarn
 	if e.verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(e.stdio.Err, &slog.HandlerOptions{Level: level}))
+	return e.engineWithLogger(ctx, slog.New(slog.NewTextHandler(e.stdio.Err, &slog.HandlerOptions{Level: level})))
+}
+
+func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engine.Engine, error) {
 	var backends []enforce.Backend
 	if e.opts.Backends != nil {
 		backends = e.opts.Backends(logger)

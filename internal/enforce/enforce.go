@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
@@ -36,7 +38,33 @@ type Backend interface {
 	// Render describes rs as the backend would install it, in the backend's
 	// own syntax, for plan output and logs.
 	Render(rs policy.Ruleset) string
+	// Watch calls changed whenever the kernel objects the backend owns may
+	// have been changed, by anyone, until ctx ends. It lets the daemon repair
+	// drift within milliseconds instead of waiting for a periodic check.
+	Watch(ctx context.Context, changed func()) error
+	// Events delivers blocked (or logged) connection attempts to sink until
+	// ctx ends. sink must not block: the kernel path never waits for us.
+	Events(ctx context.Context, sink func(Event)) error
 }
+
+// Event is one connection attempt the block rule saw.
+type Event struct {
+	Time    time.Time
+	UID     uint32
+	HasUID  bool // false when the kernel reported no socket owner
+	Family  int  // 4 or 6
+	Dst     netip.Addr
+	DstPort uint16
+	Action  string // ActionBlocked or ActionLogged
+}
+
+// The actions an Event reports.
+const (
+	ActionBlocked = "blocked"
+	ActionLogged  = "logged"
+	// ActionLost marks a gap: the kernel dropped events it could not queue.
+	ActionLost = "lost"
+)
 
 // Drift lists the differences between the kernel and the desired ruleset. No
 // problems means in sync.

@@ -118,6 +118,12 @@ func (e *Engine) Directory() (*policy.Directory, error) {
 	return policy.ParseDirectory(pw, gr)
 }
 
+// AccountFiles are the files whose changes alter who may connect.
+func (e *Engine) AccountFiles() []string { return []string{e.cfg.PasswdPath, e.cfg.GroupPath} }
+
+// Backends returns the enforcement candidates the engine was configured with.
+func (e *Engine) Backends() []enforce.Backend { return e.cfg.Backends }
+
 // Resolve computes who may connect under p on this host now.
 func (e *Engine) Resolve(ctx context.Context, p policy.Policy, dir *policy.Directory) (policy.Resolution, mta.Detection) {
 	det := mta.Detect(ctx, e.cfg.MTA, dir)

@@ -81,3 +81,13 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	}
 	return out, nil
 }
+
+// PruneEvents deletes aggregates last seen before the cutoff and returns how
+// many went.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, "DELETE FROM events WHERE last_seen < ?", before.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("prune events: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -219,6 +219,20 @@ func readPolicy(ctx context.Context, q querier) (policy.Policy, Meta, error) {
 	return p, meta, nil
 }
 
+// Revision returns the stored policy's revision, cheaply, so the daemon can
+// poll for changes made by other processes.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	var rev int64
+	err := s.db.QueryRowContext(ctx, "SELECT revision FROM policy WHERE id = 1").Scan(&rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read policy revision: %w", err)
+	}
+	return rev, nil
+}
+
 // Tx is a write transaction: the engine persists a policy change and its audit
 // record in one, and commits only once the kernel has accepted the change.
 type Tx struct {

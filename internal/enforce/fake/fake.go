@@ -23,6 +23,8 @@ type Backend struct {
 	applyErr  error
 	removeErr error
 	probeErr  error
+	watchers  []func()
+	sinks     []func(enforce.Event)
 }
 
 // New returns a fake backend that reports the given name.
@@ -94,6 +96,46 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 // Render is part of enforce.Backend.
 func (b *Backend) Render(rs policy.Ruleset) string {
 	return fmt.Sprintf("fake %s: mode=%s ports=%v allow_local=%t uids=%v\n", b.name, rs.Mode, rs.Ports, rs.AllowLocal, rs.UIDs)
+}
+
+// Watch is part of enforce.Backend: changed is called by Tamper.
+func (b *Backend) Watch(ctx context.Context, changed func()) error {
+	b.mu.Lock()
+	b.watchers = append(b.watchers, changed)
+	b.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+// Events is part of enforce.Backend: sink receives what Emit sends.
+func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
+	b.mu.Lock()
+	b.sinks = append(b.sinks, sink)
+	b.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+// Emit delivers an event to every Events sink, as the kernel would.
+func (b *Backend) Emit(ev enforce.Event) {
+	b.mu.Lock()
+	sinks := slices.Clone(b.sinks)
+	b.mu.Unlock()
+	for _, s := range sinks {
+		s(ev)
+	}
+}
+
+// Tamper replaces the installed ruleset behind smtpguard's back (nil: flush)
+// and notifies watchers, as an external "nft flush ruleset" would.
+func (b *Backend) Tamper(rs *policy.Ruleset) {
+	b.mu.Lock()
+	b.installed = rs
+	watchers := slices.Clone(b.watchers)
+	b.mu.Unlock()
+	for _, w := range watchers {
+		w()
+	}
 }
 
 // Installed returns the ruleset the fake kernel enforces, or nil.

@@ -1,0 +1,398 @@
+// Package daemon is "smtpguard serve": it converges the kernel to the stored
+// policy at start, repairs drift as soon as the backend reports a change (with
+// a periodic verify as a backstop), follows policy changes made by other
+// processes and account changes in /etc/passwd and /etc/group, records blocked
+// attempts with the offending user, and serves Prometheus metrics.
+//
+// Stopping the daemon leaves enforcement in the kernel: only "smtpguard
+// disable" lifts the restriction.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+// Config configures a Daemon. Zero durations and sizes take the defaults.
+type Config struct {
+	Engine *engine.Engine
+	Logger *slog.Logger
+	// Listen is the metrics (and later web UI) address; "" serves nothing.
+	Listen string
+
+	VerifyInterval time.Duration // periodic verify backstop (30s)
+	PollInterval   time.Duration // store revision and account files (250ms)
+	FlushInterval  time.Duration // event aggregates to the store (1s)
+	Retention      time.Duration // how long events are kept (30 days)
+	QueueSize      int           // events between kernel reader and aggregator (4096)
+	MaxAggregates  int           // distinct aggregates between flushes (10000)
+	LogLines       int           // log lines per flush before summarising (20)
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.VerifyInterval, 30*time.Second)
+	def(&c.PollInterval, 250*time.Millisecond)
+	def(&c.FlushInterval, time.Second)
+	def(&c.Retention, 30*24*time.Hour)
+	if c.QueueSize <= 0 {
+		c.QueueSize = 4096
+	}
+	if c.MaxAggregates <= 0 {
+		c.MaxAggregates = 10000
+	}
+	if c.LogLines <= 0 {
+		c.LogLines = 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Daemon runs the reconcile loop, event recording and the HTTP listener.
+type Daemon struct {
+	cfg     Config
+	eng     *engine.Engine
+	log     *slog.Logger
+	metrics *metrics
+	rec     *recorder
+	kick    chan struct{} // coalesced requests to reconcile
+
+	mu sync.Mutex // protects the following fields
+	// lastErr is the most recent reconcile error, for /healthz.
+	lastErr      error
+	lastRevision int64
+	lastRuleset  *policy.Ruleset
+}
+
+// New prepares a daemon; Run starts it.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("daemon needs an engine")
+	}
+	cfg.defaults()
+	m := newMetrics()
+	log := cfg.Logger.With("component", "daemon")
+	return &Daemon{
+		cfg:     cfg,
+		eng:     cfg.Engine,
+		log:     log,
+		metrics: m,
+		kick:    make(chan struct{}, 1),
+		rec: &recorder{
+			queue:    make(chan enforce.Event, cfg.QueueSize),
+			store:    cfg.Engine.Store(),
+			metrics:  m,
+			log:      cfg.Logger.With("component", "events"),
+			maxAggs:  cfg.MaxAggregates,
+			maxLines: cfg.LogLines,
+		},
+	}, nil
+}
+
+// Kick asks for a reconcile soon; many kicks coalesce into one.
+func (d *Daemon) Kick() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run converges, then serves until ctx ends. It returns an error only when it
+// cannot start; later failures are logged, counted and retried.
+func (d *Daemon) Run(ctx context.Context) error {
+	if dir, err := d.eng.Directory(); err == nil {
+		d.rec.setDirectory(dir)
+	}
+	r, err := d.eng.Reconcile(ctx, true)
+	if err != nil {
+		// Keep running: the loop retries with backoff and /healthz reports it.
+		d.log.Error("cannot converge the kernel to the stored policy at start", "err", err)
+		d.setErr(err)
+	} else {
+		d.observe(r, true)
+	}
+
+	var srv *http.Server
+	var ln net.Listener
+	if d.cfg.Listen != "" {
+		ln, err = net.Listen("tcp", d.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w (choose another address with --listen)", d.cfg.Listen, err)
+		}
+		srv = &http.Server{
+			Handler:           d.Handler(),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { d.reconcileLoop(ctx) })
+	wg.Go(func() { d.pollLoop(ctx) })
+	wg.Go(func() { d.rec.run(ctx, d.cfg.FlushInterval) })
+	wg.Go(func() { d.pruneLoop(ctx) })
+	for _, b := range d.eng.Backends() {
+		wg.Go(func() {
+			d.supervise(ctx, b.Name()+" watch", func(ctx context.Context) error { return b.Watch(ctx, d.Kick) })
+		})
+		wg.Go(func() {
+			d.supervise(ctx, b.Name()+" events", func(ctx context.Context) error { return b.Events(ctx, d.rec.sink) })
+		})
+	}
+	if srv != nil {
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("HTTP server stopped", "err", err)
+			}
+		})
+		d.log.Info("serving metrics", "addr", ln.Addr().String())
+	}
+	d.log.Info("smtpguard daemon running", "enabled", r.Enabled, "backend", r.Backend)
+	<-ctx.Done()
+	if srv != nil {
+		shutdown, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		srv.Shutdown(shutdown)
+		stop()
+	}
+	cancel()
+	wg.Wait()
+	d.log.Info("smtpguard daemon stopped; enforcement stays in the kernel")
+	return nil
+}
+
+// supervise restarts a backend stream that ends early, with backoff.
+func (d *Daemon) supervise(ctx context.Context, what string, fn func(context.Context) error) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := fn(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		d.log.Warn("backend stream ended; restarting", "stream", what, "err", err, "retry_in", backoff)
+		d.Kick() // we may have missed changes meanwhile
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// reconcileLoop is the single goroutine that changes kernel state on the
+// daemon's behalf.
+func (d *Daemon) reconcileLoop(ctx context.Context) {
+	const minGap = 10 * time.Millisecond // rate limit under a storm of notifications
+	verify := time.NewTicker(d.cfg.VerifyInterval)
+	defer verify.Stop()
+	backoff := time.Duration(0)
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-verify.C:
+		case <-retry:
+		}
+		r, err := d.eng.Reconcile(ctx, false)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d.metrics.reconcileFails.Inc()
+			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
+			retry = time.After(backoff)
+			if d.setErr(err) {
+				d.log.Error("cannot make the kernel match the policy; retrying", "err", err, "retry_in", backoff)
+			}
+			continue
+		}
+		backoff, retry = 0, nil
+		d.setErr(nil)
+		d.observe(r, false)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minGap):
+		}
+	}
+}
+
+// observe updates metrics and logs after a successful reconcile. A change of
+// kernel state for an unchanged policy and unchanged accounts is drift someone
+// else caused; otherwise it is the policy or the accounts moving on.
+func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
+	d.mu.Lock()
+	sameDesire := d.lastRuleset != nil && d.lastRevision == r.Revision && rulesetEqual(*d.lastRuleset, r.Ruleset)
+	d.lastRevision = r.Revision
+	rs := r.Ruleset
+	d.lastRuleset = &rs
+	d.mu.Unlock()
+
+	d.metrics.lastVerify.SetToCurrentTime()
+	d.metrics.enabled.Set(b2f(r.Enabled))
+	d.metrics.backend.Reset()
+	if r.Enabled {
+		d.metrics.backend.WithLabelValues(r.Backend).Set(1)
+		d.metrics.allowedUIDs.Set(float64(len(r.Ruleset.UIDs)))
+	} else {
+		d.metrics.allowedUIDs.Set(0)
+	}
+	if !r.Applied {
+		return
+	}
+	d.metrics.applyDuration.Observe(r.Took.Seconds())
+	switch {
+	case atStart:
+		d.log.Info("converged kernel rules to the stored policy", "backend", r.Backend, "drift", r.Drift)
+	case sameDesire:
+		d.metrics.driftRepairs.Inc()
+		d.log.Warn("kernel rules were changed outside smtpguard; restored", "backend", r.Backend, "drift", r.Drift, "took", r.Took)
+	default:
+		d.log.Info("applied updated policy or accounts", "backend", r.Backend, "allowed_uids", len(r.Ruleset.UIDs), "took", r.Took)
+	}
+}
+
+func rulesetEqual(a, b policy.Ruleset) bool {
+	return a.Mode == b.Mode && a.AllowLocal == b.AllowLocal && a.LogGroup == b.LogGroup &&
+		slices.Equal(a.Ports, b.Ports) && slices.Equal(a.UIDs, b.UIDs)
+}
+
+// setErr records the reconcile error and reports whether it is new, so a
+// persistent failure is logged once, not every retry.
+func (d *Daemon) setErr(err error) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changed := (err == nil) != (d.lastErr == nil) || (err != nil && err.Error() != d.lastErr.Error())
+	d.lastErr = err
+	return changed
+}
+
+// fileStamp identifies a version of a file: editors and useradd replace
+// /etc/passwd by rename, which changes the inode.
+type fileStamp struct {
+	ino   uint64
+	size  int64
+	mtime time.Time
+}
+
+func stamp(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	s := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := statIno(fi); ok {
+		s.ino = st
+	}
+	return s
+}
+
+// pollLoop notices policy changes by other processes (store revision) and
+// account changes (passwd, group) and asks for a reconcile.
+func (d *Daemon) pollLoop(ctx context.Context) {
+	files := d.eng.AccountFiles()
+	stamps := make([]fileStamp, len(files))
+	for i, f := range files {
+		stamps[i] = stamp(f)
+	}
+	rev, _ := d.eng.Store().Revision(ctx)
+	tick := time.NewTicker(d.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		changed := false
+		for i, f := range files {
+			if s := stamp(f); s != stamps[i] {
+				stamps[i], changed = s, true
+			}
+		}
+		if changed {
+			if dir, err := d.eng.Directory(); err == nil {
+				d.rec.setDirectory(dir)
+			}
+			d.log.Info("user or group accounts changed; re-resolving allowed uids")
+			d.Kick()
+		}
+		if r, err := d.eng.Store().Revision(ctx); err == nil && r != rev {
+			rev = r
+			d.Kick()
+		}
+	}
+}
+
+// pruneLoop deletes events past the retention period, at start and hourly.
+func (d *Daemon) pruneLoop(ctx context.Context) {
+	for {
+		n, err := d.eng.Store().PruneEvents(ctx, time.Now().Add(-d.cfg.Retention))
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("cannot prune old events", "err", err)
+		} else if n > 0 {
+			d.log.Info("pruned old blocked-attempt events", "aggregates", n, "retention", d.cfg.Retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}
+
+// Handler serves /metrics and /healthz.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		err := d.lastErr
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]string{"status": "ok"}
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			body = map[string]string{"status": "error", "error": err.Error()}
+		}
+		json.NewEncoder(w).Encode(body)
+	})
+	return mux
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package daemon
+
+import "io/fs"
+
+func statIno(fs.FileInfo) (uint64, bool) { return 0, false }

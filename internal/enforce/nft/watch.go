@@ -1,0 +1,147 @@
+//go:build linux
+
+package nft
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/florianl/go-nflog/v2"
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/policy"
+)
+
+// Watch is part of enforce.Backend. It subscribes to nf_tables change
+// notifications; "nft flush ruleset" or a firewall manager reloading produce
+// them at once.
+func (b *Backend) Watch(ctx context.Context, changed func()) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	mon := nftables.NewMonitor(
+		nftables.WithMonitorAction(nftables.MonitorActionAny),
+		nftables.WithMonitorObject(nftables.MonitorObjectRuleset),
+	)
+	events, err := c.AddMonitor(mon)
+	if err != nil {
+		return classify(fmt.Errorf("subscribe to nftables changes: %w", err))
+	}
+	defer mon.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("nftables change notifications stopped")
+			}
+			if ev.Error != nil {
+				// An overrun (ENOBUFS) means we may have missed a change:
+				// treat it as one.
+				b.logger.Debug("nftables monitor error", "err", ev.Error)
+			}
+			changed()
+		}
+	}
+}
+
+// Events is part of enforce.Backend. It reads the block rule's netlink log
+// group; the kernel attaches the socket's uid to each packet.
+func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
+	return b.events(ctx, policy.DefaultLogGroup, sink)
+}
+
+func (b *Backend) events(ctx context.Context, group uint16, sink func(enforce.Event)) error {
+	nf, err := nflog.Open(&nflog.Config{
+		NetNS:    b.netnsFD,
+		Group:    group,
+		Copymode: nflog.CopyPacket,
+		Bufsize:  128, // IPv6 header + TCP ports is all we read
+		// Deliver at once: attribution should show up within a second.
+		QThresh: 1,
+		Timeout: 10,
+	})
+	if err != nil {
+		return classify(fmt.Errorf("open netlink log group %d: %w", group, err))
+	}
+	defer nf.Close()
+	hook := func(a nflog.Attribute) int {
+		if ev, ok := parseEvent(a); ok {
+			sink(ev)
+		}
+		return 0
+	}
+	errfn := func(err error) int {
+		if ctx.Err() != nil {
+			return 1
+		}
+		if errors.Is(err, unix.ENOBUFS) {
+			// The kernel never waits for us; when our socket buffer is full
+			// it drops log messages and says so. Report it, keep reading.
+			sink(enforce.Event{Time: time.Now(), Action: enforce.ActionLost})
+			return 0
+		}
+		b.logger.Debug("netlink log read error", "err", err)
+		return 0
+	}
+	if err := nf.RegisterWithErrorFunc(ctx, hook, errfn); err != nil {
+		return fmt.Errorf("listen on netlink log group %d: %w", group, err)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// parseEvent extracts destination, port and owner from a logged SYN.
+func parseEvent(a nflog.Attribute) (enforce.Event, bool) {
+	if a.Payload == nil {
+		return enforce.Event{}, false
+	}
+	ev := enforce.Event{Time: time.Now(), Action: enforce.ActionBlocked}
+	if a.Timestamp != nil && !a.Timestamp.IsZero() {
+		ev.Time = *a.Timestamp
+	}
+	if a.Prefix != nil && strings.HasSuffix(*a.Prefix, "logged") {
+		ev.Action = enforce.ActionLogged
+	}
+	if a.UID != nil {
+		ev.UID, ev.HasUID = *a.UID, true
+	}
+	dst, port, family, ok := parseIPTCP(*a.Payload)
+	if !ok {
+		return enforce.Event{}, false
+	}
+	ev.Dst, ev.DstPort, ev.Family = dst, port, family
+	return ev, true
+}
+
+// parseIPTCP reads the destination address and TCP port of an IPv4 or IPv6
+// packet. IPv6 extension headers are not walked: a SYN from connect() has none.
+func parseIPTCP(p []byte) (dst netip.Addr, port uint16, family int, ok bool) {
+	if len(p) < 1 {
+		return netip.Addr{}, 0, 0, false
+	}
+	switch p[0] >> 4 {
+	case 4:
+		ihl := int(p[0]&0x0f) * 4
+		if len(p) < ihl+4 || ihl < 20 || p[9] != unix.IPPROTO_TCP {
+			return netip.Addr{}, 0, 0, false
+		}
+		return netip.AddrFrom4([4]byte(p[16:20])), binary.BigEndian.Uint16(p[ihl+2:]), 4, true
+	case 6:
+		if len(p) < 44 || p[6] != unix.IPPROTO_TCP {
+			return netip.Addr{}, 0, 0, false
+		}
+		return netip.AddrFrom16([16]byte(p[24:40])), binary.BigEndian.Uint16(p[42:]), 6, true
+	}
+	return netip.Addr{}, 0, 0, false
+}
