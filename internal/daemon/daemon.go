@@ -120,6 +120,15 @@ func (d *Daemon) Kick() {
 // Run converges, then serves until ctx ends. It returns an error only when it
 // cannot start; later failures are logged, counted and retried.
 func (d *Daemon) Run(ctx context.Context) error {
+	// Stamp the account files and policy revision before converging, so a
+	// change made while we start is seen either by the first reconcile or by
+	// the poll loop, never by neither.
+	files := d.eng.AccountFiles()
+	stamps := make([]fileStamp, len(files))
+	for i, f := range files {
+		stamps[i] = stamp(f)
+	}
+	rev, _ := d.eng.Store().Revision(ctx)
 	if dir, err := d.eng.Directory(); err == nil {
 		d.rec.setDirectory(dir)
 	}
@@ -152,7 +161,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { d.reconcileLoop(ctx) })
-	wg.Go(func() { d.pollLoop(ctx) })
+	wg.Go(func() { d.pollLoop(ctx, files, stamps, rev) })
 	wg.Go(func() { d.rec.run(ctx, d.cfg.FlushInterval) })
 	wg.Go(func() { d.pruneLoop(ctx) })
 	for _, b := range d.eng.Backends() {
@@ -319,13 +328,7 @@ func stamp(path string) fileStamp {
 
 // pollLoop notices policy changes by other processes (store revision) and
 // account changes (passwd, group) and asks for a reconcile.
-func (d *Daemon) pollLoop(ctx context.Context) {
-	files := d.eng.AccountFiles()
-	stamps := make([]fileStamp, len(files))
-	for i, f := range files {
-		stamps[i] = stamp(f)
-	}
-	rev, _ := d.eng.Store().Revision(ctx)
+func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStamp, rev int64) {
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
 	for {

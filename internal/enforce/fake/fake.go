@@ -116,6 +116,13 @@ func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
 	return nil
 }
 
+// Attached reports whether both a Watch and an Events stream are running.
+func (b *Backend) Attached() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.watchers) > 0 && len(b.sinks) > 0
+}
+
 // Emit delivers an event to every Events sink, as the kernel would.
 func (b *Backend) Emit(ev enforce.Event) {
 	b.mu.Lock()
