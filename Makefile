@@ -1,7 +1,7 @@
 # smtpguard: one static binary, no cgo.
 GO      ?= go
 BIN     ?= bin/smtpguard
-ARGS    ?= status
+ARGS    ?= serve
 export CGO_ENABLED = 0
 
 # Debian packages the tests use: nft to inspect rulesets from outside, iproute2
@@ -16,8 +16,8 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/smtpguard
 
-# Build and run the main job: `make run` shows the status; pass other commands
-# with ARGS, e.g. `sudo make run ARGS=enable`.
+# Build and run the main job: `make run` starts the daemon (`smtpguard serve`,
+# state in /var/lib/smtpguard; needs root). Other commands: ARGS, e.g. ARGS=status.
 run: build
 	./$(BIN) $(ARGS)
 

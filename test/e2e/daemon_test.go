@@ -1,0 +1,227 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
+)
+
+const metricsAddr = "127.0.0.1:9725"
+
+// daemon is a running "smtpguard serve" inside the client namespace.
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (w *world) startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s")
+	logs := &strings.Builder{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start serve: %v", err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	w.waitUntil(t, "the daemon serves /metrics", 5*time.Second, func() bool {
+		_, err := w.metrics()
+		return err == nil
+	})
+	return d
+}
+
+// stop ends the daemon we started, by pid, and waits for it.
+func (d *daemon) stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+func (d *daemon) kill9() {
+	d.cmd.Process.Kill()
+	<-d.done
+}
+
+// waitUntil polls cond until it holds or the bound passes.
+func (w *world) waitUntil(t *testing.T, what string, bound time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > bound {
+			t.Fatalf("%s did not happen within %v", what, bound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// metrics scrapes the daemon's /metrics from inside the client namespace.
+func (w *world) metrics() (map[string]float64, error) {
+	client := &http.Client{
+		Timeout: 2 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := w.client.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}},
+	}
+	resp, err := client.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "smtpguard_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+func (w *world) blocked(u *testutil.User, addr string) bool {
+	r := testutil.ConnectAs(w.t, w.client, u, addr)[0]
+	return !r.OK && r.Errno == "ECONNREFUSED"
+}
+
+type event struct {
+	UID         uint32 `json:"uid"`
+	User        string `json:"user"`
+	Destination string `json:"destination"`
+	Port        int    `json:"port"`
+	Count       int    `json:"count"`
+	Action      string `json:"action"`
+}
+
+func TestPrivilegedDaemon(t *testing.T) {
+	w := newWorld(t)
+	w.sgOK("enable", "--backend", "nft")
+	w.sgOK("allow", "group", w.group)
+	d := w.startDaemon(t)
+
+	t.Run("a flushed ruleset is restored at once", func(t *testing.T) {
+		w.t = t
+		w.client.Exec(t, "nft", "flush", "ruleset")
+		took := w.waitUntil(t, "the block returns after nft flush ruleset", time.Second, func() bool {
+			return w.blocked(&w.plain, testutil.HostPort("192.0.2.2", 25))
+		})
+		t.Logf("enforcement restored %v after the flush", took)
+		w.expectBlocked(&w.plain, remote(25)...)
+		if st := w.status(); st.Kernel.State != "in sync" {
+			t.Errorf("status after repair: kernel %q, want in sync", st.Kernel.State)
+		}
+	})
+	t.Run("blocked attempts are attributed to the user", func(t *testing.T) {
+		w.t = t
+		w.expectBlocked(&w.plain, testutil.HostPort("192.0.2.2", 25), testutil.HostPort("2001:db8::2", 587))
+		var got []event
+		w.waitUntil(t, "the attempts appear in events --json", 2*time.Second, func() bool {
+			got = nil
+			if err := json.Unmarshal([]byte(w.sgOK("events", "--json")), &got); err != nil {
+				t.Fatalf("events --json: %v", err)
+			}
+			var v4, v6 bool
+			for _, e := range got {
+				if e.UID != w.plain.UID || e.User != w.plain.Name || e.Action != "blocked" {
+					continue
+				}
+				v4 = v4 || (e.Destination == "192.0.2.2" && e.Port == 25)
+				v6 = v6 || (e.Destination == "2001:db8::2" && e.Port == 587)
+			}
+			return v4 && v6
+		})
+		for _, e := range got {
+			if e.UID == 0 || e.UID == w.supp.UID || e.UID == w.primary.UID {
+				t.Errorf("an allowed user was recorded as blocked: %+v", e)
+			}
+		}
+		if out := w.sgOK("events"); !strings.Contains(out, w.plain.Name) {
+			t.Errorf("events table lacks %s:\n%s", w.plain.Name, out)
+		}
+	})
+	t.Run("metrics count blocked attempts and repairs", func(t *testing.T) {
+		w.t = t
+		key := fmt.Sprintf(`smtpguard_blocked_attempts_total{action="blocked",user=%q}`, w.plain.Name)
+		before, err := w.metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before["smtpguard_drift_repairs_total"] < 1 || before["smtpguard_enabled"] != 1 {
+			t.Errorf("metrics = %v, want enabled and at least one repair", before)
+		}
+		w.expectBlocked(&w.plain, testutil.HostPort("192.0.2.2", 465))
+		w.client.Exec(t, "nft", "delete", "table", "inet", "smtpguard")
+		w.waitUntil(t, "both counters increase", 2*time.Second, func() bool {
+			after, err := w.metrics()
+			return err == nil && after[key] > before[key] && after["smtpguard_drift_repairs_total"] > before["smtpguard_drift_repairs_total"]
+		})
+	})
+	t.Run("joining an allowed group takes effect without restart", func(t *testing.T) {
+		w.t = t
+		w.expectBlocked(&w.plain, testutil.HostPort("192.0.2.2", 25))
+		testutil.AddToGroup(t, &w.plain, w.group)
+		w.waitUntil(t, "the new group member is allowed", 3*time.Second, func() bool {
+			return testutil.ConnectAs(t, w.client, &w.plain, testutil.HostPort("192.0.2.2", 25))[0].OK
+		})
+		w.expectReach(&w.plain, remote(25)...)
+	})
+	t.Run("kill -9 leaves the restriction in force; a restart converges without duplicates", func(t *testing.T) {
+		w.t = t
+		stranger := testutil.NewUser(t, "strg", "")
+		d.kill9()
+		w.expectBlocked(&stranger, remote(25)...)
+		w.startDaemon(t)
+		if n := strings.Count(w.kernelTable(), `comment "smtpguard `); n != 4 {
+			t.Errorf("%d smtpguard rules after restart, want 4 (no duplicates):\n%s", n, w.kernelTable())
+		}
+		if st := w.status(); st.Kernel.State != "in sync" {
+			t.Errorf("status after restart: kernel %q, want in sync", st.Kernel.State)
+		}
+		w.expectBlocked(&stranger, remote(587)...)
+		w.expectReach(&w.plain, remote(25)...)
+	})
+}
