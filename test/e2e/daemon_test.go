@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -200,6 +201,57 @@ func TestPrivilegedDaemon(t *testing.T) {
 			return err == nil && after[key] > before[key] && after["smtpguard_drift_repairs_total"] > before["smtpguard_drift_repairs_total"]
 		})
 	})
+	t.Run("a flood of attempts is counted, never silently lost, in bounded memory", func(t *testing.T) {
+		w.t = t
+		const attempts = 3000 // bounded: one helper process, about 0.2 s of refused connects
+		addrs := make([]string, attempts)
+		for i := range addrs {
+			addrs[i] = testutil.HostPort("192.0.2.3", 587) // a destination used by nothing else
+		}
+		before, err := w.metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range testutil.ConnectAs(t, w.client, &w.plain, addrs...) {
+			if r.OK {
+				t.Fatalf("flood connect succeeded: %s", r)
+			}
+		}
+		recorded := func() int {
+			var evs []event
+			json.Unmarshal([]byte(w.sgOK("events", "--json")), &evs)
+			n := 0
+			for _, e := range evs {
+				if e.Destination == "192.0.2.3" && e.UID == w.plain.UID {
+					n += e.Count
+				}
+			}
+			return n
+		}
+		dropped := func(m map[string]float64) float64 {
+			var sum float64
+			for k, v := range m {
+				if strings.HasPrefix(k, "smtpguard_events_dropped_total") {
+					sum += v
+				}
+			}
+			return sum
+		}
+		var got int
+		var after map[string]float64
+		w.waitUntil(t, "the flood to be accounted for", 5*time.Second, func() bool {
+			got = recorded()
+			after, err = w.metrics()
+			return err == nil && (got == attempts || (got > 0 && dropped(after) > dropped(before)))
+		})
+		t.Logf("%d attempts: %d recorded, %v dropped", attempts, got, dropped(after)-dropped(before))
+		if got > attempts {
+			t.Errorf("recorded %d attempts, more than the %d made", got, attempts)
+		}
+		if rss := processRSS(t, d.cmd.Process.Pid); rss > 64<<20 {
+			t.Errorf("daemon resident memory %.1f MiB after the flood, want under 64", rss/(1<<20))
+		}
+	})
 	t.Run("joining an allowed group takes effect without restart", func(t *testing.T) {
 		w.t = t
 		w.expectBlocked(&w.plain, testutil.HostPort("192.0.2.2", 25))
@@ -224,4 +276,21 @@ func TestPrivilegedDaemon(t *testing.T) {
 		w.expectBlocked(&stranger, remote(587)...)
 		w.expectReach(&w.plain, remote(25)...)
 	})
+}
+
+// processRSS reads a process's resident set size in bytes.
+func processRSS(t *testing.T, pid int) float64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb * 1024
+		}
+	}
+	t.Fatal("no VmRSS in /proc status")
+	return 0
 }
