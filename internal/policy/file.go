@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -112,7 +113,7 @@ func DecodeFile(data []byte, format Format) (File, error) {
 			return File{}, fmt.Errorf("parse yaml: %w", err)
 		}
 		var extra any
-		if err := dec.Decode(&extra); err == nil {
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 			return File{}, errors.New("parse yaml: more than one document in the file")
 		}
 	default:
@@ -145,6 +146,9 @@ func DecodeFile(data []byte, format Format) (File, error) {
 func (f File) Policy(dir *Directory) (Policy, error) {
 	p := Policy{Enabled: f.Enabled, Backend: f.Backend, AllowLocal: f.AllowLocal}
 	var errs []error
+	if !validBackendName(f.Backend) {
+		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: use %s", f.Backend, strings.Join(SupportedBackends(), " or ")))
+	}
 	if m, err := ParseMode(f.Mode); err != nil {
 		errs = append(errs, fmt.Errorf("mode: %w", err))
 	} else {

@@ -196,6 +196,9 @@ func ParsePorts(s string) ([]uint16, error) {
 		if err != nil {
 			return nil, fmt.Errorf("port %q is not a number", field)
 		}
+		if n > 65535 {
+			return nil, fmt.Errorf("port %s is outside 1-65535", field)
+		}
 		p, err := checkPort(int64(n))
 		if err != nil {
 			return nil, err
@@ -234,8 +237,11 @@ func Validate(p Policy, dir *Directory) error {
 	switch p.Mode {
 	case ModeReject, ModeLog:
 	default:
+		// Only canonical modes: the backends compare them exactly.
 		if _, err := ParseMode(string(p.Mode)); err != nil {
 			errs = append(errs, fmt.Errorf("mode: %w", err))
+		} else {
+			errs = append(errs, fmt.Errorf("mode: %q is not written canonically: use reject or log", p.Mode))
 		}
 	}
 	if !validBackendName(p.Backend) {

@@ -18,7 +18,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
@@ -52,16 +53,29 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate") // writers take the lock at BEGIN, so they queue instead of failing
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// As a URI, so that '#', '?' and '%' in the state directory's path are
+	// taken literally instead of cutting the file name short.
+	dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	s := &Store{db: db}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("database %s: %w", path, err)
+	// Several processes may create the database at once (daemon and CLI on a
+	// fresh install). SQLite then sometimes answers SQLITE_BUSY at once,
+	// without waiting for the busy timeout, while the first one sets up WAL;
+	// retry for a bounded time.
+	for attempt := 0; ; attempt++ {
+		err := s.migrate(ctx)
+		if err == nil {
+			return s, nil
+		}
+		if !isBusy(err) || attempt >= 100 || ctx.Err() != nil {
+			db.Close()
+			return nil, fmt.Errorf("database %s: %w", path, err)
+		}
+		time.Sleep(time.Duration(10+attempt) * time.Millisecond)
 	}
-	return s, nil
 }
 
 // Close closes the database.
@@ -307,6 +321,16 @@ func (t *Tx) AppendAudit(ctx context.Context, r AuditRecord) error {
 // and so have no transaction to ride in.
 func (s *Store) AppendAudit(ctx context.Context, r AuditRecord) error {
 	return appendAudit(ctx, s.db, r)
+}
+
+// isBusy reports whether SQLite said the database is locked by another
+// connection.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()&0xff == sqlite3.SQLITE_BUSY || se.Code()&0xff == sqlite3.SQLITE_LOCKED
+	}
+	return false
 }
 
 func boolInt(b bool) int {
