@@ -60,8 +60,9 @@ type Event struct {
 
 // The actions an Event reports.
 const (
-	ActionBlocked = "blocked"
-	ActionLogged  = "logged"
+	ActionBlocked    = "blocked"
+	ActionLogged     = "logged"
+	ActionRedirected = "redirected"
 	// ActionLost marks a gap: the kernel dropped events it could not queue.
 	ActionLost = "lost"
 )

@@ -248,13 +248,13 @@ func TestFilePolicyReportsEveryProblem(t *testing.T) {
 		{
 			name: "every kind of problem",
 			change: func(f *File) {
-				f.Mode = "redirect"
+				f.Mode = "drop"
 				f.Ports = []int{0, 25, -5}
 				f.AllowedUsers = []string{"ghost", "alice", "1001", "bad name"}
 				f.AllowedGroups = []string{"nogroup", "mailers", "2000", "4294967295"}
 			},
 			want: []string{
-				`mode: mode "redirect" is not available`,
+				`mode: unknown mode "drop"`,
 				"ports[0]: port 0 is outside",
 				"ports[2]: port -5 is outside",
 				`allowed_users[0]: no such user "ghost"`,

@@ -15,11 +15,11 @@ import (
 // Mode says what happens to a connection from a uid that is not allowed.
 type Mode string
 
-// The modes. Redirect is part of the design but arrives with MTA integration.
+// The modes.
 const (
 	ModeReject   Mode = "reject"   // refuse at once with a TCP reset
 	ModeLog      Mode = "log"      // let it through, but count and log it
-	ModeRedirect Mode = "redirect" // send it to the local MTA instead
+	ModeRedirect Mode = "redirect" // send it to the same port on loopback, where the local MTA listens
 )
 
 // DefaultPorts are the remote SMTP ports restricted out of the box:
@@ -158,12 +158,10 @@ func (p *Policy) Revoke(pr Principal) error {
 // that makes it safe lands.
 func ParseMode(s string) (Mode, error) {
 	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
-	case ModeReject, ModeLog:
+	case ModeReject, ModeLog, ModeRedirect:
 		return m, nil
-	case ModeRedirect:
-		return "", fmt.Errorf("mode %q is not available in this version: use reject or log", s)
 	default:
-		return "", fmt.Errorf("unknown mode %q: use reject or log", s)
+		return "", fmt.Errorf("unknown mode %q: use reject, redirect or log", s)
 	}
 }
 
@@ -235,13 +233,13 @@ func normalizePorts(ports []uint16) ([]uint16, error) {
 func Validate(p Policy, dir *Directory) error {
 	var errs []error
 	switch p.Mode {
-	case ModeReject, ModeLog:
+	case ModeReject, ModeLog, ModeRedirect:
 	default:
 		// Only canonical modes: the backends compare them exactly.
 		if _, err := ParseMode(string(p.Mode)); err != nil {
 			errs = append(errs, fmt.Errorf("mode: %w", err))
 		} else {
-			errs = append(errs, fmt.Errorf("mode: %q is not written canonically: use reject or log", p.Mode))
+			errs = append(errs, fmt.Errorf("mode: %q is not written canonically: use reject, redirect or log", p.Mode))
 		}
 	}
 	if !validBackendName(p.Backend) {

@@ -148,9 +148,9 @@ func TestParseMode(t *testing.T) {
 		{in: "LOG", want: ModeLog},
 		{in: "Reject", want: ModeReject},
 		{in: "  log\n", want: ModeLog},
-		{in: "redirect", wantErr: []string{`mode "redirect" is not available`, "use reject or log"}},
-		{in: "REDIRECT", wantErr: []string{"not available"}},
-		{in: "bogus", wantErr: []string{`unknown mode "bogus"`, "use reject or log"}},
+		{in: "redirect", want: ModeRedirect},
+		{in: "REDIRECT", want: ModeRedirect},
+		{in: "bogus", wantErr: []string{`unknown mode "bogus"`, "use reject, redirect or log"}},
 		{in: "drop", wantErr: []string{`unknown mode "drop"`}},
 		{in: "", wantErr: []string{`unknown mode ""`}},
 	}
@@ -472,7 +472,7 @@ func TestValidate(t *testing.T) {
 			p.Users = []Principal{alice, {Kind: KindUser, ID: 4242, ByID: true}}
 			p.Groups = []Principal{{Kind: KindGroup, Name: "mailers", ID: 2000}, {Kind: KindGroup, ID: 4000, ByID: true}}
 		}},
-		{name: "redirect mode", change: func(p *Policy) { p.Mode = ModeRedirect }, wantErr: []string{`mode: mode "redirect" is not available`}},
+		{name: "redirect mode", change: func(p *Policy) { p.Mode = ModeRedirect }},
 		{name: "unknown mode", change: func(p *Policy) { p.Mode = "drop" }, wantErr: []string{`mode: unknown mode "drop"`}},
 		{name: "empty mode", change: func(p *Policy) { p.Mode = "" }, wantErr: []string{"mode: "}},
 		{name: "empty backend", change: func(p *Policy) { p.Backend = "" }, wantErr: []string{`backend: invalid backend name "": use auto or nft`}},
@@ -497,7 +497,7 @@ func TestValidate(t *testing.T) {
 			p.Users = []Principal{{Kind: KindUser, ID: 4294967295, ByID: true}}
 		}, wantErr: []string{"allowed_users[0]: user id 4294967295 is outside"}},
 		{name: "every problem at once", change: func(p *Policy) {
-			p.Mode = ModeRedirect
+			p.Mode = "drop"
 			p.Backend = "Bad!"
 			p.Ports = []uint16{25, 25}
 			p.Users = []Principal{alice, {Kind: KindUser, Name: "ghost"}, alice}

@@ -131,9 +131,10 @@ type Verdict string
 
 // The verdicts.
 const (
-	VerdictAccept Verdict = "accept" // not restricted, or allowed
-	VerdictLog    Verdict = "log"    // restricted, not allowed, let through and logged (log mode)
-	VerdictReject Verdict = "reject" // restricted, not allowed, refused with a reset
+	VerdictAccept   Verdict = "accept"   // not restricted, or allowed
+	VerdictLog      Verdict = "log"      // restricted, not allowed, let through and logged (log mode)
+	VerdictReject   Verdict = "reject"   // restricted, not allowed, refused with a reset
+	VerdictRedirect Verdict = "redirect" // restricted, not allowed, sent to the local MTA
 )
 
 // Trace answers "may this connection attempt pass?" with the same rule order
@@ -149,8 +150,11 @@ func (rs Ruleset) Trace(pkt Packet) Verdict {
 	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {
 		return VerdictAccept
 	}
-	if rs.Mode == ModeLog {
+	switch rs.Mode {
+	case ModeLog:
 		return VerdictLog
+	case ModeRedirect:
+		return VerdictRedirect
 	}
 	return VerdictReject
 }

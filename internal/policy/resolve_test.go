@@ -265,6 +265,7 @@ func TestRulesetTrace(t *testing.T) {
 	reject := compiledRuleset(t, func(*Policy) {})
 	noLocal := compiledRuleset(t, func(p *Policy) { p.AllowLocal = false })
 	logMode := compiledRuleset(t, func(p *Policy) { p.Mode = ModeLog })
+	redirectMode := compiledRuleset(t, func(p *Policy) { p.Mode = ModeRedirect })
 	customPorts := compiledRuleset(t, func(p *Policy) { p.Ports = []uint16{2525} })
 	const dave = 1004 // ordinary user, not allowed
 	tests := []struct {
@@ -291,6 +292,9 @@ func TestRulesetTrace(t *testing.T) {
 		{name: "remote without allow-local", rs: noLocal, pkt: Packet{UID: dave, DstPort: 25}, want: VerdictReject},
 		{name: "log mode: ordinary user logged", rs: logMode, pkt: Packet{UID: dave, DstPort: 25}, want: VerdictLog},
 		{name: "log mode: allowed user accepted", rs: logMode, pkt: Packet{UID: 1001, DstPort: 25}, want: VerdictAccept},
+		{name: "redirect mode: ordinary user redirected", rs: redirectMode, pkt: Packet{UID: dave, DstPort: 587}, want: VerdictRedirect},
+		{name: "redirect mode: allowed user never redirected", rs: redirectMode, pkt: Packet{UID: 1001, DstPort: 25}, want: VerdictAccept},
+		{name: "redirect mode: non-SMTP untouched", rs: redirectMode, pkt: Packet{UID: dave, DstPort: 443}, want: VerdictAccept},
 		{name: "log mode: other port accepted", rs: logMode, pkt: Packet{UID: dave, DstPort: 80}, want: VerdictAccept},
 		{name: "log mode: local accepted", rs: logMode, pkt: Packet{UID: dave, DstPort: 25, DstLocal: true}, want: VerdictAccept},
 		{name: "custom ports: 25 no longer restricted", rs: customPorts, pkt: Packet{UID: dave, DstPort: 25}, want: VerdictAccept},

@@ -116,7 +116,7 @@ func Veth(t testing.TB, a *NetNS, aAddrs []string, b *NetNS, bAddrs []string) {
 }
 
 // ListenTCP listens on addr inside ns; every connection gets an SMTP-like
-// greeting and is closed. The listener closes when the test ends.
+// greeting naming addr ("220 192.0.2.2:25 smtpguard-test") and is closed. The listener closes when the test ends.
 func ListenTCP(t testing.TB, ns *NetNS, addr string) {
 	t.Helper()
 	var ln net.Listener
@@ -143,7 +143,8 @@ func ListenTCP(t testing.TB, ns *NetNS, addr string) {
 				return
 			}
 			c.SetDeadline(time.Now().Add(2 * time.Second))
-			c.Write([]byte("220 smtpguard-test\r\n"))
+			// The banner names the listener, so tests see which server answered.
+			c.Write([]byte("220 " + addr + " smtpguard-test\r\n"))
 			c.Close()
 		}
 	}()

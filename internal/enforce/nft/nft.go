@@ -108,17 +108,18 @@ func (b *Backend) Probe(ctx context.Context) error {
 }
 
 // objects builds the kernel objects for rs.
-func objects() (t *nftables.Table, ports, uids *nftables.Set, chains map[string]*nftables.Chain) {
+func objects(rs policy.Ruleset) (t *nftables.Table, ports, uids *nftables.Set, chains map[string]*nftables.Chain) {
 	t = table()
 	ports = &nftables.Set{Table: t, Name: setPorts, KeyType: nftables.TypeInetService}
 	uids = &nftables.Set{Table: t, Name: setUIDs, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian}
-	chains = map[string]*nftables.Chain{
-		chainCheck: {Name: chainCheck, Table: t},
-	}
+	chains = map[string]*nftables.Chain{}
 	accept := nftables.ChainPolicyAccept
-	for _, bc := range baseChains {
-		chains[bc.name] = &nftables.Chain{Name: bc.name, Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: bc.hook, Priority: bc.priority, Policy: &accept}
+	for _, c := range chainsFor(rs) {
+		ch := &nftables.Chain{Name: c.name, Table: t}
+		if c.hook != nil {
+			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = c.typ, c.hook, c.priority, &accept
+		}
+		chains[c.name] = ch
 	}
 	return t, ports, uids, chains
 }
@@ -154,7 +155,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 }
 
 func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs policy.Ruleset) (added, removed int, err error) {
-	_, ports, uids, _ := objects()
+	_, ports, uids, _ := objects(rs)
 	addP, delP := diff(st.sets[setPorts], portElements(rs.Ports))
 	addU, delU := diff(st.sets[setUIDs], uidElements(rs.UIDs))
 	if len(addP)+len(delP)+len(addU)+len(delU) == 0 {
@@ -181,7 +182,7 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs
 // table" makes the delete valid whether or not the table existed, and the
 // kernel applies the batch atomically: packets see the old rules or the new.
 func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Ruleset) error {
-	t, ports, uids, chains := objects()
+	t, ports, uids, chains := objects(rs)
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
@@ -191,9 +192,10 @@ func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Rules
 	if err := c.AddSet(uids, uidElements(rs.UIDs)); err != nil {
 		return fmt.Errorf("set %s: %w", setUIDs, err)
 	}
-	c.AddChain(chains[chainCheck])
-	for _, bc := range baseChains {
-		c.AddChain(chains[bc.name])
+	// Regular chains first: the base chain's rule jumps to them.
+	specs := chainsFor(rs)
+	for i := len(specs) - 1; i >= 0; i-- {
+		c.AddChain(chains[specs[i].name])
 	}
 	for _, r := range rules(rs, ports, uids) {
 		c.AddRule(&nftables.Rule{
@@ -319,12 +321,15 @@ func (st *state) compare(rs policy.Ruleset) (out []string, structural int) {
 		out = append(out, fmt.Sprintf(format, args...))
 		structural++
 	}
-	_, ports, uids, chains := objects()
+	_, ports, uids, chains := objects(rs)
 	want := map[string][]ruleSig{}
 	for _, r := range rules(rs, ports, uids) {
 		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: len(r.exprs)})
 	}
-	names := []string{chainOut, chainCheck}
+	var names []string
+	for _, c := range chainsFor(rs) {
+		names = append(names, c.name)
+	}
 	for _, name := range names {
 		got, ok := st.chains[name]
 		if !ok {

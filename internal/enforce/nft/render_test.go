@@ -21,6 +21,7 @@ func testRulesets() map[string]policy.Ruleset {
 		"reject_default": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101, 1001}, LogGroup: policy.DefaultLogGroup},
 		"log_mode":       {Mode: policy.ModeLog, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0}, LogGroup: policy.DefaultLogGroup},
 		"no_local":       {Mode: policy.ModeReject, Ports: []uint16{25, 2525}, AllowLocal: false, UIDs: []uint32{0, 38}, LogGroup: 7},
+		"redirect":       {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: policy.DefaultLogGroup},
 	}
 }
 
@@ -74,6 +75,9 @@ func TestRuleOrderMatchesTracer(t *testing.T) {
 			last := specs[len(specs)-1].text
 			if rejects := strings.HasSuffix(last, "reject with tcp reset"); rejects != (rs.Mode == policy.ModeReject) {
 				t.Errorf("block rule %q in mode %s: want a tcp reset only in reject mode", last, rs.Mode)
+			}
+			if redirects := strings.HasSuffix(last, " redirect"); redirects != (rs.Mode == policy.ModeRedirect) {
+				t.Errorf("block rule %q in mode %s: want a redirect only in redirect mode", last, rs.Mode)
 			}
 		})
 	}

@@ -20,11 +20,15 @@ import (
 // Every object lives in one table that smtpguard owns entirely, so the names
 // need no prefix; nothing outside this table is ever read or written.
 const (
-	tableName  = "smtpguard"
+	tableName = "smtpguard"
+	setPorts  = "smtp_ports"
+	setUIDs   = "allowed_uids"
+	// Filter chains (reject and log modes).
 	chainOut   = "output"     // base chain on the output hook
 	chainCheck = "smtp_check" // reached only by new connections to a restricted port
-	setPorts   = "smtp_ports"
-	setUIDs    = "allowed_uids"
+	// NAT chains (redirect mode).
+	chainNATOut   = "nat_output"
+	chainRedirect = "redirect_check"
 	// commentPrefix marks our rules; the rest of the comment is a fingerprint
 	// of the rule's meaning, so Verify notices an edited rule.
 	commentPrefix = "smtpguard "
@@ -38,17 +42,35 @@ const (
 	tcpACK = 0x10
 )
 
-// baseChains is the hook topology: one filter chain on output at the filter
-// priority. A reject anywhere is final whatever other tables accept, so the
-// priority only orders us among other output chains; filter (0) is what admins
-// expect to see.
-var baseChains = []struct {
+// chainSpec declares one chain. Base chains have a hook.
+type chainSpec struct {
 	name     string
+	typ      nftables.ChainType
 	hook     *nftables.ChainHook
 	priority *nftables.ChainPriority
-	hookName string
-}{
-	{chainOut, nftables.ChainHookOutput, nftables.ChainPriorityFilter, "output priority filter"},
+	hookText string // nft syntax after "type"
+}
+
+// natOutputPriority is -100 ("dstnat"; nft accepts the keyword only on
+// prerouting): destination NAT before the filter chains see the packet.
+var natOutputPriority = nftables.ChainPriorityRef(-100)
+
+// chainsFor is the hook topology for a mode. Reject and log filter on the
+// output hook at the filter priority (a reject anywhere is final, whatever
+// other tables accept). Redirect needs destination NAT instead, on the NAT
+// output hook, which sees only a connection's first packet; no filter chain
+// is installed then, so reject mode never loads NAT and redirect never rejects.
+func chainsFor(rs policy.Ruleset) []chainSpec {
+	if rs.Mode == policy.ModeRedirect {
+		return []chainSpec{
+			{name: chainNATOut, typ: nftables.ChainTypeNAT, hook: nftables.ChainHookOutput, priority: natOutputPriority, hookText: "nat hook output priority -100"},
+			{name: chainRedirect},
+		}
+	}
+	return []chainSpec{
+		{name: chainOut, typ: nftables.ChainTypeFilter, hook: nftables.ChainHookOutput, priority: nftables.ChainPriorityFilter, hookText: "filter hook output priority filter"},
+		{name: chainCheck},
+	}
 }
 
 // ruleSpec is one rule in both forms: text for people and netlink expressions
@@ -66,16 +88,19 @@ func (r ruleSpec) comment() string {
 
 // rules declares the ruleset. Order matters and is the one policy.Ruleset.Trace
 // follows:
-//  1. only a new outgoing connection (SYN without ACK) to a restricted port
-//     enters smtp_check; every other packet leaves at the first rule. Deciding on
-//     the SYN alone also keeps socketless packets (an RST the kernel sends for a
-//     late segment has no uid) away from the block rule, without conntrack.
-//  2. local destinations (loopback and this host's addresses, via fib) accept
+//  1. only a new outgoing connection to a restricted port enters the check
+//     chain; every other packet leaves at the first rule. The filter form
+//     checks for a SYN without ACK, which also keeps socketless packets (an
+//     RST the kernel sends for a late segment has no uid) away from the block
+//     rule without conntrack; NAT chains see only new connections anyway.
+//  2. local destinations (loopback and this host's addresses, via fib) pass
 //     when allow-local is on, so local delivery through the MTA works.
-//  3. allowed uids accept, by one set lookup whatever the set's size.
-//  4. the rest is counted, sent to the netlink log group, and rejected with a TCP
-//     reset, so connect() fails at once with ECONNREFUSED (icmpx rejects cost a
-//     SYN retransmit, about 1s; drop hangs the client).
+//  3. allowed uids pass, by one set lookup whatever the set's size.
+//  4. the rest is counted, sent to the netlink log group and, by mode:
+//     rejected with a TCP reset, so connect() fails at once with ECONNREFUSED
+//     (icmpx rejects cost a SYN retransmit, about 1s; drop hangs the client);
+//     redirected to the same port on loopback, where the local MTA listens;
+//     or let through (log).
 func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 	if ports == nil {
 		ports = &nftables.Set{Name: setPorts}
@@ -83,24 +108,34 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 	if uids == nil {
 		uids = &nftables.Set{Name: setUIDs}
 	}
-	out := []ruleSpec{{
-		chain: chainOut,
-		text:  fmt.Sprintf("tcp flags & (fin | syn | rst | ack) == syn tcp dport @%s jump %s", setPorts, chainCheck),
-		exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+	entry, check := chainOut, chainCheck
+	isTCP := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+	}
+	gate := ruleSpec{
+		chain: entry,
+		text:  fmt.Sprintf("tcp flags & (fin | syn | rst | ack) == syn tcp dport @%s jump %s", setPorts, check),
+		exprs: append(isTCP,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1,
 				Mask: []byte{tcpFIN | tcpSYN | tcpRST | tcpACK}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{tcpSYN}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Lookup{SourceRegister: 1, SetName: ports.Name, SetID: ports.ID},
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: chainCheck},
-		},
-	}}
+		),
+	}
+	if rs.Mode == policy.ModeRedirect {
+		entry, check = chainNATOut, chainRedirect
+		gate = ruleSpec{chain: entry, text: fmt.Sprintf("meta l4proto tcp tcp dport @%s jump %s", setPorts, check), exprs: isTCP}
+	}
+	gate.exprs = append(gate.exprs,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: ports.Name, SetID: ports.ID},
+		&expr.Verdict{Kind: expr.VerdictJump, Chain: check},
+	)
+	out := []ruleSpec{gate}
 	if rs.AllowLocal {
 		out = append(out, ruleSpec{
-			chain: chainCheck,
+			chain: check,
 			text:  "fib daddr type local accept",
 			exprs: []expr.Any{
 				&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -110,7 +145,7 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 		})
 	}
 	out = append(out, ruleSpec{
-		chain: chainCheck,
+		chain: check,
 		text:  fmt.Sprintf("meta skuid @%s accept", setUIDs),
 		exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
@@ -120,29 +155,35 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 	})
 	prefix := logPrefix(rs.Mode)
 	block := ruleSpec{
-		chain: chainCheck,
+		chain: check,
 		text:  fmt.Sprintf("counter log prefix %q group %d", prefix, rs.LogGroup),
 		exprs: []expr.Any{
 			&expr.Counter{},
 			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: rs.LogGroup, Data: []byte(prefix)},
 		},
 	}
-	if rs.Mode != policy.ModeLog {
+	switch rs.Mode {
+	case policy.ModeReject:
 		block.text += " reject with tcp reset"
 		// nft prefixes "reject with tcp reset" with its protocol dependency;
 		// doing the same keeps our netlink form identical to the text form.
-		block.exprs = append([]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		}, append(block.exprs, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
+		block.exprs = append(append(isTCP[:2:2], block.exprs...), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	case policy.ModeRedirect:
+		// Without a port, redirect keeps the destination port and picks
+		// 127.0.0.1 or ::1 by family.
+		block.text += " redirect"
+		block.exprs = append(block.exprs, &expr.Redir{})
 	}
 	return append(out, block)
 }
 
 // logPrefix tells the event reader what the kernel did with the attempt.
 func logPrefix(m policy.Mode) string {
-	if m == policy.ModeLog {
+	switch m {
+	case policy.ModeLog:
 		return "smtpguard logged"
+	case policy.ModeRedirect:
+		return "smtpguard redirected"
 	}
 	return "smtpguard blocked"
 }
@@ -174,16 +215,14 @@ func render(rs policy.Ruleset) string {
 	fmt.Fprintf(&sb, "\tset %s {\n\t\ttype uid\n", setUIDs)
 	writeElements(&sb, len(rs.UIDs), func(i int) string { return strconv.FormatUint(uint64(rs.UIDs[i]), 10) })
 	sb.WriteString("\t}\n")
-	specs := rules(rs, &nftables.Set{Name: setPorts}, &nftables.Set{Name: setUIDs})
-	for _, c := range []string{chainOut, chainCheck} {
-		fmt.Fprintf(&sb, "\n\tchain %s {\n", c)
-		for _, bc := range baseChains {
-			if bc.name == c {
-				fmt.Fprintf(&sb, "\t\ttype filter hook %s; policy accept;\n", bc.hookName)
-			}
+	specs := rules(rs, nil, nil)
+	for _, c := range chainsFor(rs) {
+		fmt.Fprintf(&sb, "\n\tchain %s {\n", c.name)
+		if c.hook != nil {
+			fmt.Fprintf(&sb, "\t\ttype %s; policy accept;\n", c.hookText)
 		}
 		for _, r := range specs {
-			if r.chain == c {
+			if r.chain == c.name {
 				fmt.Fprintf(&sb, "\t\t%s comment %q\n", r.text, r.comment())
 			}
 		}

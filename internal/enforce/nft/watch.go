@@ -110,8 +110,13 @@ func parseEvent(a nflog.Attribute) (enforce.Event, bool) {
 	if a.Timestamp != nil && !a.Timestamp.IsZero() {
 		ev.Time = *a.Timestamp
 	}
-	if a.Prefix != nil && strings.HasSuffix(*a.Prefix, "logged") {
-		ev.Action = enforce.ActionLogged
+	if a.Prefix != nil {
+		switch {
+		case strings.HasSuffix(*a.Prefix, "logged"):
+			ev.Action = enforce.ActionLogged
+		case strings.HasSuffix(*a.Prefix, "redirected"):
+			ev.Action = enforce.ActionRedirected
+		}
 	}
 	if a.UID != nil {
 		ev.UID, ev.HasUID = *a.UID, true
