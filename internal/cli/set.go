@@ -30,8 +30,13 @@ func newSetCmd(e *env) *cobra.Command {
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetPorts(ctx, a, v)
 			}},
-		{"mode MODE", "Set what happens to connections that are not allowed: reject or log",
-			"reject: refuse at once (connection refused). log: let through but count and log (to try a policy out).",
+		{"mode reject|redirect|log", "Set what happens to connections that are not allowed",
+			`reject (default): refuse at once; the script sees "connection refused".
+redirect: send the connection to the same port on loopback (127.0.0.1 or ::1),
+  where the local MTA listens, so a script's mail still goes out through the
+  MTA's queue, policies and logs (what cPanel does). TLS certificate checks of
+  the remote name then fail; allow such users or use reject.
+log: let the connection through but count and log it, to try a policy out.`,
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetMode(ctx, a, v)
 			}},
