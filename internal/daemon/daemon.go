@@ -32,8 +32,10 @@ import (
 type Config struct {
 	Engine *engine.Engine
 	Logger *slog.Logger
-	// Listen is the metrics (and later web UI) address; "" serves nothing.
+	// Listen is the address of /metrics, /healthz and Web; "" serves nothing.
 	Listen string
+	// Web, when set, serves every other path on Listen (the web UI and API).
+	Web http.Handler
 
 	VerifyInterval time.Duration // periodic verify backstop (30s)
 	PollInterval   time.Duration // store revision and account files (250ms)
@@ -374,9 +376,12 @@ func (d *Daemon) pruneLoop(ctx context.Context) {
 	}
 }
 
-// Handler serves /metrics and /healthz.
+// Handler serves /metrics and /healthz, and the web UI when configured.
 func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
+	if d.cfg.Web != nil {
+		mux.Handle("/", d.cfg.Web)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
