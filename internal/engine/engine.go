@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/resolve"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
@@ -38,6 +40,14 @@ type Config struct {
 	Backends []enforce.Backend
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// Resolver looks up exception host names (default: /etc/hosts, then the
+	// nameservers of /etc/resolv.conf).
+	Resolver Resolver
+}
+
+// Resolver looks up a host name's addresses and their DNS time-to-live.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]netip.Addr, time.Duration, error)
 }
 
 // Engine performs state changes. It is safe for use by one goroutine at a time
@@ -64,6 +74,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = &resolve.Resolver{}
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w (use --state-dir or run as root)", cfg.StateDir, err)
@@ -124,10 +137,36 @@ func (e *Engine) AccountFiles() []string { return []string{e.cfg.PasswdPath, e.c
 // Backends returns the enforcement candidates the engine was configured with.
 func (e *Engine) Backends() []enforce.Backend { return e.cfg.Backends }
 
-// Resolve computes who may connect under p on this host now.
-func (e *Engine) Resolve(ctx context.Context, p policy.Policy, dir *policy.Directory) (policy.Resolution, mta.Detection) {
-	det := mta.Detect(ctx, e.cfg.MTA, dir)
-	return policy.Resolve(p, dir, det.SystemUsers()), det
+// view is the system state a policy is resolved against.
+type view struct {
+	dir *policy.Directory
+	dns map[string]store.DNSEntry // last good answers for exception host names
+}
+
+// Resolve computes who may connect under p on this host now, and where.
+func (e *Engine) resolve(ctx context.Context, p policy.Policy, v view) (policy.Resolution, mta.Detection) {
+	det := mta.Detect(ctx, e.cfg.MTA, v.dir)
+	res := policy.Resolve(p, v.dir, det.SystemUsers())
+	var unresolved []string
+	res.Exceptions, unresolved = policy.ResolveExceptions(p, v.dir, func(host string) ([]netip.Addr, bool) {
+		entry, ok := v.dns[host]
+		return entry.Addrs, ok && len(entry.Addrs) > 0
+	})
+	res.Unresolved = append(res.Unresolved, unresolved...)
+	return res, det
+}
+
+// currentView reads the accounts and the DNS cache.
+func (e *Engine) currentView(ctx context.Context) (view, error) {
+	dir, err := e.Directory()
+	if err != nil {
+		return view{}, err
+	}
+	dns, err := e.store.DNSCache(ctx)
+	if err != nil {
+		return view{}, err
+	}
+	return view{dir: dir, dns: dns}, nil
 }
 
 func (e *Engine) backend(name string) (enforce.Backend, error) {
@@ -140,8 +179,9 @@ func (e *Engine) backend(name string) (enforce.Backend, error) {
 }
 
 // change runs one state change: edit produces the new policy from the old.
+// dnsUpdates are lookups made for this change, stored with it.
 func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
-	edit func(p *policy.Policy, dir *policy.Directory) (string, error)) (Result, error) {
+	edit func(p *policy.Policy, dir *policy.Directory) (string, error), dnsUpdates ...store.DNSEntry) (Result, error) {
 	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
 	if err != nil {
 		return Result{}, err
@@ -161,6 +201,16 @@ func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 	if err != nil {
 		return Result{}, err
 	}
+	for _, d := range dnsUpdates {
+		if err := tx.PutDNS(ctx, d); err != nil {
+			return Result{}, err
+		}
+	}
+	dns, err := tx.DNSCache(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	v := view{dir: dir, dns: dns}
 	after := before.Clone()
 	msg, err := edit(&after, dir)
 	if err != nil {
@@ -172,7 +222,10 @@ func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 	if after.Equal(before) {
 		// Nothing to persist, but make the kernel match anyway: re-running a
 		// command is how an administrator repairs a flushed ruleset.
-		if err := e.enforce(ctx, before, after, dir); err != nil {
+		if err := e.enforce(ctx, before, after, v); err != nil {
+			return Result{}, err
+		}
+		if err := tx.Commit(); err != nil { // keeps fresh DNS answers
 			return Result{}, err
 		}
 		return Result{Changed: false, Message: msg, Policy: after}, nil
@@ -185,7 +238,7 @@ func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 		At: now, Actor: actor.Name, Source: actor.Source, Remote: actor.Remote,
 		Operation: op, Detail: detail, Before: policyJSON(before), After: policyJSON(after), Outcome: "ok",
 	}
-	if err := e.enforce(ctx, before, after, dir); err != nil {
+	if err := e.enforce(ctx, before, after, v); err != nil {
 		tx.Rollback()
 		rec.After, rec.Outcome = rec.Before, "failed: "+err.Error()
 		if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
@@ -194,25 +247,25 @@ func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 		return Result{}, err
 	}
 	if err := tx.AppendAudit(ctx, rec); err != nil {
-		return Result{}, errors.Join(err, e.restore(ctx, before, after, dir))
+		return Result{}, errors.Join(err, e.restore(ctx, before, after, v))
 	}
 	if err := tx.Commit(); err != nil {
-		return Result{}, errors.Join(err, e.restore(ctx, before, after, dir))
+		return Result{}, errors.Join(err, e.restore(ctx, before, after, v))
 	}
 	e.log.Info("policy changed", "operation", op, "detail", detail, "actor", actor.Name, "source", actor.Source)
 	return Result{Changed: true, Message: msg, Policy: after}, nil
 }
 
 // restore puts the kernel back to before after the database refused after.
-func (e *Engine) restore(ctx context.Context, before, after policy.Policy, dir *policy.Directory) error {
-	if err := e.enforce(ctx, after, before, dir); err != nil {
+func (e *Engine) restore(ctx context.Context, before, after policy.Policy, v view) error {
+	if err := e.enforce(ctx, after, before, v); err != nil {
 		return fmt.Errorf("restore previous rules: %w (run 'smtpguard status' and re-run the command)", err)
 	}
 	return nil
 }
 
 // enforce moves the kernel from before to after.
-func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, dir *policy.Directory) error {
+func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, v view) error {
 	if !after.Enabled {
 		if before.Enabled {
 			return e.remove(ctx, before.Backend)
@@ -223,7 +276,7 @@ func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, dir *
 	if err != nil {
 		return err
 	}
-	res, _ := e.Resolve(ctx, after, dir)
+	res, _ := e.resolve(ctx, after, v)
 	rs := policy.Compile(after, res)
 	if err := b.Apply(ctx, rs); err != nil {
 		return fmt.Errorf("enforce with %s: %w", b.Name(), err)

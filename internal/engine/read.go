@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
@@ -23,20 +24,21 @@ type Kernel struct {
 // Status is everything "smtpguard status" shows. The first six fields are the
 // stable contract scripts rely on.
 type Status struct {
-	Enabled       bool           `json:"enabled"`
-	Backend       string         `json:"backend"`
-	Mode          string         `json:"mode"`
-	Ports         []uint16       `json:"ports"`
-	AllowedUsers  []string       `json:"allowed_users"`
-	AllowedGroups []string       `json:"allowed_groups"`
-	AllowLocal    bool           `json:"allow_local"`
-	AllowedUIDs   []policy.Grant `json:"allowed_uids"`
-	Unresolved    []string       `json:"unresolved,omitempty"`
-	MTA           mta.Detection  `json:"mta"`
-	Kernel        Kernel         `json:"kernel"`
-	Revision      int64          `json:"revision"`
-	UpdatedAt     *time.Time     `json:"updated_at,omitempty"`
-	UpdatedBy     string         `json:"updated_by,omitempty"`
+	Enabled       bool              `json:"enabled"`
+	Backend       string            `json:"backend"`
+	Mode          string            `json:"mode"`
+	Ports         []uint16          `json:"ports"`
+	AllowedUsers  []string          `json:"allowed_users"`
+	AllowedGroups []string          `json:"allowed_groups"`
+	AllowLocal    bool              `json:"allow_local"`
+	Exceptions    []ExceptionStatus `json:"exceptions"`
+	AllowedUIDs   []policy.Grant    `json:"allowed_uids"`
+	Unresolved    []string          `json:"unresolved,omitempty"`
+	MTA           mta.Detection     `json:"mta"`
+	Kernel        Kernel            `json:"kernel"`
+	Revision      int64             `json:"revision"`
+	UpdatedAt     *time.Time        `json:"updated_at,omitempty"`
+	UpdatedBy     string            `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
@@ -46,11 +48,11 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	dir, err := e.Directory()
+	v, err := e.currentView(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	res, det := e.Resolve(ctx, p, dir)
+	res, det := e.resolve(ctx, p, v)
 	st := Status{
 		Enabled:       p.Enabled,
 		Backend:       p.Backend,
@@ -69,6 +71,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if meta.Revision > 0 {
 		st.UpdatedAt = &meta.UpdatedAt
 	}
+	st.Exceptions = exceptionStatus(p, v.dns)
 	if p.Enabled {
 		st.Kernel = e.kernel(ctx, p, res)
 	}
@@ -140,12 +143,12 @@ func (e *Engine) Plan(ctx context.Context, backend string) (Plan, error) {
 		}
 		reason = "backend could not be probed here (needs root); showing its rules anyway"
 	}
-	dir, err := e.Directory()
+	v, err := e.currentView(ctx)
 	if err != nil {
 		return Plan{}, err
 	}
 	p.Enabled, p.Backend = true, b.Name()
-	res, _ := e.Resolve(ctx, p, dir)
+	res, _ := e.resolve(ctx, p, v)
 	rs := policy.Compile(p, res)
 	pl := Plan{
 		Backend:     b.Name(),
@@ -194,4 +197,51 @@ func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]store.Event
 // Audit returns the audit log, newest first.
 func (e *Engine) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error) {
 	return e.store.Audit(ctx, f)
+}
+
+// ExceptionStatus is one exception as status shows it, with what its host
+// name resolves to.
+type ExceptionStatus struct {
+	User        string       `json:"user,omitempty"`
+	Group       string       `json:"group,omitempty"`
+	To          string       `json:"to"`
+	Ports       []uint16     `json:"ports"` // empty: every restricted port
+	Addresses   []netip.Addr `json:"addresses"`
+	ResolvedAt  *time.Time   `json:"resolved_at,omitempty"`
+	Unresolved  bool         `json:"unresolved"` // a host name without any answer yet
+	LookupError string       `json:"lookup_error,omitempty"`
+}
+
+func exceptionStatus(p policy.Policy, dns map[string]store.DNSEntry) []ExceptionStatus {
+	out := []ExceptionStatus{}
+	for _, e := range p.Exceptions {
+		es := ExceptionStatus{To: e.Destination, Ports: e.Ports, Addresses: []netip.Addr{}}
+		if es.Ports == nil {
+			es.Ports = []uint16{}
+		}
+		if e.Principal.Kind == policy.KindGroup {
+			es.Group = e.Principal.Ref()
+		} else {
+			es.User = e.Principal.Ref()
+		}
+		d, err := policy.ParseDestination(e.Destination)
+		switch {
+		case err != nil:
+			es.Unresolved, es.LookupError = true, err.Error()
+		case d.IsHost():
+			entry, ok := dns[d.Host]
+			if ok && len(entry.Addrs) > 0 {
+				es.Addresses = entry.Addrs
+				at := entry.ResolvedAt
+				es.ResolvedAt = &at
+			} else {
+				es.Unresolved = true
+			}
+			es.LookupError = entry.Error
+		default:
+			es.Addresses = []netip.Addr{d.Prefix.Addr()}
+		}
+		out = append(out, es)
+	}
+	return out
 }

@@ -41,7 +41,7 @@ func (e *Engine) Reconcile(ctx context.Context, removeWhenDisabled bool) (Reconc
 		}
 		return r, nil
 	}
-	dir, err := e.Directory()
+	v, err := e.currentView(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -49,7 +49,7 @@ func (e *Engine) Reconcile(ctx context.Context, removeWhenDisabled bool) (Reconc
 	if err != nil {
 		return r, err
 	}
-	res, _ := e.Resolve(ctx, p, dir)
+	res, _ := e.resolve(ctx, p, v)
 	r.Ruleset = policy.Compile(p, res)
 	drift, err := b.Verify(ctx, r.Ruleset)
 	if err != nil {

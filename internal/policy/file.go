@@ -46,14 +46,24 @@ func FormatForPath(path string) Format {
 
 // File is the exported policy, the unit fleets version and distribute.
 type File struct {
-	Version       int      `toml:"version" yaml:"version"`
-	Enabled       bool     `toml:"enabled" yaml:"enabled"`
-	Backend       string   `toml:"backend" yaml:"backend"`
-	Mode          string   `toml:"mode" yaml:"mode"`
-	Ports         []int    `toml:"ports" yaml:"ports,flow"`
-	AllowLocal    bool     `toml:"allow_local" yaml:"allow_local"`
-	AllowedUsers  []string `toml:"allowed_users" yaml:"allowed_users"`
-	AllowedGroups []string `toml:"allowed_groups" yaml:"allowed_groups"`
+	Version       int             `toml:"version" yaml:"version"`
+	Enabled       bool            `toml:"enabled" yaml:"enabled"`
+	Backend       string          `toml:"backend" yaml:"backend"`
+	Mode          string          `toml:"mode" yaml:"mode"`
+	Ports         []int           `toml:"ports" yaml:"ports,flow"`
+	AllowLocal    bool            `toml:"allow_local" yaml:"allow_local"`
+	AllowedUsers  []string        `toml:"allowed_users" yaml:"allowed_users"`
+	AllowedGroups []string        `toml:"allowed_groups" yaml:"allowed_groups"`
+	Exceptions    []FileException `toml:"exceptions,omitempty" yaml:"exceptions,omitempty"`
+}
+
+// FileException is one scoped exception in a policy file: exactly one of User
+// and Group, a destination, and optionally the ports (default: all restricted).
+type FileException struct {
+	User  string `toml:"user,omitempty" yaml:"user,omitempty"`
+	Group string `toml:"group,omitempty" yaml:"group,omitempty"`
+	To    string `toml:"to" yaml:"to"`
+	Ports []int  `toml:"ports,omitempty" yaml:"ports,omitempty,flow"`
 }
 
 // ToFile converts a policy to its file form.
@@ -75,6 +85,18 @@ func ToFile(p Policy) File {
 	}
 	for _, g := range p.Groups {
 		f.AllowedGroups = append(f.AllowedGroups, g.Ref())
+	}
+	for _, e := range p.Exceptions {
+		fe := FileException{To: e.Destination}
+		if e.Principal.Kind == KindGroup {
+			fe.Group = e.Principal.Ref()
+		} else {
+			fe.User = e.Principal.Ref()
+		}
+		for _, port := range e.Ports {
+			fe.Ports = append(fe.Ports, int(port))
+		}
+		f.Exceptions = append(f.Exceptions, fe)
 	}
 	return f
 }
@@ -189,6 +211,16 @@ func (f File) Policy(dir *Directory) (Policy, error) {
 			errs = append(errs, fmt.Errorf("allowed_groups[%d]: %w", i, err))
 		}
 	}
+	for i, fe := range f.Exceptions {
+		e, err := fe.exception(dir, p.Ports)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("exceptions[%d]: %w", i, err))
+			continue
+		}
+		if err := p.AddException(e); err != nil {
+			errs = append(errs, fmt.Errorf("exceptions[%d]: %w", i, err))
+		}
+	}
 	if err := Validate(p, dir); err != nil && len(errs) == 0 {
 		errs = append(errs, err)
 	}
@@ -196,4 +228,43 @@ func (f File) Policy(dir *Directory) (Policy, error) {
 		return Policy{}, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+func (fe FileException) exception(dir *Directory, restricted []uint16) (Exception, error) {
+	var pr Principal
+	var err error
+	switch {
+	case fe.User != "" && fe.Group != "":
+		return Exception{}, errors.New("give either user or group, not both")
+	case fe.User != "":
+		pr, err = dir.ResolvePrincipal(KindUser, fe.User)
+	case fe.Group != "":
+		pr, err = dir.ResolvePrincipal(KindGroup, fe.Group)
+	default:
+		return Exception{}, errors.New("user or group missing")
+	}
+	if err != nil {
+		return Exception{}, err
+	}
+	d, err := ParseDestination(fe.To)
+	if err != nil {
+		return Exception{}, fmt.Errorf("to: %w", err)
+	}
+	var ports []uint16
+	for _, n := range fe.Ports {
+		port, err := checkPort(int64(n))
+		if err != nil {
+			return Exception{}, fmt.Errorf("ports: %w", err)
+		}
+		ports = append(ports, port)
+	}
+	if len(ports) > 0 {
+		if ports, err = normalizePorts(ports); err != nil {
+			return Exception{}, fmt.Errorf("ports: %w", err)
+		}
+		if err := CheckExceptionPorts(ports, restricted); err != nil {
+			return Exception{}, fmt.Errorf("ports: %w", err)
+		}
+	}
+	return Exception{Principal: pr, Destination: d.Canonical, Ports: ports}, nil
 }

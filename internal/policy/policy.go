@@ -89,6 +89,7 @@ type Policy struct {
 	AllowLocal bool     // loopback and this host's own addresses stay reachable
 	Users      []Principal
 	Groups     []Principal
+	Exceptions []Exception // scoped permissions: one principal, one destination
 }
 
 // Default is the policy of a fresh install: disabled, reject mode, the three
@@ -107,6 +108,10 @@ func (p Policy) Clone() Policy {
 	p.Ports = slices.Clone(p.Ports)
 	p.Users = slices.Clone(p.Users)
 	p.Groups = slices.Clone(p.Groups)
+	p.Exceptions = slices.Clone(p.Exceptions)
+	for i := range p.Exceptions {
+		p.Exceptions[i].Ports = slices.Clone(p.Exceptions[i].Ports)
+	}
 	return p
 }
 
@@ -114,7 +119,10 @@ func (p Policy) Clone() Policy {
 func (p Policy) Equal(q Policy) bool {
 	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Mode == q.Mode &&
 		p.AllowLocal == q.AllowLocal && slices.Equal(p.Ports, q.Ports) &&
-		slices.Equal(p.Users, q.Users) && slices.Equal(p.Groups, q.Groups)
+		slices.Equal(p.Users, q.Users) && slices.Equal(p.Groups, q.Groups) &&
+		slices.EqualFunc(p.Exceptions, q.Exceptions, func(a, b Exception) bool {
+			return a.Principal == b.Principal && a.Destination == b.Destination && slices.Equal(a.Ports, b.Ports)
+		})
 }
 
 // Principals returns the allowed principals of one kind.
@@ -265,6 +273,25 @@ func Validate(p Policy, dir *Directory) error {
 		for _, q := range p.Groups[:i] {
 			if q.Same(pr) {
 				errs = append(errs, fmt.Errorf("allowed_groups[%d]: %s is listed twice", i, pr))
+			}
+		}
+	}
+	for i, e := range p.Exceptions {
+		field := fmt.Sprintf("exceptions[%d]", i)
+		if _, err := dir.ResolvePrincipal(e.Principal.Kind, e.Principal.Ref()); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+		if d, err := ParseDestination(e.Destination); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		} else if d.Canonical != e.Destination {
+			errs = append(errs, fmt.Errorf("%s: destination %q is not written canonically (%q)", field, e.Destination, d.Canonical))
+		}
+		if !slices.IsSorted(e.Ports) || len(slices.Compact(slices.Clone(e.Ports))) != len(e.Ports) {
+			errs = append(errs, fmt.Errorf("%s: ports must be sorted and unique", field))
+		}
+		for _, q := range p.Exceptions[:i] {
+			if q.Principal.Same(e.Principal) && q.Destination == e.Destination {
+				errs = append(errs, fmt.Errorf("%s: %s is listed twice", field, e))
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 )
@@ -26,6 +27,8 @@ type Resolution struct {
 	UIDs       []uint32 // sorted, unique; always contains 0
 	Grants     []Grant  // one per uid, same order
 	Unresolved []string // named principals that no longer exist, for status
+	// Exceptions are the scoped permissions, expanded (see ResolveExceptions).
+	Exceptions []ExceptionRule
 }
 
 // Resolve computes the uids that may connect: root, the system users (MTA,
@@ -106,6 +109,9 @@ type Ruleset struct {
 	AllowLocal bool
 	UIDs       []uint32 // sorted, unique
 	LogGroup   uint16
+	// Exceptions let a uid reach one prefix on one port; sorted, without
+	// prefixes covered by wider ones.
+	Exceptions []ExceptionRule
 }
 
 // Compile turns a policy and its resolution into a Ruleset.
@@ -116,12 +122,14 @@ func Compile(p Policy, r Resolution) Ruleset {
 		AllowLocal: p.AllowLocal,
 		UIDs:       slices.Clone(r.UIDs),
 		LogGroup:   DefaultLogGroup,
+		Exceptions: slices.Clone(r.Exceptions),
 	}
 }
 
 // Packet is what the verdict tracer needs to know of a connection attempt.
 type Packet struct {
 	UID      uint32
+	Dst      netip.Addr
 	DstPort  uint16
 	DstLocal bool // loopback or one of this host's own addresses
 }
@@ -139,7 +147,8 @@ const (
 
 // Trace answers "may this connection attempt pass?" with the same rule order
 // every backend implements: non-SMTP ports leave first, then local
-// destinations (when allowed), then allowed uids, then the block.
+// destinations (when allowed), then allowed uids, then exceptions, then the
+// block.
 func (rs Ruleset) Trace(pkt Packet) Verdict {
 	if !slices.Contains(rs.Ports, pkt.DstPort) {
 		return VerdictAccept
@@ -149,6 +158,12 @@ func (rs Ruleset) Trace(pkt Packet) Verdict {
 	}
 	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {
 		return VerdictAccept
+	}
+	dst := pkt.Dst.Unmap()
+	for _, e := range rs.Exceptions {
+		if e.UID == pkt.UID && e.Port == pkt.DstPort && dst.IsValid() && e.Dst.Contains(dst) {
+			return VerdictAccept
+		}
 	}
 	switch rs.Mode {
 	case ModeLog:

@@ -230,7 +230,35 @@ func readPolicy(ctx context.Context, q querier) (policy.Policy, Meta, error) {
 	if err := rows.Err(); err != nil {
 		return policy.Policy{}, Meta{}, fmt.Errorf("read allowed principals: %w", err)
 	}
+	if p.Exceptions, err = readExceptions(ctx, q); err != nil {
+		return policy.Policy{}, Meta{}, err
+	}
 	return p, meta, nil
+}
+
+func readExceptions(ctx context.Context, q querier) ([]policy.Exception, error) {
+	rows, err := q.QueryContext(ctx, "SELECT kind, name, id, by_id, destination, ports FROM exceptions ORDER BY position")
+	if err != nil {
+		return nil, fmt.Errorf("read exceptions: %w", err)
+	}
+	defer rows.Close()
+	var out []policy.Exception
+	for rows.Next() {
+		var e policy.Exception
+		var kind, ports string
+		var byID int
+		if err := rows.Scan(&kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports); err != nil {
+			return nil, fmt.Errorf("read exceptions: %w", err)
+		}
+		e.Principal.Kind, e.Principal.ByID = policy.PrincipalKind(kind), byID != 0
+		if ports != "" {
+			if e.Ports, err = policy.ParsePorts(ports); err != nil {
+				return nil, fmt.Errorf("read exceptions: stored ports: %w", err)
+			}
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 // Revision returns the stored policy's revision, cheaply, so the daemon can
@@ -307,6 +335,15 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 		if _, err := t.tx.ExecContext(ctx, "INSERT INTO allowed (kind, position, name, id, by_id) VALUES (?, ?, ?, ?, ?)",
 			string(pr.Kind), i, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
 			return 0, fmt.Errorf("write allowed %s: %w", pr, err)
+		}
+	}
+	if _, err := t.tx.ExecContext(ctx, "DELETE FROM exceptions"); err != nil {
+		return 0, fmt.Errorf("write exceptions: %w", err)
+	}
+	for i, e := range p.Exceptions {
+		if _, err := t.tx.ExecContext(ctx, "INSERT INTO exceptions (position, kind, name, id, by_id, destination, ports) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			i, string(e.Principal.Kind), e.Principal.Name, e.Principal.ID, boolInt(e.Principal.ByID), e.Destination, policy.PortsString(e.Ports)); err != nil {
+			return 0, fmt.Errorf("write exception %s: %w", e, err)
 		}
 	}
 	return rev, nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
@@ -124,6 +125,32 @@ func objects(rs policy.Ruleset) (t *nftables.Table, ports, uids *nftables.Set, c
 	return t, ports, uids, chains
 }
 
+// exceptionSets are the two concatenated interval sets for exceptions.
+func exceptionSets(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, addr nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, Concatenation: true, Interval: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeUID, addr, nftables.TypeInetService)}
+	}
+	return mk(setExc4, nftables.TypeIPAddr), mk(setExc6, nftables.TypeIP6Addr)
+}
+
+// desiredSets pairs every set with the elements rs wants in it.
+func desiredSets(rs policy.Ruleset, ports, uids *nftables.Set) []desiredSet {
+	exc4, exc6 := exceptionSets(ports.Table)
+	e4, e6 := exceptionElements(rs.Exceptions)
+	return []desiredSet{
+		{ports, portElements(rs.Ports)},
+		{uids, uidElements(rs.UIDs)},
+		{exc4, e4},
+		{exc6, e6},
+	}
+}
+
+type desiredSet struct {
+	def  *nftables.Set
+	want []nftables.SetElement
+}
+
 // Apply is part of enforce.Backend. When the installed rules already match and
 // only set contents differ it changes just those elements, so one allowed user
 // costs one small transaction whatever the set size; otherwise it replaces the
@@ -156,26 +183,23 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 
 func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs policy.Ruleset) (added, removed int, err error) {
 	_, ports, uids, _ := objects(rs)
-	addP, delP := diff(st.sets[setPorts], portElements(rs.Ports))
-	addU, delU := diff(st.sets[setUIDs], uidElements(rs.UIDs))
-	if len(addP)+len(delP)+len(addU)+len(delU) == 0 {
-		return 0, 0, nil
+	for _, ds := range desiredSets(rs, ports, uids) {
+		add, del := diff(st.sets[ds.def.Name], ds.want)
+		if err := c.SetDeleteElements(ds.def, del); err != nil {
+			return 0, 0, err
+		}
+		if err := c.SetAddElements(ds.def, add); err != nil {
+			return 0, 0, err
+		}
+		added, removed = added+len(add), removed+len(del)
 	}
-	for _, step := range []struct {
-		set      *nftables.Set
-		add, del []nftables.SetElement
-	}{{ports, addP, delP}, {uids, addU, delU}} {
-		if err := c.SetDeleteElements(step.set, step.del); err != nil {
-			return 0, 0, err
-		}
-		if err := c.SetAddElements(step.set, step.add); err != nil {
-			return 0, 0, err
-		}
+	if added+removed == 0 {
+		return 0, 0, nil
 	}
 	if err := flush(ctx, c); err != nil {
 		return 0, 0, err
 	}
-	return len(addP) + len(addU), len(delP) + len(delU), nil
+	return added, removed, nil
 }
 
 // replace rebuilds the table in one transaction. "add table; delete table; add
@@ -186,11 +210,10 @@ func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Rules
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
-	if err := c.AddSet(ports, portElements(rs.Ports)); err != nil {
-		return fmt.Errorf("set %s: %w", setPorts, err)
-	}
-	if err := c.AddSet(uids, uidElements(rs.UIDs)); err != nil {
-		return fmt.Errorf("set %s: %w", setUIDs, err)
+	for _, ds := range desiredSets(rs, ports, uids) {
+		if err := c.AddSet(ds.def, ds.want); err != nil {
+			return fmt.Errorf("set %s: %w", ds.def.Name, err)
+		}
 	}
 	// Regular chains first: the base chain's rule jumps to them.
 	specs := chainsFor(rs)
@@ -324,7 +347,7 @@ func (st *state) compare(rs policy.Ruleset) (out []string, structural int) {
 	_, ports, uids, chains := objects(rs)
 	want := map[string][]ruleSig{}
 	for _, r := range rules(rs, ports, uids) {
-		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: len(r.exprs)})
+		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: readableExprs(r.exprs)})
 	}
 	var names []string
 	for _, c := range chainsFor(rs) {
@@ -348,26 +371,24 @@ func (st *state) compare(rs policy.Ruleset) (out []string, structural int) {
 			problem("unexpected chain %s", name)
 		}
 	}
-	for _, s := range []struct {
-		def  *nftables.Set
-		want []nftables.SetElement
-	}{{ports, portElements(rs.Ports)}, {uids, uidElements(rs.UIDs)}} {
-		got, ok := st.setDefs[s.def.Name]
+	desired := desiredSets(rs, ports, uids)
+	for _, ds := range desired {
+		got, ok := st.setDefs[ds.def.Name]
 		if !ok {
-			problem("set %s is missing", s.def.Name)
+			problem("set %s is missing", ds.def.Name)
 			continue
 		}
-		if got.KeyType.Name != s.def.KeyType.Name || got.Interval || got.IsMap {
-			problem("set %s has the wrong type %s", s.def.Name, got.KeyType.Name)
+		if got.KeyType.Name != ds.def.KeyType.Name || got.Interval != ds.def.Interval || got.IsMap {
+			problem("set %s has the wrong type %s", ds.def.Name, got.KeyType.Name)
 			continue
 		}
-		add, del := diff(st.sets[s.def.Name], s.want)
+		add, del := diff(st.sets[ds.def.Name], ds.want)
 		if len(add)+len(del) > 0 {
-			out = append(out, fmt.Sprintf("set %s: %d element(s) missing, %d unexpected", s.def.Name, len(add), len(del)))
+			out = append(out, fmt.Sprintf("set %s: %d element(s) missing, %d unexpected", ds.def.Name, len(add), len(del)))
 		}
 	}
 	for name := range st.setDefs {
-		if name != setPorts && name != setUIDs {
+		if !slices.ContainsFunc(desired, func(ds desiredSet) bool { return ds.def.Name == name }) {
 			problem("unexpected set %s", name)
 		}
 	}
@@ -394,9 +415,23 @@ func chainDiffers(got, want *nftables.Chain) string {
 	return ""
 }
 
+// readableExprs counts the expressions google/nftables can read back from the
+// kernel: as of v0.3.1-0.20251119083706 it silently skips "byteorder" when
+// listing rules, so a rule we wrote with one lists one shorter.
+func readableExprs(exprs []expr.Any) int {
+	n := 0
+	for _, e := range exprs {
+		if _, ok := e.(*expr.Byteorder); !ok {
+			n++
+		}
+	}
+	return n
+}
+
 // diff returns the elements to add to and delete from have to make it want.
+// Interval elements of concatenated sets are identified by both ends.
 func diff(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
-	key := func(e nftables.SetElement) string { return string(e.Key) }
+	key := func(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
 	haveKeys := map[string]bool{}
 	for _, e := range have {
 		haveKeys[key(e)] = true
@@ -410,7 +445,7 @@ func diff(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
 	}
 	for _, e := range have {
 		if !wantKeys[key(e)] {
-			del = append(del, nftables.SetElement{Key: e.Key})
+			del = append(del, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd})
 		}
 	}
 	return add, del

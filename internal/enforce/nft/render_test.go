@@ -4,6 +4,7 @@ package nft
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,14 @@ func testRulesets() map[string]policy.Ruleset {
 		"reject_default": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101, 1001}, LogGroup: policy.DefaultLogGroup},
 		"log_mode":       {Mode: policy.ModeLog, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0}, LogGroup: policy.DefaultLogGroup},
 		"no_local":       {Mode: policy.ModeReject, Ports: []uint16{25, 2525}, AllowLocal: false, UIDs: []uint32{0, 38}, LogGroup: 7},
-		"redirect":       {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: policy.DefaultLogGroup},
+		"exceptions": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0}, LogGroup: policy.DefaultLogGroup,
+			Exceptions: []policy.ExceptionRule{
+				{UID: 1001, Dst: netip.MustParsePrefix("192.0.2.2/32"), Port: 587},
+				{UID: 1001, Dst: netip.MustParsePrefix("198.51.100.0/24"), Port: 25},
+				{UID: 1002, Dst: netip.MustParsePrefix("2001:db8::2/128"), Port: 587},
+				{UID: 1002, Dst: netip.MustParsePrefix("2001:db8:1::/48"), Port: 465},
+			}},
+		"redirect": {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: policy.DefaultLogGroup},
 	}
 }
 

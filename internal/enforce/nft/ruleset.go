@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -23,6 +24,10 @@ const (
 	tableName = "smtpguard"
 	setPorts  = "smtp_ports"
 	setUIDs   = "allowed_uids"
+	// Scoped exceptions, uid . address . port with address intervals (CIDRs);
+	// one set per family because the address lengths differ.
+	setExc4 = "exceptions_v4"
+	setExc6 = "exceptions_v6"
 	// Filter chains (reject and log modes).
 	chainOut   = "output"     // base chain on the output hook
 	chainCheck = "smtp_check" // reached only by new connections to a restricted port
@@ -153,6 +158,31 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
 	})
+	// Exceptions: uid . destination . port, one lookup per family whatever
+	// the number of exceptions. Intervals in concatenated sets need the key
+	// in network byte order, hence the byteorder on the uid.
+	for _, fam := range []struct {
+		set, name       string
+		nfproto         byte
+		offset, addrLen uint32
+	}{{setExc4, "ip", unix.NFPROTO_IPV4, 16, 4}, {setExc6, "ip6", unix.NFPROTO_IPV6, 24, 16}} {
+		out = append(out, ruleSpec{
+			chain: check,
+			text:  fmt.Sprintf("meta nfproto ipv%c meta skuid . %s daddr . tcp dport @%s accept", map[byte]rune{unix.NFPROTO_IPV4: '4', unix.NFPROTO_IPV6: '6'}[fam.nfproto], fam.name, fam.set),
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.nfproto}},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+				&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+				&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: fam.offset, Len: fam.addrLen},
+				&expr.Payload{DestRegister: 9 + fam.addrLen/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: fam.set},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			},
+		})
+	}
 	prefix := logPrefix(rs.Mode)
 	block := ruleSpec{
 		chain: check,
@@ -196,6 +226,36 @@ func portElements(ports []uint16) []nftables.SetElement {
 	return els
 }
 
+// exceptionElements splits exceptions by family into interval elements
+// uid . first address . port - uid . last address . port, each field padded
+// to 4 bytes as the kernel's registers are.
+func exceptionElements(rules []policy.ExceptionRule) (v4, v6 []nftables.SetElement) {
+	for _, r := range rules {
+		key := func(a netip.Addr) []byte {
+			b := binaryutil.BigEndian.PutUint32(r.UID)
+			b = append(b, a.AsSlice()...)
+			return append(b, byte(r.Port>>8), byte(r.Port), 0, 0)
+		}
+		el := nftables.SetElement{Key: key(r.Dst.Masked().Addr()), KeyEnd: key(lastAddr(r.Dst))}
+		if r.Dst.Addr().Is4() {
+			v4 = append(v4, el)
+		} else {
+			v6 = append(v6, el)
+		}
+	}
+	return v4, v6
+}
+
+// lastAddr is the highest address in a prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
 func uidElements(uids []uint32) []nftables.SetElement {
 	els := make([]nftables.SetElement, len(uids))
 	for i, u := range uids {
@@ -215,6 +275,24 @@ func render(rs policy.Ruleset) string {
 	fmt.Fprintf(&sb, "\tset %s {\n\t\ttype uid\n", setUIDs)
 	writeElements(&sb, len(rs.UIDs), func(i int) string { return strconv.FormatUint(uint64(rs.UIDs[i]), 10) })
 	sb.WriteString("\t}\n")
+	for _, fam := range []struct {
+		name, addrType string
+		v4             bool
+	}{{setExc4, "ipv4_addr", true}, {setExc6, "ipv6_addr", false}} {
+		fmt.Fprintf(&sb, "\n\tset %s {\n\t\ttype uid . %s . inet_service\n\t\tflags interval\n", fam.name, fam.addrType)
+		var els []string
+		for _, r := range rs.Exceptions {
+			if r.Dst.Addr().Is4() == fam.v4 {
+				dst := r.Dst.String()
+				if r.Dst.IsSingleIP() {
+					dst = r.Dst.Addr().String()
+				}
+				els = append(els, fmt.Sprintf("%d . %s . %d", r.UID, dst, r.Port))
+			}
+		}
+		writeElements(&sb, len(els), func(i int) string { return els[i] })
+		sb.WriteString("\t}\n")
+	}
 	specs := rules(rs, nil, nil)
 	for _, c := range chainsFor(rs) {
 		fmt.Fprintf(&sb, "\n\tchain %s {\n", c.name)
