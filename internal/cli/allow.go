@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +46,7 @@ func newRevokeCmd(e *env) *cobra.Command {
 
 func principalCmd(e *env, use, arg string, kind policy.PrincipalKind, allow bool) *cobra.Command {
 	var asJSON bool
+	var to, ports string
 	short := "Allow a " + use
 	if !allow {
 		short = "Revoke a " + use
@@ -54,13 +56,39 @@ func principalCmd(e *env, use, arg string, kind policy.PrincipalKind, allow bool
 		Short: short,
 		Args:  exactArgs(1, "one "+use+" name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ports != "" && to == "" {
+				return usagef("--port needs --to: an exception is for one destination")
+			}
 			return e.mutation(cmd, asJSON, func(ctx context.Context, eng *engine.Engine) (engine.Result, error) {
-				if allow {
+				switch {
+				case allow && to != "":
+					return eng.AllowException(ctx, e.actor(), kind, args[0], to, ports)
+				case allow:
 					return eng.Allow(ctx, e.actor(), kind, args[0])
+				case to != "":
+					return eng.RevokeException(ctx, e.actor(), kind, args[0], to)
+				default:
+					return eng.Revoke(ctx, e.actor(), kind, args[0])
 				}
-				return eng.Revoke(ctx, e.actor(), kind, args[0])
 			})
 		},
+	}
+	if allow {
+		cmd.Long = fmt.Sprintf(`Let a %s connect to remote SMTP servers directly. With --to, only to that
+destination (a host name, an address or a CIDR) and, with --port, only on
+those restricted ports: the way to let a site send through its relay
+(SendGrid, Mailgun, SES, Office 365) without opening every SMTP server in the
+world. Host names are resolved now and re-resolved by the daemon as their DNS
+TTLs run out (IPv4 and IPv6).`, use)
+		cmd.Example = fmt.Sprintf(`  smtpguard allow %[1]s %[2]s
+  smtpguard allow %[1]s %[2]s --to smtp.sendgrid.net --port 587
+  smtpguard allow %[1]s %[2]s --to 192.0.2.0/24`, use, map[string]string{"user": "alice", "group": "mailers"}[use])
+		cmd.Flags().StringVar(&to, "to", "", "only this destination: host name, address or CIDR")
+		cmd.Flags().StringVar(&ports, "port", "", "with --to: only these restricted ports, e.g. 587 or 465,587 (default: all)")
+	} else {
+		cmd.Example = fmt.Sprintf(`  smtpguard revoke %[1]s %[2]s
+  smtpguard revoke %[1]s %[2]s --to smtp.sendgrid.net`, use, map[string]string{"user": "alice", "group": "mailers"}[use])
+		cmd.Flags().StringVar(&to, "to", "", "revoke only the exception for this destination")
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd

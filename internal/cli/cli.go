@@ -59,6 +59,7 @@ type env struct {
 	stdio    Stdio
 	stateDir string
 	verbose  bool
+	resolver engine.Resolver // set by serve --dns-server
 }
 
 // usageError marks bad command lines (exit 2).
@@ -197,6 +198,7 @@ func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engin
 		MTA:        e.opts.MTA,
 		Backends:   backends,
 		Logger:     logger,
+		Resolver:   e.resolver,
 	})
 	if err != nil {
 		return nil, err

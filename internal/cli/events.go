@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
@@ -45,7 +46,7 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 			}
 			if asJSON {
 				if evs == nil {
-					evs = []store.Event{}
+					evs = []engine.EventView{}
 				}
 				return writeJSON(e.stdio.Out, evs)
 			}
@@ -55,10 +56,10 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 				return nil
 			}
 			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "LAST SEEN\tUSER\tUID\tDESTINATION\tPORT\tCOUNT\tACTION")
+			fmt.Fprintln(w, "LAST SEEN\tUSER\tUID\tDESTINATION\tPORT\tCOUNT\tACTION\tTO ALLOW JUST THIS")
 			for _, ev := range evs {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\n", ev.LastSeen.Format("2006-01-02 15:04:05"),
-					orDash(ev.User), ev.UID, ev.Address, ev.Port, ev.Count, ev.Action)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", ev.LastSeen.Format("2006-01-02 15:04:05"),
+					orDash(ev.User), ev.UID, ev.Address, ev.Port, ev.Count, ev.Action, ev.AllowCommand)
 			}
 			w.Flush()
 			fmt.Fprintln(out)
@@ -84,7 +85,7 @@ type userSummary struct {
 }
 
 // summarize totals attempts per uid, most attempts first.
-func summarize(evs []store.Event) []userSummary {
+func summarize(evs []engine.EventView) []userSummary {
 	byUID := map[uint32]*userSummary{}
 	dests := map[uint32]map[string]bool{}
 	for _, ev := range evs {

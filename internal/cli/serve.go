@@ -2,11 +2,13 @@ package cli
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/daemon"
+	"github.com/smtpguard/smtpguard/internal/resolve"
 )
 
 // DefaultListen keeps the metrics endpoint on loopback unless asked otherwise.
@@ -15,6 +17,7 @@ const DefaultListen = "127.0.0.1:9725"
 func newServeCmd(e *env) *cobra.Command {
 	var cfg daemon.Config
 	var logFormat string
+	var dnsServers []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: enforce, repair drift, record blocked attempts, serve metrics",
@@ -50,6 +53,14 @@ lifts it.`,
 				return usagef("unknown --log-format %q: use text or json", logFormat)
 			}
 			logger := slog.New(handler)
+			for _, srv := range dnsServers {
+				if _, err := netip.ParseAddrPort(srv); err != nil {
+					return usagef("--dns-server %q: want ADDRESS:PORT, e.g. 127.0.0.1:53", srv)
+				}
+			}
+			if len(dnsServers) > 0 {
+				e.resolver = &resolve.Resolver{Servers: dnsServers}
+			}
 			eng, err := e.engineWithLogger(ctx, logger)
 			if err != nil {
 				return err
@@ -67,5 +78,10 @@ lifts it.`,
 	cmd.Flags().DurationVar(&cfg.Retention, "retention", 30*24*time.Hour, "keep blocked-attempt events this long")
 	cmd.Flags().DurationVar(&cfg.VerifyInterval, "verify-interval", 30*time.Second, "also verify the kernel rules this often (changes are noticed at once anyway)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
+	cmd.Flags().DurationVar(&cfg.DNSMinTTL, "dns-min-ttl", 30*time.Second, "re-resolve exception host names no more often than this, whatever their TTL")
+	cmd.Flags().DurationVar(&cfg.DNSMaxTTL, "dns-max-ttl", time.Hour, "re-resolve exception host names at least this often")
+	cmd.Flags().StringSliceVar(&dnsServers, "dns-server", nil, "nameserver ADDRESS:PORT for exception host names (default: /etc/hosts, then /etc/resolv.conf)")
+	cmd.Flags().StringVar(&cfg.NotifyCommand, "notify-command", "", "run this for users whose connections were blocked: args USER DESTINATION:PORT COUNT, JSON on stdin")
+	cmd.Flags().DurationVar(&cfg.NotifyInterval, "notify-interval", 10*time.Minute, "notify each user at most this often")
 	return cmd
 }

@@ -64,6 +64,40 @@ func printStatus(out io.Writer, st engine.Status) {
 	fmt.Fprintf(w, "Local addresses:\t%s\n", local)
 	fmt.Fprintf(w, "Allowed users:\t%s\n", listOrNone(st.AllowedUsers))
 	fmt.Fprintf(w, "Allowed groups:\t%s\n", listOrNone(st.AllowedGroups))
+	if len(st.Exceptions) == 0 {
+		fmt.Fprintf(w, "Exceptions:\tnone\n")
+	}
+	for i, ex := range st.Exceptions {
+		label := ""
+		if i == 0 {
+			label = "Exceptions:"
+		}
+		who := "user " + ex.User
+		if ex.Group != "" {
+			who = "group " + ex.Group
+		}
+		ports := "all restricted ports"
+		if len(ex.Ports) > 0 {
+			ports = "port " + policy.PortsString(ex.Ports)
+		}
+		where := ""
+		switch {
+		case ex.Unresolved && ex.LookupError != "":
+			where = " (unresolved: " + ex.LookupError + ")"
+		case ex.Unresolved:
+			where = " (unresolved)"
+		case ex.ResolvedAt != nil:
+			addrs := make([]string, len(ex.Addresses))
+			for j, a := range ex.Addresses {
+				addrs[j] = a.String()
+			}
+			where = fmt.Sprintf(" = %s (resolved %s)", strings.Join(addrs, ", "), ex.ResolvedAt.Format("15:04:05"))
+			if ex.LookupError != "" {
+				where += "; last lookup failed: " + ex.LookupError + ", keeping these"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s to %s on %s%s\n", label, who, ex.To, ports, where)
+	}
 	fmt.Fprintf(w, "MTA:\t%s\n", found(st.MTA.MTAs))
 	fmt.Fprintf(w, "List manager:\t%s\n", found(st.MTA.ListManagers))
 	for _, u := range st.Unresolved {

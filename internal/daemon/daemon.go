@@ -44,6 +44,12 @@ type Config struct {
 	QueueSize      int           // events between kernel reader and aggregator (4096)
 	MaxAggregates  int           // distinct aggregates between flushes (10000)
 	LogLines       int           // log lines per flush before summarising (20)
+	DNSMinTTL      time.Duration // floor for re-resolving exception host names (30s)
+	DNSMaxTTL      time.Duration // ceiling (1h)
+	// NotifyCommand, when set, is run for users whose connections were
+	// blocked, at most once per NotifyInterval per user (10m).
+	NotifyCommand  string
+	NotifyInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -56,6 +62,9 @@ func (c *Config) defaults() {
 	def(&c.PollInterval, 250*time.Millisecond)
 	def(&c.FlushInterval, time.Second)
 	def(&c.Retention, 30*24*time.Hour)
+	def(&c.DNSMinTTL, 30*time.Second)
+	def(&c.DNSMaxTTL, time.Hour)
+	def(&c.NotifyInterval, 10*time.Minute)
 	if c.QueueSize <= 0 {
 		c.QueueSize = 4096
 	}
@@ -94,7 +103,7 @@ func New(cfg Config) (*Daemon, error) {
 	cfg.defaults()
 	m := newMetrics()
 	log := cfg.Logger.With("component", "daemon")
-	return &Daemon{
+	d := &Daemon{
 		cfg:     cfg,
 		eng:     cfg.Engine,
 		log:     log,
@@ -108,7 +117,11 @@ func New(cfg Config) (*Daemon, error) {
 			maxAggs:  cfg.MaxAggregates,
 			maxLines: cfg.LogLines,
 		},
-	}, nil
+	}
+	if cfg.NotifyCommand != "" {
+		d.rec.notify = newNotifier(cfg.NotifyCommand, cfg.NotifyInterval, cfg.Logger.With("component", "notify"), m)
+	}
+	return d, nil
 }
 
 // Kick asks for a reconcile soon; many kicks coalesce into one.
@@ -166,6 +179,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.pollLoop(ctx, files, stamps, rev) })
 	wg.Go(func() { d.rec.run(ctx, d.cfg.FlushInterval) })
 	wg.Go(func() { d.pruneLoop(ctx) })
+	wg.Go(func() { d.dnsLoop(ctx) })
+	if d.rec.notify != nil {
+		wg.Go(func() { d.rec.notify.run(ctx) })
+	}
 	for _, b := range d.eng.Backends() {
 		wg.Go(func() {
 			d.supervise(ctx, b.Name()+" watch", func(ctx context.Context) error { return b.Watch(ctx, d.Kick) })

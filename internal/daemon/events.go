@@ -35,7 +35,8 @@ type recorder struct {
 	metrics  *metrics
 	log      *slog.Logger
 	maxAggs  int
-	maxLines int // log lines per flush; the rest are summarised
+	maxLines int       // log lines per flush; the rest are summarised
+	notify   *notifier // nil without --notify-command
 
 	mu  sync.Mutex // protects dir
 	dir *policy.Directory
@@ -148,6 +149,9 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 		r.metrics.dropped.WithLabelValues("store").Add(float64(lost))
 		r.log.Error("cannot record blocked attempts", "err", err, "attempts", lost)
 		return
+	}
+	for _, e := range batch {
+		r.notify.offer(e)
 	}
 	for i, e := range batch {
 		if i == r.maxLines {

@@ -52,7 +52,7 @@ func newMetrics() *metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smtpguard_events_dropped_total",
-			Help: "Blocked-attempt events not recorded, by reason (queue_full, aggregate_limit, kernel, store).",
+			Help: "Blocked-attempt events not recorded (or notifications not sent), by reason (queue_full, aggregate_limit, kernel, store, notify).",
 		}, []string{"reason"}),
 		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "smtpguard_apply_duration_seconds", Help: "Time to change the kernel rules.",
@@ -69,7 +69,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.enabled, m.backend, m.allowedUIDs, m.attempts, m.driftRepairs, m.dropped,
 		m.applyDuration, m.lastVerify, m.reconcileFails,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, reason := range []string{"queue_full", "aggregate_limit", "kernel", "store"} {
+	for _, reason := range []string{"queue_full", "aggregate_limit", "kernel", "store", "notify"} {
 		m.dropped.WithLabelValues(reason) // export zeros so alerts can use rate()
 	}
 	return m

@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
@@ -189,9 +191,49 @@ func (e *Engine) Export(ctx context.Context) (policy.File, error) {
 	return policy.ToFile(p), nil
 }
 
-// Events returns recorded blocked attempts, newest first.
-func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
-	return e.store.Events(ctx, f)
+// EventView is a recorded attempt with its explanation: which rule stopped it
+// and the narrowest command that would let it through.
+type EventView struct {
+	store.Event
+	BlockedBy    string `json:"blocked_by"`
+	AllowCommand string `json:"allow_command"`
+}
+
+// Events returns recorded blocked attempts, newest first, explained.
+func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]EventView, error) {
+	evs, err := e.store.Events(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]EventView, len(evs))
+	for i, ev := range evs {
+		who := ev.User
+		if who == "" {
+			who = "uid " + strconv.FormatUint(uint64(ev.UID), 10)
+		}
+		reason := fmt.Sprintf("%s is neither allowed nor has an exception for %s port %d", who, ev.Address, ev.Port)
+		var rule string
+		switch ev.Action {
+		case "logged":
+			rule = "log rule (mode log): let through, would be rejected in reject mode"
+		case "redirected":
+			rule = "redirect rule (mode redirect): sent to the local MTA"
+		default:
+			rule = "block rule (mode reject): refused with a TCP reset"
+		}
+		out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, AllowCommand: AllowCommand(ev)}
+	}
+	return out, nil
+}
+
+// AllowCommand is the exact command that would let this attempt through, and
+// nothing wider: the one destination on the one port.
+func AllowCommand(e store.Event) string {
+	who := e.User
+	if who == "" {
+		who = strconv.FormatUint(uint64(e.UID), 10)
+	}
+	return "smtpguard allow user " + who + " --to " + e.Address + " --port " + strconv.Itoa(int(e.Port))
 }
 
 // Audit returns the audit log, newest first.
