@@ -312,7 +312,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 
 func rulesetEqual(a, b policy.Ruleset) bool {
 	return a.Mode == b.Mode && a.AllowLocal == b.AllowLocal && a.LogGroup == b.LogGroup &&
-		slices.Equal(a.Ports, b.Ports) && slices.Equal(a.UIDs, b.UIDs)
+		slices.Equal(a.Ports, b.Ports) && slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.Exceptions, b.Exceptions)
 }
 
 // setErr records the reconcile error and reports whether it is new, so a

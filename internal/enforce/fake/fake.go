@@ -54,7 +54,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return b.applyErr
 	}
 	cp := rs
-	cp.Ports, cp.UIDs = slices.Clone(rs.Ports), slices.Clone(rs.UIDs)
+	cp.Ports, cp.UIDs, cp.Exceptions = slices.Clone(rs.Ports), slices.Clone(rs.UIDs), slices.Clone(rs.Exceptions)
 	b.installed = &cp
 	return nil
 }
@@ -89,6 +89,9 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	}
 	if !slices.Equal(in.UIDs, rs.UIDs) {
 		d.Problems = append(d.Problems, fmt.Sprintf("uids %v, want %v", in.UIDs, rs.UIDs))
+	}
+	if !slices.Equal(in.Exceptions, rs.Exceptions) {
+		d.Problems = append(d.Problems, fmt.Sprintf("exceptions %v, want %v", in.Exceptions, rs.Exceptions))
 	}
 	return d, nil
 }
