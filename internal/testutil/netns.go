@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -33,6 +34,21 @@ func NewNetNS(t testing.TB) *NetNS {
 	})
 	ns.Exec(t, "ip", "link", "set", "lo", "up")
 	return ns
+}
+
+// SetResolvConf gives the namespace its own /etc/resolv.conf: "ip netns exec"
+// bind-mounts /etc/netns/<name>/resolv.conf over /etc/resolv.conf for the
+// commands it runs. Removed when the test ends.
+func (n *NetNS) SetResolvConf(t testing.TB, content string) {
+	t.Helper()
+	dir := filepath.Join("/etc/netns", n.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Path is the namespace's bind mount, usable with setns(2) and WithNetNSFd.

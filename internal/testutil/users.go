@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -104,6 +105,11 @@ func RemoveLeftovers() error {
 			if strings.HasPrefix(name, NetNSPrefix) {
 				exec.Command("ip", "netns", "delete", name).Run()
 			}
+		}
+	}
+	if dirs, err := filepath.Glob("/etc/netns/" + NetNSPrefix + "*"); err == nil {
+		for _, d := range dirs {
+			os.RemoveAll(d)
 		}
 	}
 	for _, db := range []struct{ file, cmd string }{{"/etc/passwd", "userdel"}, {"/etc/group", "groupdel"}} {

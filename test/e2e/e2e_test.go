@@ -5,7 +5,7 @@
 // cannot reach SMTP servers over IPv4, IPv6 and IPv4-mapped IPv6.
 //
 // Addresses: the client namespace is 192.0.2.1 / 2001:db8::1, the server
-// namespace 192.0.2.2 / 2001:db8::2 (documentation ranges only).
+// namespace 192.0.2.2 and .3 / 2001:db8::2 and ::3 (documentation ranges only).
 package e2e
 
 import (
@@ -77,10 +77,12 @@ func newWorld(t *testing.T) *world {
 	testutil.Privileged(t)
 	w := &world{t: t, stateDir: t.TempDir()}
 	w.client, w.server = testutil.NewNetNS(t), testutil.NewNetNS(t)
-	testutil.Veth(t, w.client, []string{"192.0.2.1/24", "2001:db8::1/64"}, w.server, []string{"192.0.2.2/24", "2001:db8::2/64"})
+	testutil.Veth(t, w.client, []string{"192.0.2.1/24", "2001:db8::1/64"}, w.server,
+		[]string{"192.0.2.2/24", "2001:db8::2/64", "192.0.2.3/24", "2001:db8::3/64"})
 	for _, port := range serverPorts {
-		testutil.ListenTCP(t, w.server, testutil.HostPort("192.0.2.2", port))
-		testutil.ListenTCP(t, w.server, testutil.HostPort("2001:db8::2", port))
+		for _, addr := range []string{"192.0.2.2", "2001:db8::2", "192.0.2.3", "2001:db8::3"} {
+			testutil.ListenTCP(t, w.server, testutil.HostPort(addr, port))
+		}
 	}
 	testutil.ListenTCP(t, w.client, "127.0.0.1:25")
 	testutil.ListenTCP(t, w.client, "[::1]:25")
