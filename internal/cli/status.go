@@ -103,6 +103,13 @@ func printStatus(out io.Writer, st engine.Status) {
 	for _, u := range st.Unresolved {
 		fmt.Fprintf(w, "Warning:\t%s\n", u)
 	}
+	for i, l := range st.Limitations {
+		label := ""
+		if i == 0 {
+			label = "Not covered:"
+		}
+		fmt.Fprintf(w, "%s\t%s\n", label, l)
+	}
 	if st.UpdatedAt != nil {
 		fmt.Fprintf(w, "Last change:\t%s by %s\n", st.UpdatedAt.Format("2006-01-02 15:04:05 MST"), st.UpdatedBy)
 	}

@@ -38,6 +38,9 @@ type Status struct {
 	Unresolved    []string          `json:"unresolved,omitempty"`
 	MTA           mta.Detection     `json:"mta"`
 	Kernel        Kernel            `json:"kernel"`
+	// Limitations are the ways around the restriction this backend cannot
+	// close, stated so nobody mistakes them for covered.
+	Limitations []string `json:"limitations"`
 	Revision      int64             `json:"revision"`
 	UpdatedAt     *time.Time        `json:"updated_at,omitempty"`
 	UpdatedBy     string            `json:"updated_by,omitempty"`
@@ -74,6 +77,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 		st.UpdatedAt = &meta.UpdatedAt
 	}
 	st.Exceptions = exceptionStatus(p, v.dns)
+	st.Limitations = limitations(p.Backend)
 	if p.Enabled {
 		st.Kernel = e.kernel(ctx, p, res)
 	}
@@ -286,4 +290,18 @@ func exceptionStatus(p policy.Policy, dns map[string]store.DNSEntry) []Exception
 		out = append(out, es)
 	}
 	return out
+}
+
+// limitations of each backend, as measured by the bypass tests (test/e2e).
+func limitations(backend string) []string {
+	common := []string{
+		"a socket opened by root or an allowed user and then handed to another process (fd passing, or setuid after socket()) keeps its owner's uid and is allowed",
+	}
+	switch backend {
+	case "nft", policy.BackendAuto:
+		return append(common,
+			"processes in other network namespaces (containers with their own network stack) are not covered: their packets are routed or bridged, not sent by this host's output path",
+		)
+	}
+	return common
 }
