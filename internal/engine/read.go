@@ -40,10 +40,10 @@ type Status struct {
 	Kernel        Kernel            `json:"kernel"`
 	// Limitations are the ways around the restriction this backend cannot
 	// close, stated so nobody mistakes them for covered.
-	Limitations []string `json:"limitations"`
-	Revision      int64             `json:"revision"`
-	UpdatedAt     *time.Time        `json:"updated_at,omitempty"`
-	UpdatedBy     string            `json:"updated_by,omitempty"`
+	Limitations []string   `json:"limitations"`
+	Revision    int64      `json:"revision"`
+	UpdatedAt   *time.Time `json:"updated_at,omitempty"`
+	UpdatedBy   string     `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
