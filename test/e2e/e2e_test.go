@@ -10,6 +10,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -26,6 +27,9 @@ import (
 var binary string // built once by TestMain
 
 func TestMain(m *testing.M) {
+	if os.Getenv(vectorEnv) != "" {
+		runVector()
+	}
 	testutil.MaybeRunHelper()
 	if os.Getenv(testutil.PrivilegedEnv) != "1" {
 		os.Exit(m.Run()) // every test here skips with a reason
@@ -36,13 +40,20 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "smtpguard")
-	build := exec.Command("go", "build", "-o", binary, "github.com/smtpguard/smtpguard/cmd/smtpguard")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	build := exec.CommandContext(ctx, "go", "build", "-o", binary, "github.com/smtpguard/smtpguard/cmd/smtpguard")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build smtpguard for the end-to-end tests: %v\n%s", err, out)
+	out, err := build.CombinedOutput()
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: cannot build the smtpguard binary, so no end-to-end test ran: "+
+			"CGO_ENABLED=0 go build github.com/smtpguard/smtpguard/cmd/smtpguard: %v\n%s", err, out)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	testutil.RemoveLeftovers()
+	if err := testutil.RemoveLeftovers(); err != nil {
+		fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+	}
 	hostBefore, err := exec.Command("nft", "list", "ruleset").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "nft list ruleset (install nftables; make test does): %v\n%s", err, hostBefore)
@@ -181,7 +192,7 @@ func (w *world) expectReach(u *testutil.User, addrs ...string) {
 	w.t.Helper()
 	for _, r := range testutil.ConnectAs(w.t, w.client, u, addrs...) {
 		if !r.OK {
-			w.t.Errorf("%s cannot connect to %s, want connected: %s", w.who(u), r.Addr, r)
+			w.t.Errorf("%s cannot connect to %s, want connected (mail or service this user may use is cut off): %s", w.who(u), r.Addr, r)
 		} else if !strings.HasPrefix(r.Banner, "220 ") {
 			w.t.Errorf("%s connected to %s but got banner %q", w.who(u), r.Addr, r.Banner)
 		}
@@ -194,9 +205,9 @@ func (w *world) expectBlocked(u *testutil.User, addrs ...string) {
 	for _, r := range testutil.ConnectAs(w.t, w.client, u, addrs...) {
 		switch {
 		case r.OK:
-			w.t.Errorf("%s connected to %s, want blocked", w.who(u), r.Addr)
+			w.t.Errorf("%s connected to %s, want refused: this user can still send mail around the MTA", w.who(u), r.Addr)
 		case r.Errno != "ECONNREFUSED":
-			w.t.Errorf("%s to %s failed with %s (%s), want ECONNREFUSED", w.who(u), r.Addr, r.Errno, r.Err)
+			w.t.Errorf("%s to %s failed with %s (%s) after %v, want ECONNREFUSED at once", w.who(u), r.Addr, r.Errno, r.Err, r.Elapsed)
 		case r.Elapsed > 500*time.Millisecond:
 			// A reset answers at once; 1 s means an icmp reject's SYN retransmit.
 			w.t.Errorf("%s to %s was refused only after %v, want at once", w.who(u), r.Addr, r.Elapsed)
@@ -210,8 +221,14 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 
 	t.Run("before enable everyone reaches everything", func(t *testing.T) {
 		w.t = t
-		w.expectReach(&w.plain, append(remote(25), remote(587)...)...)
-		w.expectReach(nil, remote(25)...)
+		var all []string
+		for _, port := range serverPorts {
+			all = append(all, remote(port)...)
+		}
+		all = append(all, local...)
+		for _, u := range []*testutil.User{nil, &w.plain, &w.primary, &w.supp} {
+			w.expectReach(u, all...)
+		}
 	})
 	t.Run("enable restricts ordinary users at once", func(t *testing.T) {
 		w.t = t
@@ -236,9 +253,26 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 	t.Run("status reflects the policy", func(t *testing.T) {
 		w.t = t
 		st := w.status()
-		if !st.Enabled || st.Backend != "nft" || st.Mode != "reject" || fmt.Sprint(st.Ports) != "[25 465 587]" ||
-			fmt.Sprint(st.AllowedGroups) != fmt.Sprint([]string{w.group}) || st.Kernel.State != "in sync" {
-			t.Errorf("status = %+v", st)
+		if !st.Enabled {
+			t.Errorf("status --json says enabled=false right after enable: %+v", st)
+		}
+		if st.Backend != "nft" {
+			t.Errorf("status --json backend = %q after enable --backend nft", st.Backend)
+		}
+		if st.Mode != "reject" {
+			t.Errorf("status --json mode = %q, want the default reject", st.Mode)
+		}
+		if fmt.Sprint(st.Ports) != "[25 465 587]" {
+			t.Errorf("status --json ports = %v, want the default [25 465 587]", st.Ports)
+		}
+		if fmt.Sprint(st.AllowedGroups) != fmt.Sprint([]string{w.group}) {
+			t.Errorf("status --json allowed_groups = %q, want [%s] after allow group", st.AllowedGroups, w.group)
+		}
+		if len(st.AllowedUsers) != 0 {
+			t.Errorf("status --json allowed_users = %q, want none (no user was allowed)", st.AllowedUsers)
+		}
+		if st.Kernel.State != "in sync" {
+			t.Errorf("status --json kernel state = %q, want in sync", st.Kernel.State)
 		}
 	})
 	t.Run("set ports blocks an added port live", func(t *testing.T) {
@@ -246,13 +280,23 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 		w.expectReach(&w.plain, remote(2525)...)
 		w.sgOK("set", "ports", "25,465,587,2525")
 		w.expectBlocked(&w.plain, remote(2525)...)
+		if st := w.status(); fmt.Sprint(st.Ports) != "[25 465 587 2525]" {
+			t.Errorf("status --json ports = %v after set ports 25,465,587,2525", st.Ports)
+		}
+		w.expectReach(&w.plain, remote(8080)...)
 	})
 	t.Run("allow and revoke a user live", func(t *testing.T) {
 		w.t = t
 		w.sgOK("allow", "user", w.plain.Name)
 		w.expectReach(&w.plain, remote(25)...)
+		if st := w.status(); fmt.Sprint(st.AllowedUsers) != fmt.Sprint([]string{w.plain.Name}) {
+			t.Errorf("status --json allowed_users = %q after allow user %s", st.AllowedUsers, w.plain.Name)
+		}
 		w.sgOK("revoke", "user", w.plain.Name)
 		w.expectBlocked(&w.plain, remote(25)...)
+		if st := w.status(); len(st.AllowedUsers) != 0 {
+			t.Errorf("status --json allowed_users = %q after revoke user %s, want none", st.AllowedUsers, w.plain.Name)
+		}
 	})
 	t.Run("revoking a group blocks its members", func(t *testing.T) {
 		w.t = t
@@ -264,6 +308,9 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 	t.Run("log mode lets connections through, reject blocks again", func(t *testing.T) {
 		w.t = t
 		w.sgOK("set", "mode", "log")
+		if st := w.status(); st.Mode != "log" {
+			t.Errorf("status --json mode = %q after set mode log", st.Mode)
+		}
 		w.expectReach(&w.plain, remote(25)...)
 		w.sgOK("set", "mode", "reject")
 		w.expectBlocked(&w.plain, remote(25)...)
@@ -282,11 +329,20 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 		w.sgOK("export", "--output", file)
 		w.sgOK("disable")
 		w.expectReach(&w.plain, remote(25)...)
+		if st := w.status(); st.Enabled {
+			t.Errorf("status --json says enabled after disable: %+v", st)
+		}
 		w.sgOK("import", file)
-		if after := w.status(); fmt.Sprintf("%+v", after) != fmt.Sprintf("%+v", before) {
-			t.Errorf("status after import = %+v, want %+v", after, before)
+		after := w.status()
+		if !after.Enabled || fmt.Sprint(after.AllowedGroups) != fmt.Sprint([]string{w.group}) {
+			t.Errorf("after import of the exported policy: enabled=%v allowed_groups=%q, want enabled with [%s]",
+				after.Enabled, after.AllowedGroups, w.group)
+		}
+		if fmt.Sprintf("%+v", after) != fmt.Sprintf("%+v", before) {
+			t.Errorf("status after export, disable, import = %+v, want what it was before: %+v", after, before)
 		}
 		w.expectBlocked(&w.plain, remote(25)...)
+		w.expectReach(&w.supp, remote(25)...)
 	})
 	t.Run("enable repairs a flushed ruleset", func(t *testing.T) {
 		w.t = t
@@ -335,18 +391,19 @@ func TestPrivilegedBadInputChangesNothing(t *testing.T) {
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			w.t = t
+			cmdline := "smtpguard " + strings.Join(args, " ")
 			r := w.sg(args...)
 			if r.code == 0 {
-				t.Errorf("exit 0, want non-zero")
+				t.Errorf("%s exited 0: bad input was accepted as if it were fine", cmdline)
 			}
 			if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "smtpguard: ") {
-				t.Errorf("stderr = %q, want exactly one line", r.stderr)
+				t.Errorf("%s printed %q on stderr, want exactly one line \"smtpguard: ...\"", cmdline, r.stderr)
 			}
 			if after := w.sgOK("status", "--json"); after != beforeStatus {
-				t.Errorf("status changed:\n%s\nwas:\n%s", after, beforeStatus)
+				t.Errorf("%s changed the policy although it failed; status --json now:\n%s\nwas:\n%s", cmdline, after, beforeStatus)
 			}
 			if after := w.kernelTable(); after != beforeTable {
-				t.Errorf("kernel table changed:\n%s\nwas:\n%s", after, beforeTable)
+				t.Errorf("%s changed the kernel rules although it failed; nft table now:\n%s\nwas:\n%s", cmdline, after, beforeTable)
 			}
 		})
 	}
