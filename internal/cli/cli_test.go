@@ -319,3 +319,26 @@ func TestStateDirFromEnvironment(t *testing.T) {
 		t.Errorf("SMTPGUARD_STATE_DIR was not used: %v", err)
 	}
 }
+
+func TestMTAStatusWithoutAnMTA(t *testing.T) {
+	h := newHarness(t)
+	out := h.ok("mta", "status", "--json")
+	var info map[string]any
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("mta status --json = %q: %v", out, err)
+	}
+	for _, key := range []string{"mta", "version", "installed", "running", "users", "groups", "list_users", "config", "limits"} {
+		if _, ok := info[key]; !ok {
+			t.Errorf("mta status --json lacks %q", key)
+		}
+	}
+	if info["mta"] != "none" || info["installed"] != false {
+		t.Errorf("mta status on a host without an MTA = %v", info)
+	}
+	if r := h.run("mta", "set", "max-connections", "10"); r.code == 0 || !strings.Contains(r.stderr, "not supported") {
+		t.Errorf("mta set without an MTA: exit %d, %q", r.code, r.stderr)
+	}
+	if r := h.run("mta", "set", "max-connections", "ten"); r.code != ExitUsage {
+		t.Errorf("mta set max-connections ten: exit %d, want %d", r.code, ExitUsage)
+	}
+}

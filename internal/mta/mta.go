@@ -3,6 +3,13 @@
 // reaching remote SMTP servers, or the restriction would stop the server's own
 // mail. Detection looks at installed files, not running processes: the MTA's
 // users stay allowed while it is installed, whether or not it runs right now.
+//
+// A Manager (NewManager) reads and sets the MTA's limits on simultaneous
+// incoming SMTP connections: Exim's smtp_accept_max, smtp_accept_max_per_host
+// and smtp_accept_reserve, or Postfix's smtpd process limit and
+// smtpd_client_connection_count_limit. The MTA validates every candidate
+// configuration before it replaces the live one, and any failure, up to and
+// including the reload, restores the previous files byte for byte.
 package mta
 
 import (
