@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -52,6 +53,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 type EventFilter struct {
 	Since time.Time // zero: everything kept
 	Limit int       // zero: no limit
+	// OnlyUsers restricts the answer to attempts by the user names in Users;
+	// with OnlyUsers set and Users empty, nothing matches. A reseller sees
+	// the users they own this way.
+	OnlyUsers bool
+	Users     []string
 }
 
 // Events returns aggregates, most recently seen first.
@@ -60,8 +66,18 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	if limit <= 0 {
 		limit = -1
 	}
+	where, args := "last_seen >= ?", []any{f.Since.UnixMilli()}
+	if f.OnlyUsers {
+		// json_each keeps the statement the same whatever the number of users.
+		users, err := json.Marshal(append([]string{}, f.Users...))
+		if err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		where += " AND user IN (SELECT value FROM json_each(?))"
+		args = append(args, string(users))
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, action, count, first_seen, last_seen
-		FROM events WHERE last_seen >= ? ORDER BY last_seen DESC, uid, daddr, dport LIMIT ?`, f.Since.UnixMilli(), limit)
+		FROM events WHERE `+where+` ORDER BY last_seen DESC, uid, daddr, dport LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
