@@ -1,0 +1,89 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/store"
+	"github.com/smtpguard/smtpguard/internal/testutil"
+)
+
+// TestPrivilegedKillDuringApply kills the CLI at random points while it
+// changes the policy, again and again (bounded), and then requires that the
+// database is intact and the stored policy and the kernel agree, or that the
+// next command repairs them.
+func TestPrivilegedKillDuringApply(t *testing.T) {
+	w := newWorld(t)
+	w.sgOK("enable", "--backend", "nft")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	const rounds = 20
+	killed := 0
+	for i := range rounds {
+		args := []string{"allow", "user", w.plain.Name}
+		if i%2 == 1 {
+			args = []string{"revoke", "user", w.plain.Name}
+		}
+		if i%5 == 4 {
+			args = []string{"set", "ports", []string{"25,465,587", "25,465,587,2525"}[i%2]}
+		}
+		cmd := w.client.Command(binary, append([]string{"--state-dir", w.stateDir}, args...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(time.Duration(20+rng.IntN(130)) * time.Millisecond):
+			cmd.Process.Kill() // our own child, by pid
+			<-done
+			killed++
+		}
+		// Whatever happened, the state must be consistent or repairable.
+		st := w.status()
+		if st.Kernel.State != "in sync" {
+			w.sgOK("enable")
+			if st = w.status(); st.Kernel.State != "in sync" {
+				t.Fatalf("round %d (%s): kernel %q after a repairing enable", i, strings.Join(args, " "), st.Kernel.State)
+			}
+		}
+		allowed := len(st.AllowedUsers) == 1
+		r := testOne(t, w, allowed)
+		if r != "" {
+			t.Fatalf("round %d (%s): %s", i, strings.Join(args, " "), r)
+		}
+	}
+	t.Logf("%d of %d commands killed mid-way", killed, rounds)
+	s, err := store.Open(context.Background(), filepath.Join(w.stateDir, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.IntegrityCheck(context.Background()); err != nil {
+		t.Errorf("database after %d kills: %v", killed, err)
+	}
+	w.sgOK("disable")
+}
+
+// testOne checks that the kernel does what the stored policy says for plain.
+func testOne(t *testing.T, w *world, allowed bool) string {
+	w.t = t
+	r := connectOne(t, w)
+	switch {
+	case allowed && !r.OK:
+		return "the policy allows " + w.plain.Name + " but the kernel refuses: " + r.String()
+	case !allowed && r.OK:
+		return "the policy blocks " + w.plain.Name + " but the kernel lets it through"
+	}
+	return ""
+}
+
+func connectOne(t *testing.T, w *world) testutil.ConnectResult {
+	return testutil.ConnectAs(t, w.client, &w.plain, "192.0.2.2:25")[0]
+}
