@@ -65,7 +65,11 @@ func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, t
 			return slices.Compact(addrs), ttl, nil
 		}
 		if len(errs) == 2 {
-			lastErr = errors.Join(errs...)
+			// Usually the same failure twice (A and AAAA): say it once, on one line.
+			lastErr = errs[0]
+			if errs[1].Error() != errs[0].Error() {
+				lastErr = fmt.Errorf("%w; %w", errs[0], errs[1])
+			}
 			continue // server failed both queries: try the next
 		}
 		return nil, 0, fmt.Errorf("resolve %s: %w", host, ErrNoAddresses)
