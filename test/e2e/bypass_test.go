@@ -226,6 +226,27 @@ func TestPrivilegedBypassVectors(t *testing.T) {
 		w.sgOK("enable") // without the daemon, re-applying re-resolves
 		w.expectBlocked(&member, target)
 	})
+	t.Run("a process in another network namespace is not covered by nft: a documented limitation", func(t *testing.T) {
+		w.t = t
+		// A "container" with its own network stack, routed through the host
+		// (the client namespace), as Docker or LXC do.
+		container := testutil.NewNetNS(t)
+		testutil.Veth(t, w.client, []string{"2001:db8:c::1/64"}, container, []string{"2001:db8:c::2/64"})
+		w.client.Exec(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+		container.Exec(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:c::1")
+		w.server.Exec(t, "ip", "-6", "route", "add", "2001:db8:c::/64", "via", "2001:db8::1")
+		r := testutil.ConnectAs(t, container, &w.plain, "[2001:db8::2]:25")[0]
+		if !r.OK {
+			t.Fatalf("from another network namespace: %s; if nft now covers containers, update limitations() and this test", r)
+		}
+		var st struct {
+			Limitations []string `json:"limitations"`
+		}
+		json.Unmarshal([]byte(w.sgOK("status", "--json")), &st)
+		if !strings.Contains(strings.Join(st.Limitations, "\n"), "other network namespaces") {
+			t.Errorf("status limitations = %q, want this gap reported", st.Limitations)
+		}
+	})
 	w.t = t
 	w.sgOK("disable")
 }
