@@ -76,6 +76,14 @@ func runVector() {
 		fd := mustSocket() // created by root: the socket's owner is uid 0
 		drop()
 		res = outcome(connectWait(fd, sa))
+	case "io_uring":
+		drop()
+		fd := mustSocket()
+		err := ioUringConnect(fd, rawInet4(ap.Addr().As4(), ap.Port()))
+		if err == nil {
+			err = waitResult(fd)
+		}
+		res = outcome(err)
 	case "userns":
 		// Started as the ordinary user under "unshare -Ur": root inside.
 		fd := mustSocket()
@@ -191,6 +199,17 @@ func TestPrivilegedBypassVectors(t *testing.T) {
 		}
 		if r.Connected || r.Errno != "ECONNREFUSED" {
 			t.Errorf("root of an unprivileged user namespace = %+v, want ECONNREFUSED: the kernel matches the real uid", r)
+		}
+	})
+	t.Run("an io_uring connect is refused", func(t *testing.T) {
+		w.t = t
+		r := w.vector(t, "io_uring", w.plain, target)
+		if r.Connected || r.Errno != "ECONNREFUSED" {
+			t.Errorf("io_uring connect as %s = %+v, want ECONNREFUSED", w.plain.Name, r)
+		}
+		// The same path as root must connect, or the refusal above proves nothing.
+		if r := w.vector(t, "io_uring", testutil.User{UID: 0, GID: 0}, target); !r.Connected {
+			t.Errorf("io_uring connect as root = %+v, want connected", r)
 		}
 	})
 	t.Run("a non-blocking connect is refused", func(t *testing.T) {
