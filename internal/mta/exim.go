@@ -42,7 +42,7 @@ type Exim struct {
 // NewExim returns the manager for the Exim installation opts describe. It
 // fails when the exim binary or its configuration cannot be found.
 func NewExim(ctx context.Context, opts Options, dir *policy.Directory) (*Exim, error) {
-	return newExim(ctx, opts, dir, runCommand)
+	return newExim(ctx, opts, dir, commandRunner(opts.Env))
 }
 
 func newExim(ctx context.Context, opts Options, dir *policy.Directory, run execer) (*Exim, error) {

@@ -99,6 +99,13 @@ type Options struct {
 	PostconfBinary string // default: postconf in PATH or /usr/sbin
 	PostfixBinary  string // default: postfix in PATH or /usr/sbin
 	Systemctl      string // default: systemctl in PATH
+
+	// Env is extra environment ("NAME=value") for every command the
+	// managers run (exim, postconf, postfix, systemctl), after this
+	// process's own; e.g. LD_LIBRARY_PATH for binaries outside the system
+	// paths. Postfix itself passes on only what main.cf's
+	// import_environment names.
+	Env []string
 }
 
 func (o Options) withDefaults() Options {

@@ -35,7 +35,7 @@ type Postfix struct {
 
 // NewPostfix returns the manager for the Postfix installation opts describe.
 func NewPostfix(ctx context.Context, opts Options, dir *policy.Directory) (*Postfix, error) {
-	return newPostfix(ctx, opts, dir, runCommand)
+	return newPostfix(ctx, opts, dir, commandRunner(opts.Env))
 }
 
 func newPostfix(ctx context.Context, opts Options, dir *policy.Directory, run execer) (*Postfix, error) {

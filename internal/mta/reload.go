@@ -22,8 +22,26 @@ type execer func(ctx context.Context, name string, args ...string) ([]byte, erro
 // runCommand is the execer that really runs programs, in the C locale so
 // their output parses the same everywhere.
 func runCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return runCommandEnv(ctx, nil, name, args...)
+}
+
+// commandRunner is runCommand with env (Options.Env) added to the
+// environment of every program it runs.
+func commandRunner(env []string) execer {
+	if len(env) == 0 {
+		return runCommand
+	}
+	env = append([]string(nil), env...)
+	return func(ctx context.Context, name string, args ...string) ([]byte, error) {
+		return runCommandEnv(ctx, env, name, args...)
+	}
+}
+
+// runCommandEnv runs a program with env added to this process's
+// environment; LC_ALL=C comes last and wins.
+func runCommandEnv(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = append(append(os.Environ(), env...), "LC_ALL=C")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
