@@ -32,7 +32,8 @@ const FileName = "smtpguard.db"
 
 // Store is an open database.
 type Store struct {
-	db *sql.DB
+	db  *sql.DB
+	dir string // the state directory, for explaining failures
 }
 
 // Open opens (creating if needed) the database at path and brings its schema up
@@ -60,19 +61,22 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, dir: filepath.Dir(path)}
 	// Several processes may create the database at once (daemon and CLI on a
 	// fresh install). SQLite then sometimes answers SQLITE_BUSY at once,
 	// without waiting for the busy timeout, while the first one sets up WAL;
 	// retry for a bounded time.
+	// A busy answer after the full busy timeout means another process really
+	// holds the lock: that is reported, not retried.
 	for attempt := 0; ; attempt++ {
+		began := time.Now()
 		err := s.migrate(ctx)
 		if err == nil {
 			return s, nil
 		}
-		if !isBusy(err) || attempt >= 100 || ctx.Err() != nil {
+		if !isBusy(err) || time.Since(began) > time.Second || attempt >= 100 || ctx.Err() != nil {
 			db.Close()
-			return nil, fmt.Errorf("database %s: %w", path, err)
+			return nil, fmt.Errorf("database %s: %w", path, explain(s.dir, err))
 		}
 		time.Sleep(time.Duration(10+attempt) * time.Millisecond)
 	}
@@ -123,6 +127,13 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read migrations: %w", err)
 	}
+	// An up-to-date schema needs no write lock: reading commands keep working
+	// while another process holds it.
+	latest := ms[len(ms)-1].version
+	var version int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err == nil && version == latest {
+		return nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin migration: %w", err)
@@ -132,7 +143,6 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	latest := ms[len(ms)-1].version
 	if current > latest {
 		return fmt.Errorf("schema version %d is newer than this build understands (%d): upgrade smtpguard", current, latest)
 	}
@@ -278,22 +288,23 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 // Tx is a write transaction: the engine persists a policy change and its audit
 // record in one, and commits only once the kernel has accepted the change.
 type Tx struct {
-	tx *sql.Tx
+	tx  *sql.Tx
+	dir string
 }
 
 // Begin starts a write transaction.
 func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("begin transaction: %w", err)
+		return nil, fmt.Errorf("begin transaction: %w", explain(s.dir, err))
 	}
-	return &Tx{tx: tx}, nil
+	return &Tx{tx: tx, dir: s.dir}, nil
 }
 
 // Commit makes the transaction's writes durable.
 func (t *Tx) Commit() error {
 	if err := t.tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", explain(t.dir, err))
 	}
 	return nil
 }

@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"math/rand/v2"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,4 +88,75 @@ func testOne(t *testing.T, w *world, allowed bool) string {
 
 func connectOne(t *testing.T, w *world) testutil.ConnectResult {
 	return testutil.ConnectAs(t, w.client, &w.plain, "192.0.2.2:25")[0]
+}
+
+// sgIn runs smtpguard in the client namespace and a private mount namespace
+// after the given shell setup (mounts there vanish with the process).
+func (w *world) sgIn(t *testing.T, setup string, args ...string) cmdResult {
+	t.Helper()
+	script := setup + ` && exec "$0" "$@"`
+	cmd := w.client.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", script, binary, "--state-dir", w.stateDir}, args...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return cmdResult{code, out.String(), errb.String()}
+}
+
+func TestPrivilegedBadStateDirChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	w.sgOK("enable", "--backend", "nft")
+	beforeStatus, beforeTable := w.sgOK("export"), w.kernelTable()
+	unchanged := func(t *testing.T, r cmdResult, want string) {
+		t.Helper()
+		if r.code == 0 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("exit %d, stderr %q; want a one-line error containing %q", r.code, r.stderr, want)
+		}
+		if after := w.sgOK("export"); after != beforeStatus {
+			t.Errorf("stored policy changed:\n%s", after)
+		}
+		if after := w.kernelTable(); after != beforeTable {
+			t.Errorf("kernel rules changed:\n%s\nwas:\n%s", after, beforeTable)
+		}
+		w.expectBlocked(&w.plain, "192.0.2.2:25")
+	}
+	t.Run("read-only state directory", func(t *testing.T) {
+		w.t = t
+		sd := w.stateDir
+		r := w.sgIn(t, "mount --bind "+sd+" "+sd+" && mount -o remount,bind,ro "+sd, "allow", "user", w.plain.Name)
+		unchanged(t, r, "read-only file system")
+	})
+	t.Run("full state directory", func(t *testing.T) {
+		w.t = t
+		sd := w.stateDir
+		// A tiny tmpfs over a copy of the state, filled to the last byte.
+		setup := "cp -a " + sd + " " + sd + ".copy && mount -t tmpfs -o size=2m tmpfs " + sd +
+			" && cp -a " + sd + ".copy/. " + sd + " && rm -rf " + sd + ".copy && (dd if=/dev/zero of=" + sd + "/filler bs=64k 2>/dev/null; true)"
+		r := w.sgIn(t, setup, "allow", "user", w.plain.Name)
+		unchanged(t, r, "full")
+	})
+	t.Run("database locked by another process", func(t *testing.T) {
+		w.t = t
+		db, err := sql.Open("sqlite", filepath.Join(w.stateDir, store.FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		conn, err := db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+			t.Fatal(err)
+		}
+		r := w.sg("allow", "user", w.plain.Name) // waits for the busy timeout (10 s), then gives up
+		conn.ExecContext(context.Background(), "ROLLBACK")
+		unchanged(t, r, "locked")
+	})
 }
