@@ -6,8 +6,10 @@ export CGO_ENABLED = 0
 
 # Debian packages the tests use: nft to inspect rulesets from outside, iproute2
 # for network namespaces, passwd (useradd) for test users, a real Exim for the
-# connection-limit tests (they run their own private daemon).
-TEST_DEBS := nftables iproute2 passwd exim4-daemon-light
+# connection-limit tests (they run their own private daemon), chromium for the
+# web UI browser tests. The Postfix test unpacks Debian's postfix package
+# privately (apt-get download; it conflicts with exim4).
+TEST_DEBS := nftables iproute2 passwd exim4-daemon-light chromium
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: all build run test test-deps vet bench clean

@@ -172,7 +172,7 @@ State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
 		newPlanCmd(e), newExportCmd(e), newImportCmd(e),
 		newEventsCmd(e), newAuditCmd(e),
 		newServeCmd(e), newInstallServiceCmd(e), newUninstallServiceCmd(e),
-		newMTACmd(e),
+		newMTACmd(e), newAccountCmd(e), newTokenCmd(e),
 	)
 	return root
 }

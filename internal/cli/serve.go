@@ -1,14 +1,24 @@
 package cli
 
 import (
+	"crypto/tls"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/daemon"
+	"github.com/smtpguard/smtpguard/internal/mta"
+	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/resolve"
+	"github.com/smtpguard/smtpguard/internal/web"
 )
 
 // DefaultListen keeps the metrics endpoint on loopback unless asked otherwise.
@@ -18,6 +28,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var cfg daemon.Config
 	var logFormat string
 	var dnsServers []string
+	var tlsCert, tlsKey, backend string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: enforce, repair drift, record blocked attempts, serve metrics",
@@ -29,10 +40,18 @@ policy changes made with the CLI, re-resolves allowed groups when /etc/passwd or
 /etc/group change, records every blocked attempt with the user who made it (see
 'smtpguard events'), and serves Prometheus metrics at http://ADDR/metrics.
 
+It also serves the web UI at http://ADDR/ and the JSON API at /api/v1/; sign in
+with an account made by 'smtpguard account add'. The default address is
+loopback only. Any other address is served over HTTPS only: with --tls-cert and
+--tls-key, or else with a self-signed certificate generated once into the state
+directory (its fingerprint is logged at start, to check in the browser).
+
 Stopping the daemon leaves the restriction in force; only 'smtpguard disable'
 lifts it.`,
 		Example: `  smtpguard serve
-  smtpguard serve --listen 127.0.0.1:9725 --retention 720h`,
+  smtpguard serve --listen 127.0.0.1:9725 --retention 720h
+  smtpguard serve --listen 0.0.0.0:9725                  # HTTPS, self-signed
+  smtpguard serve --listen 203.0.113.5:9725 --tls-cert /etc/ssl/host.pem --tls-key /etc/ssl/host.key`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfg.Retention < 0 || cfg.VerifyInterval < 0 {
@@ -61,12 +80,49 @@ lifts it.`,
 			if len(dnsServers) > 0 {
 				e.resolver = &resolve.Resolver{Servers: dnsServers}
 			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return usagef("--tls-cert and --tls-key go together")
+			}
+			loopback, err := loopbackListen(cfg.Listen)
+			if err != nil {
+				return err
+			}
 			eng, err := e.engineWithLogger(ctx, logger)
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
+			if backend != "" && backend != policy.BackendAuto {
+				var names []string
+				for _, b := range eng.Backends() {
+					names = append(names, b.Name())
+				}
+				if !slices.Contains(names, backend) {
+					return usagef("unknown --backend %q: use auto or %s", backend, strings.Join(names, "|"))
+				}
+			}
 			cfg.Engine, cfg.Logger = eng, logger
+			if cfg.Listen != "" {
+				if tlsCert != "" || !loopback {
+					if cfg.TLS, err = e.serveTLS(cfg.Listen, tlsCert, tlsKey, logger); err != nil {
+						return err
+					}
+				}
+				hostname, _ := os.Hostname()
+				ui, err := web.New(web.Config{
+					Engine: eng, Logger: logger, Secure: cfg.TLS != nil, Hostname: hostname, Backend: backend,
+					// The MTA configuration the mail server page manages, as for 'smtpguard mta'.
+					MTA: mta.Options{
+						Root:             e.opts.MTA.Root,
+						EximConfig:       e.opts.Getenv("SMTPGUARD_EXIM_CONFIG"),
+						PostfixConfigDir: e.opts.Getenv("SMTPGUARD_POSTFIX_CONFIG_DIR"),
+					},
+				})
+				if err != nil {
+					return err
+				}
+				cfg.Web = ui
+			}
 			d, err := daemon.New(cfg)
 			if err != nil {
 				return err
@@ -74,7 +130,10 @@ lifts it.`,
 			return d.Run(ctx)
 		},
 	}
-	cmd.Flags().StringVar(&cfg.Listen, "listen", DefaultListen, "address for /metrics and /healthz (\"\" to serve nothing)")
+	cmd.Flags().StringVar(&cfg.Listen, "listen", DefaultListen, "address of the web UI, the API, /metrics and /healthz (\"\" to serve nothing); not loopback means HTTPS")
+	cmd.Flags().StringVar(&backend, "backend", "", "backend an Enable from the web UI or API uses: "+strings.Join(policy.SupportedBackends(), "|")+" (default: the one last enabled with)")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, chain included)")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	cmd.Flags().DurationVar(&cfg.Retention, "retention", 30*24*time.Hour, "keep blocked-attempt events this long")
 	cmd.Flags().DurationVar(&cfg.VerifyInterval, "verify-interval", 30*time.Second, "also verify the kernel rules this often (changes are noticed at once anyway)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
@@ -84,4 +143,55 @@ lifts it.`,
 	cmd.Flags().StringVar(&cfg.NotifyCommand, "notify-command", "", "run this for users whose connections were blocked: args USER DESTINATION:PORT COUNT, JSON on stdin")
 	cmd.Flags().DurationVar(&cfg.NotifyInterval, "notify-interval", 10*time.Minute, "notify each user at most this often")
 	return cmd
+}
+
+// loopbackListen reports whether addr only listens on loopback, where plain
+// HTTP is acceptable. Host names other than localhost count as not loopback.
+func loopbackListen(addr string) (bool, error) {
+	if addr == "" {
+		return true, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, usagef("--listen %q: want HOST:PORT, e.g. 127.0.0.1:9725", addr)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback(), nil
+}
+
+// serveTLS loads --tls-cert/--tls-key, or the self-signed certificate of the
+// state directory, generating it on first use.
+func (e *env) serveTLS(listen, certFile, keyFile string, logger *slog.Logger) (*tls.Config, error) {
+	var cert tls.Certificate
+	var err error
+	if certFile != "" {
+		if cert, err = tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return nil, fmt.Errorf("load --tls-cert %s and --tls-key %s: %w", certFile, keyFile, err)
+		}
+	} else {
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if name, err := os.Hostname(); err == nil {
+			hosts = append([]string{name}, hosts...)
+		}
+		if host, _, err := net.SplitHostPort(listen); err == nil && host != "" {
+			if a, err := netip.ParseAddr(host); err != nil || !a.IsUnspecified() {
+				hosts = append(hosts, host)
+			}
+		}
+		var created bool
+		cert, created, err = web.SelfSignedCertificate(e.stateDir, hosts, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		what := "using the self-signed certificate of the state directory"
+		if created {
+			what = "generated a self-signed certificate for the web UI"
+		}
+		logger.Info(what, "file", filepath.Join(e.stateDir, web.SelfSignedCertFile), "sha256", web.Fingerprint(cert),
+			"hint", "check this fingerprint when the browser asks, or use --tls-cert/--tls-key")
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
 }

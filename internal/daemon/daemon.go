@@ -10,6 +10,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,9 @@ type Config struct {
 	Listen string
 	// Web, when set, serves every other path on Listen (the web UI and API).
 	Web http.Handler
+	// TLS, when set, serves Listen over HTTPS with this configuration
+	// (certificates included).
+	TLS *tls.Config
 
 	VerifyInterval time.Duration // periodic verify backstop (30s)
 	PollInterval   time.Duration // store revision and account files (250ms)
@@ -169,6 +173,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug), // TLS handshake noise from scanners
+		}
+		if d.cfg.TLS != nil {
+			srv.TLSConfig = d.cfg.TLS.Clone()
 		}
 	}
 
@@ -193,11 +202,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if srv != nil {
 		wg.Go(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if srv.TLSConfig != nil {
+				err = srv.ServeTLS(ln, "", "") // certificates come with TLSConfig
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				d.log.Error("HTTP server stopped", "err", err)
 			}
 		})
-		d.log.Info("serving metrics", "addr", ln.Addr().String())
+		d.log.Info("serving metrics", "addr", ln.Addr().String(), "tls", srv.TLSConfig != nil, "web", d.cfg.Web != nil)
 	}
 	d.log.Info("smtpguard daemon running", "enabled", r.Enabled, "backend", r.Backend)
 	<-ctx.Done()

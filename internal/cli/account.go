@@ -1,0 +1,351 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+func newAccountCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "account",
+		Short: "Manage web UI accounts: administrators and resellers",
+		Long: `Manage the accounts that sign in to the web UI ('smtpguard serve').
+
+An admin can do everything the command line can. A reseller can do nothing
+until granted the smtp-restrictions privilege; then they see the SMTP
+Restrictions status, can enable and disable it, and see blocked attempts of
+the system users they own (account own).
+
+Passwords are read from the first line of standard input when it is not a
+terminal, or prompted for twice; never from the command line, where other
+users could read them in the process list. They are stored as argon2id hashes.`,
+		Example: `  smtpguard account add admin --role admin
+  printf '%s\n' "$PASSWORD" | smtpguard account add reseller1 --role reseller
+  smtpguard account grant reseller1 smtp-restrictions
+  smtpguard account own reseller1 alice bob
+  smtpguard account list`,
+		Args: unknownSubcommand,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usagef("account expects add, passwd, del, list, grant, revoke or own (see 'smtpguard account --help')")
+		},
+	}
+	cmd.AddCommand(newAccountAddCmd(e), newAccountPasswdCmd(e), newAccountDelCmd(e), newAccountListCmd(e),
+		newAccountPrivilegeCmd(e, true), newAccountPrivilegeCmd(e, false), newAccountOwnCmd(e))
+	return cmd
+}
+
+// unknownSubcommand refuses arguments that name no subcommand.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for '%s' (see '%s --help')", args[0], cmd.CommandPath(), cmd.CommandPath())
+	}
+	return nil
+}
+
+// withStore opens the state directory's database for one command.
+func (e *env) withStore(cmd *cobra.Command, fn func(ctx context.Context, eng *engine.Engine, st *store.Store) error) error {
+	ctx := cmd.Context()
+	eng, err := e.engine(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	return accountError(fn(ctx, eng, eng.Store()))
+}
+
+// accountError turns the store's verdicts on input into usage errors (exit 2).
+func accountError(err error) error {
+	if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
+		return usageError{err}
+	}
+	return err
+}
+
+// auditAccount records an account or token change in the audit log.
+func (e *env) auditAccount(ctx context.Context, st *store.Store, op, detail string) error {
+	a := e.actor()
+	return st.AppendAudit(ctx, store.AuditRecord{At: time.Now(), Actor: a.Name, Source: a.Source, Operation: op, Detail: detail, Outcome: "ok"})
+}
+
+// readPassword reads a new password: prompted twice on a terminal, else the
+// first line of standard input.
+func (e *env) readPassword() (string, error) {
+	if f, ok := e.stdio.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(e.stdio.Err, "Password: ")
+		pw, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stdio.Err)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		fmt.Fprint(e.stdio.Err, "Repeat password: ")
+		again, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stdio.Err)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		if string(pw) != string(again) {
+			return "", usagef("the passwords differ; nothing changed")
+		}
+		return string(pw), checkPassword(string(pw))
+	}
+	line, err := bufio.NewReader(e.stdio.In).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read password from standard input: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", usagef("no password on standard input: pipe it in (printf '%%s\\n' \"$PASSWORD\" | smtpguard account ...) or run on a terminal to be prompted")
+	}
+	return pw, checkPassword(pw)
+}
+
+func checkPassword(pw string) error {
+	if err := store.CheckPassword(pw); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func newAccountAddCmd(e *env) *cobra.Command {
+	var role string
+	cmd := &cobra.Command{
+		Use:   "add NAME --role admin|reseller",
+		Short: "Create a web account; the password comes from stdin or a prompt",
+		Example: `  smtpguard account add admin --role admin
+  printf '%s\n' "$PASSWORD" | smtpguard account add reseller1 --role reseller`,
+		Args: exactArgs(1, "one account name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := store.CheckName("account", name); err != nil {
+				return usageError{err}
+			}
+			if role == "" {
+				return usagef("--role is required: admin or reseller")
+			}
+			if _, err := store.ParseRole(role); err != nil {
+				return usageError{fmt.Errorf("--role: %w", err)}
+			}
+			pw, err := e.readPassword()
+			if err != nil {
+				return err
+			}
+			hash, err := store.HashPassword(pw, store.DefaultArgon2())
+			if err != nil {
+				return err
+			}
+			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
+				if err := st.CreateAccount(ctx, name, role, hash, time.Now()); err != nil {
+					return err
+				}
+				if err := e.auditAccount(ctx, st, "account add", name+" role "+role); err != nil {
+					return err
+				}
+				msg := fmt.Sprintf("account %s created with role %s", name, role)
+				if role == store.RoleReseller {
+					msg += fmt.Sprintf("; it can do nothing until you run 'smtpguard account grant %s %s'", name, store.PrivSMTPRestrictions)
+				}
+				fmt.Fprintln(e.stdio.Out, msg)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&role, "role", "", "admin (everything) or reseller (only what is granted)")
+	return cmd
+}
+
+func newAccountPasswdCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "passwd NAME",
+		Short: "Set an account's password and sign it out everywhere",
+		Args:  exactArgs(1, "one account name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			// Check the account first, so nobody types a password for nothing.
+			if err := e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
+				_, err := st.Account(ctx, name)
+				return err
+			}); err != nil {
+				return err
+			}
+			pw, err := e.readPassword()
+			if err != nil {
+				return err
+			}
+			hash, err := store.HashPassword(pw, store.DefaultArgon2())
+			if err != nil {
+				return err
+			}
+			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
+				if err := st.SetPassword(ctx, name, hash, time.Now()); err != nil {
+					return err
+				}
+				if err := e.auditAccount(ctx, st, "account passwd", name); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdio.Out, "password of %s changed; its sessions were signed out\n", name)
+				return nil
+			})
+		},
+	}
+}
+
+func newAccountDelCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "del NAME",
+		Short: "Delete an account, its sessions and its API tokens",
+		Args:  exactArgs(1, "one account name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
+				if err := st.DeleteAccount(ctx, args[0]); err != nil {
+					return err
+				}
+				if err := e.auditAccount(ctx, st, "account del", args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdio.Out, "account %s deleted, with its sessions and API tokens\n", args[0])
+				return nil
+			})
+		},
+	}
+}
+
+func newAccountListCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List web accounts, their privileges and the users resellers own",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
+				accts, err := st.Accounts(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if accts == nil {
+						accts = []store.Account{}
+					}
+					return writeJSON(e.stdio.Out, accts)
+				}
+				if len(accts) == 0 {
+					fmt.Fprintln(e.stdio.Out, "no accounts: create one with 'smtpguard account add NAME --role admin'")
+					return nil
+				}
+				w := tabwriter.NewWriter(e.stdio.Out, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tROLE\tPRIVILEGES\tUSERS\tCREATED")
+				for _, a := range accts {
+					privs, users := strings.Join(a.Privileges, ","), strings.Join(a.Users, ",")
+					if a.Role == store.RoleAdmin {
+						privs, users = "all", "all"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Name, a.Role, orDash(privs), orDash(users), a.CreatedAt.Format("2006-01-02 15:04"))
+				}
+				return w.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newAccountPrivilegeCmd(e *env, grant bool) *cobra.Command {
+	use, short := "grant", "Give a reseller a privilege (smtp-restrictions)"
+	if !grant {
+		use, short = "revoke", "Take a privilege back from a reseller"
+	}
+	return &cobra.Command{
+		Use:     use + " NAME " + store.PrivSMTPRestrictions,
+		Short:   short,
+		Example: fmt.Sprintf("  smtpguard account %s reseller1 %s", use, store.PrivSMTPRestrictions),
+		Args:    exactArgs(2, "an account name and a privilege"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, priv := args[0], args[1]
+			if _, err := store.ParsePrivilege(priv); err != nil {
+				return usageError{err}
+			}
+			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
+				var changed bool
+				var err error
+				if grant {
+					changed, err = st.Grant(ctx, name, priv)
+				} else {
+					changed, err = st.RevokePrivilege(ctx, name, priv)
+				}
+				if err != nil {
+					return err
+				}
+				switch {
+				case changed && grant:
+					fmt.Fprintf(e.stdio.Out, "%s granted to %s\n", priv, name)
+				case changed:
+					fmt.Fprintf(e.stdio.Out, "%s revoked from %s\n", priv, name)
+				case grant:
+					fmt.Fprintf(e.stdio.Out, "%s already holds %s; nothing changed\n", name, priv)
+				default:
+					fmt.Fprintf(e.stdio.Out, "%s did not hold %s; nothing changed\n", name, priv)
+				}
+				if !changed {
+					return nil
+				}
+				return e.auditAccount(ctx, st, "account "+use, name+" "+priv)
+			})
+		},
+	}
+}
+
+func newAccountOwnCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "own NAME [USER...]",
+		Short: "Set the system users a reseller owns (replaces the list; none clears it)",
+		Long: `Set the system users a reseller owns, replacing the previous list; with no
+users, the reseller owns none. A reseller sees blocked attempts of the users
+they own, and no one else's.`,
+		Example: `  smtpguard account own reseller1 alice bob
+  smtpguard account own reseller1            # owns nobody`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 {
+				return usagef("%s expects an account name and system users (see '%s --help')", cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, users := args[0], args[1:]
+			return e.withStore(cmd, func(ctx context.Context, eng *engine.Engine, st *store.Store) error {
+				dir, err := eng.Directory()
+				if err != nil {
+					return err
+				}
+				for _, u := range users {
+					if _, ok := dir.User(u); !ok {
+						return usagef("no such system user %q: check the name with 'getent passwd %s'", u, u)
+					}
+				}
+				if err := st.SetOwnedUsers(ctx, name, users); err != nil {
+					return err
+				}
+				if err := e.auditAccount(ctx, st, "account own", strings.TrimSpace(name+" "+strings.Join(users, " "))); err != nil {
+					return err
+				}
+				if len(users) == 0 {
+					fmt.Fprintf(e.stdio.Out, "%s owns no system users\n", name)
+				} else {
+					fmt.Fprintf(e.stdio.Out, "%s owns %s\n", name, strings.Join(users, ", "))
+				}
+				return nil
+			})
+		},
+	}
+}

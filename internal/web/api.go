@@ -1,0 +1,417 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+// maxBody bounds request bodies: every request we accept is small.
+const maxBody = 64 << 10
+
+// defaultAPILimit caps list answers when the caller names no limit.
+const defaultAPILimit = 1000
+
+// resellerStatus is what a reseller may see of the status: no other
+// customers' user names, no MTA or uid details.
+type resellerStatus struct {
+	Enabled       bool          `json:"enabled"`
+	Backend       string        `json:"backend"`
+	Mode          string        `json:"mode"`
+	Ports         []uint16      `json:"ports"`
+	AllowedUsers  []string      `json:"allowed_users"`  // the reseller's own users that are allowed
+	AllowedGroups []string      `json:"allowed_groups"` // always empty: groups span customers
+	AllowLocal    bool          `json:"allow_local"`
+	Kernel        engine.Kernel `json:"kernel"`
+	UpdatedAt     *time.Time    `json:"updated_at,omitempty"`
+	UpdatedBy     string        `json:"updated_by,omitempty"`
+}
+
+func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, id *identity) error {
+	st, err := s.eng.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	if id.IsAdmin() {
+		writeJSON(w, http.StatusOK, st)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, resellerView(st, id))
+	return nil
+}
+
+func resellerView(st engine.Status, id *identity) resellerStatus {
+	rs := resellerStatus{
+		Enabled: st.Enabled, Backend: st.Backend, Mode: st.Mode, Ports: st.Ports,
+		AllowedUsers: []string{}, AllowedGroups: []string{}, AllowLocal: st.AllowLocal,
+		Kernel: st.Kernel, UpdatedAt: st.UpdatedAt, UpdatedBy: st.UpdatedBy,
+	}
+	for _, u := range st.AllowedUsers {
+		for _, own := range id.account.Users {
+			if u == own {
+				rs.AllowedUsers = append(rs.AllowedUsers, u)
+			}
+		}
+	}
+	return rs
+}
+
+// mutationResult mirrors the CLI's --json answer to a change.
+type mutationResult struct {
+	Changed bool   `json:"changed"`
+	Message string `json:"message"`
+}
+
+func (s *Server) apiEnable(w http.ResponseWriter, r *http.Request, id *identity) error {
+	res, err := s.enable(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, mutationResult{res.Changed, res.Message})
+	return nil
+}
+
+func (s *Server) apiDisable(w http.ResponseWriter, r *http.Request, id *identity) error {
+	res, err := s.eng.Disable(r.Context(), id.actor())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, mutationResult{res.Changed, res.Message})
+	return nil
+}
+
+// enable turns the restriction on with the daemon's backend: the configured
+// one, else the one the stored policy was last enabled with.
+func (s *Server) enable(ctx context.Context, id *identity) (engine.Result, error) {
+	backend := s.cfg.Backend
+	if backend == "" {
+		p, _, err := s.st.Policy(ctx)
+		if err != nil {
+			return engine.Result{}, err
+		}
+		backend = p.Backend
+	}
+	return s.eng.Enable(ctx, id.actor(), backend)
+}
+
+// allowedList is GET /api/v1/allowed.
+type allowedList struct {
+	Users      []string                 `json:"users"`
+	Groups     []string                 `json:"groups"`
+	Exceptions []engine.ExceptionStatus `json:"exceptions"`
+}
+
+func (s *Server) apiAllowed(w http.ResponseWriter, r *http.Request, id *identity) error {
+	st, err := s.eng.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, allowedList{Users: st.AllowedUsers, Groups: st.AllowedGroups, Exceptions: st.Exceptions})
+	return nil
+}
+
+// principalBody names what POST and DELETE /api/v1/allowed act on: a user or
+// group, and optionally one destination (an exception) on some ports.
+type principalBody struct {
+	Kind  string `json:"kind"`
+	Name  string `json:"name"`
+	To    string `json:"to,omitempty"`
+	Ports []int  `json:"ports,omitempty"`
+}
+
+// parseKind reads "user" or "group".
+func parseKind(s string) (policy.PrincipalKind, error) {
+	switch s {
+	case "user":
+		return policy.KindUser, nil
+	case "group":
+		return policy.KindGroup, nil
+	}
+	return "", badRequest("kind must be \"user\" or \"group\", not %q", s)
+}
+
+func (s *Server) apiAllow(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.apiAllowRevoke(w, r, id, true)
+}
+
+func (s *Server) apiRevoke(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.apiAllowRevoke(w, r, id, false)
+}
+
+func (s *Server) apiAllowRevoke(w http.ResponseWriter, r *http.Request, id *identity, allow bool) error {
+	var b principalBody
+	if err := decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	if !allow && len(b.Ports) > 0 {
+		return badRequest("ports cannot be given when revoking: an exception is revoked by its destination")
+	}
+	parts := make([]string, len(b.Ports))
+	for i, p := range b.Ports {
+		parts[i] = strconv.Itoa(p)
+	}
+	res, err := s.allow(r.Context(), id, allow, b.Kind, b.Name, b.To, strings.Join(parts, ","))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, mutationResult{res.Changed, res.Message})
+	return nil
+}
+
+// allow allows or revokes a user or group, or one of its exceptions when to
+// names a destination. ports is "" or a list like "465,587".
+func (s *Server) allow(ctx context.Context, id *identity, allow bool, kindName, name, to, ports string) (engine.Result, error) {
+	kind, err := parseKind(kindName)
+	if err != nil {
+		return engine.Result{}, err
+	}
+	name, to, ports = strings.TrimSpace(name), strings.TrimSpace(to), strings.TrimSpace(ports)
+	if name == "" {
+		return engine.Result{}, badRequest("enter the %s's name or number", kind)
+	}
+	if ports != "" && to == "" {
+		return engine.Result{}, badRequest("ports need a destination: an exception is for one destination")
+	}
+	switch {
+	case allow && to != "":
+		return s.eng.AllowException(ctx, id.actor(), kind, name, to, ports)
+	case allow:
+		return s.eng.Allow(ctx, id.actor(), kind, name)
+	case to != "":
+		return s.eng.RevokeException(ctx, id.actor(), kind, name, to)
+	default:
+		return s.eng.Revoke(ctx, id.actor(), kind, name)
+	}
+}
+
+// settings is GET and PUT /api/v1/settings. In a PUT, a missing field keeps
+// its value.
+type settings struct {
+	Ports      []uint16 `json:"ports"`
+	Mode       string   `json:"mode"`
+	AllowLocal bool     `json:"allow_local"`
+}
+
+type settingsBody struct {
+	Ports      *[]int  `json:"ports"`
+	Mode       *string `json:"mode"`
+	AllowLocal *bool   `json:"allow_local"`
+}
+
+func (s *Server) currentSettings(ctx context.Context) (settings, error) {
+	p, _, err := s.st.Policy(ctx)
+	if err != nil {
+		return settings{}, err
+	}
+	return settings{Ports: p.Ports, Mode: string(p.Mode), AllowLocal: p.AllowLocal}, nil
+}
+
+func (s *Server) apiSettings(w http.ResponseWriter, r *http.Request, id *identity) error {
+	cur, err := s.currentSettings(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, cur)
+	return nil
+}
+
+func (s *Server) apiPutSettings(w http.ResponseWriter, r *http.Request, id *identity) error {
+	var b settingsBody
+	if err := decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	var ch settingsChange
+	if b.Ports != nil {
+		parts := make([]string, len(*b.Ports))
+		for i, p := range *b.Ports {
+			parts[i] = strconv.Itoa(p)
+		}
+		ports := strings.Join(parts, ",")
+		ch.ports = &ports
+	}
+	if b.AllowLocal != nil {
+		v := map[bool]string{true: "on", false: "off"}[*b.AllowLocal]
+		ch.allowLocal = &v
+	}
+	ch.mode = b.Mode
+	msgs, changed, err := s.applySettings(r.Context(), id, ch)
+	if err != nil {
+		return err
+	}
+	cur, err := s.currentSettings(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Changed  bool     `json:"changed"`
+		Messages []string `json:"messages"`
+		settings
+	}{changed, msgs, cur})
+	return nil
+}
+
+// settingsChange holds the settings to change, as the CLI would type them.
+type settingsChange struct {
+	ports, mode, allowLocal *string
+}
+
+// applySettings validates every field first, so bad input changes nothing,
+// then changes those that differ, each through the engine (one audit record
+// per setting, like the CLI).
+func (s *Server) applySettings(ctx context.Context, id *identity, ch settingsChange) ([]string, bool, error) {
+	p, _, err := s.st.Policy(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	var ops []func() (engine.Result, error)
+	if ch.ports != nil {
+		ports, err := policy.ParsePorts(*ch.ports)
+		if err != nil {
+			return nil, false, badRequest("ports: %v", err)
+		}
+		if policy.PortsString(ports) != policy.PortsString(p.Ports) {
+			ops = append(ops, func() (engine.Result, error) { return s.eng.SetPorts(ctx, id.actor(), *ch.ports) })
+		}
+	}
+	if ch.mode != nil {
+		m, err := policy.ParseMode(*ch.mode)
+		if err != nil {
+			return nil, false, badRequest("mode: %v", err)
+		}
+		if m != p.Mode {
+			ops = append(ops, func() (engine.Result, error) { return s.eng.SetMode(ctx, id.actor(), *ch.mode) })
+		}
+	}
+	if ch.allowLocal != nil {
+		on, err := policy.ParseOnOff(*ch.allowLocal)
+		if err != nil {
+			return nil, false, badRequest("allow_local: %v", err)
+		}
+		if on != p.AllowLocal {
+			ops = append(ops, func() (engine.Result, error) { return s.eng.SetAllowLocal(ctx, id.actor(), *ch.allowLocal) })
+		}
+	}
+	msgs := []string{}
+	changed := false
+	for _, op := range ops {
+		res, err := op()
+		if err != nil {
+			return msgs, changed, err
+		}
+		msgs = append(msgs, res.Message)
+		changed = changed || res.Changed
+	}
+	if len(ops) == 0 {
+		msgs = append(msgs, "settings unchanged")
+	}
+	return msgs, changed, nil
+}
+
+func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, id *identity) error {
+	f, err := listFilter(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	evs, err := s.eng.Events(r.Context(), id.eventFilter(store.EventFilter{Since: f.since(s.cfg.Now()), Limit: f.limit}, r.URL.Query().Get("user")))
+	if err != nil {
+		return err
+	}
+	if evs == nil {
+		evs = []engine.EventView{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+	return nil
+}
+
+func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, id *identity) error {
+	f, err := listFilter(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	recs, err := s.eng.Audit(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit})
+	if err != nil {
+		return err
+	}
+	if recs == nil {
+		recs = []store.AuditRecord{}
+	}
+	writeJSON(w, http.StatusOK, recs)
+	return nil
+}
+
+// filter is the since and limit query parameters of list endpoints.
+type filter struct {
+	window time.Duration // 0: everything kept
+	limit  int
+}
+
+func (f filter) since(now time.Time) time.Time {
+	if f.window == 0 {
+		return time.Time{}
+	}
+	return now.Add(-f.window)
+}
+
+func listFilter(q url.Values) (filter, error) {
+	f := filter{limit: defaultAPILimit}
+	if v := q.Get("since"); v != "" {
+		d, err := parseWindow(v)
+		if err != nil {
+			return f, badRequest("since: %v", err)
+		}
+		f.window = d
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return f, badRequest("limit: want a number of rows, not %q", v)
+		}
+		f.limit = n
+	}
+	return f, nil
+}
+
+// parseWindow reads a duration like "90m", "24h" or "7d".
+func parseWindow(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 3650 {
+			return 0, errors.New("want a duration like 90m, 24h or 7d, not " + strconv.Quote(s))
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, errors.New("want a duration like 90m, 24h or 7d, not " + strconv.Quote(s))
+	}
+	return d, nil
+}
+
+// decodeJSON reads a small JSON body strictly: unknown fields and trailing
+// data are errors, as in policy files.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return &httpError{code: http.StatusUnsupportedMediaType, msg: "send the body as Content-Type: application/json"}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("invalid JSON body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("invalid JSON body: data after the object")
+	}
+	return nil
+}

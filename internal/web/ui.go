@@ -1,0 +1,524 @@
+package web
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+// parseForm reads a small form body.
+func parseForm(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		return badRequest("cannot read the form: %v", err)
+	}
+	return nil
+}
+
+// done leaves a message for the next page and sends the browser there
+// (post/redirect/get, so reloading does not repeat the change).
+func (s *Server) done(w http.ResponseWriter, r *http.Request, id *identity, to, msg string) error {
+	s.flash(r, id, msg)
+	http.Redirect(w, r, to, http.StatusSeeOther)
+	return nil
+}
+
+// userError splits errors caused by the input (shown on the page, 400)
+// from failures of the system (500 page).
+func userError(err error) (string, bool) {
+	code, msg := classify(err)
+	if code >= 400 && code < 500 {
+		return msg, true
+	}
+	return "", false
+}
+
+// statusView is the SMTP Restrictions page.
+type statusView struct {
+	resellerStatus
+	Full *engine.Status // administrators only
+}
+
+func (s *Server) statusPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.renderStatus(w, r, id, http.StatusOK, "")
+}
+
+func (s *Server) renderStatus(w http.ResponseWriter, r *http.Request, id *identity, code int, errMsg string) error {
+	st, err := s.eng.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	v := statusView{resellerStatus: resellerView(st, id)}
+	if id.IsAdmin() {
+		v.Full = &st
+	}
+	s.render(w, r, code, "status", &page{Title: "SMTP Restrictions", Nav: "status", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
+	return nil
+}
+
+func (s *Server) enableUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	res, err := s.enable(r.Context(), id)
+	return s.afterStatusChange(w, r, id, res, err)
+}
+
+func (s *Server) disableUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	res, err := s.eng.Disable(r.Context(), id.actor())
+	return s.afterStatusChange(w, r, id, res, err)
+}
+
+func (s *Server) afterStatusChange(w http.ResponseWriter, r *http.Request, id *identity, res engine.Result, err error) error {
+	if err != nil {
+		code, msg := classify(err)
+		if code >= 500 {
+			s.log.Error("cannot change the SMTP restriction", "who", id.actorName(), "err", err)
+		}
+		return s.renderStatus(w, r, id, code, msg)
+	}
+	return s.done(w, r, id, "/", res.Message)
+}
+
+// allowedView is the allowed users and groups page.
+type allowedView struct {
+	Users      []string
+	Groups     []string
+	Exceptions []engine.ExceptionStatus
+	Form       allowForm
+}
+
+type allowForm struct {
+	Kind, Name, To, Ports string
+}
+
+func (s *Server) allowedPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.renderAllowed(w, r, id, http.StatusOK, "", allowForm{Kind: "user"})
+}
+
+func (s *Server) renderAllowed(w http.ResponseWriter, r *http.Request, id *identity, code int, errMsg string, f allowForm) error {
+	st, err := s.eng.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	v := allowedView{Users: st.AllowedUsers, Groups: st.AllowedGroups, Exceptions: st.Exceptions, Form: f}
+	s.render(w, r, code, "allowed", &page{Title: "Allowed users and groups", Nav: "allowed", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
+	return nil
+}
+
+func (s *Server) allowUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.allowRevokeUI(w, r, id, true)
+}
+
+func (s *Server) revokeUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.allowRevokeUI(w, r, id, false)
+}
+
+func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *identity, allow bool) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	f := allowForm{Kind: r.PostForm.Get("kind"), Name: r.PostForm.Get("name"), To: r.PostForm.Get("to"), Ports: r.PostForm.Get("ports")}
+	res, err := s.allow(r.Context(), id, allow, f.Kind, f.Name, f.To, f.Ports)
+	if err != nil {
+		msg, ok := userError(err)
+		if !ok {
+			return err
+		}
+		if !allow {
+			f = allowForm{Kind: "user"}
+		}
+		return s.renderAllowed(w, r, id, http.StatusBadRequest, msg, f)
+	}
+	return s.done(w, r, id, "/allowed", res.Message)
+}
+
+// settingsView is the ports, mode and local-addresses page.
+type settingsView struct {
+	Ports      string
+	Mode       string
+	AllowLocal bool
+	Modes      []modeChoice
+}
+
+type modeChoice struct {
+	Value, Label, Help string
+}
+
+func modeChoices() []modeChoice {
+	return []modeChoice{
+		{string(policy.ModeReject), "Reject", "Refuse the connection at once (connection refused). Recommended."},
+		{string(policy.ModeRedirect), "Redirect to the local MTA", "Send the connection to the same port on this server, where the MTA applies its own rules."},
+		{string(policy.ModeLog), "Log only", "Let the connection through and record it: to see who would be blocked before enforcing."},
+	}
+}
+
+func (s *Server) settingsPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	cur, err := s.currentSettings(r.Context())
+	if err != nil {
+		return err
+	}
+	v := settingsView{Ports: policy.PortsString(cur.Ports), Mode: cur.Mode, AllowLocal: cur.AllowLocal, Modes: modeChoices()}
+	s.render(w, r, http.StatusOK, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Flash: s.takeFlash(r, id), Data: v})
+	return nil
+}
+
+func (s *Server) saveSettingsUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	ports, mode := r.PostForm.Get("ports"), r.PostForm.Get("mode")
+	local := "off"
+	if r.PostForm.Get("allow_local") != "" {
+		local = "on"
+	}
+	msgs, _, err := s.applySettings(r.Context(), id, settingsChange{ports: &ports, mode: &mode, allowLocal: &local})
+	if err != nil {
+		msg, ok := userError(err)
+		if !ok {
+			return err
+		}
+		v := settingsView{Ports: ports, Mode: mode, AllowLocal: local == "on", Modes: modeChoices()}
+		s.render(w, r, http.StatusBadRequest, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Error: msg, Data: v})
+		return nil
+	}
+	return s.done(w, r, id, "/settings", strings.Join(msgs, "; "))
+}
+
+// eventsView is the blocked attempts page.
+type eventsView struct {
+	User    string   // the filter
+	Users   []string // a reseller's users, to pick from
+	Window  string
+	Windows []string
+	Events  []engine.EventView
+	ByUser  []userTotal
+	Shown   int
+	More    bool
+	Chart   chart
+}
+
+const eventsShown = 200
+
+func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	q := r.URL.Query()
+	v := eventsView{User: strings.TrimSpace(q.Get("user")), Window: q.Get("since"), Windows: chartWindows()}
+	if !slices.Contains(v.Windows, v.Window) {
+		v.Window = "24h"
+	}
+	if !id.IsAdmin() {
+		v.Users = id.account.Users
+	}
+	window, _ := parseWindow(v.Window)
+	now := s.cfg.Now()
+	f := id.eventFilter(store.EventFilter{Since: now.Add(-window), Limit: maxChartRows}, v.User)
+	evs, err := s.eng.Events(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	v.Chart = buildChart(evs, now, window)
+	v.ByUser = totalsByUser(evs)
+	v.Events, v.More = evs, len(evs) > eventsShown
+	if v.More {
+		v.Events = evs[:eventsShown]
+	}
+	v.Shown = len(v.Events)
+	s.render(w, r, http.StatusOK, "events", &page{Title: "Blocked attempts", Nav: "events", Me: id, Data: v})
+	return nil
+}
+
+// userTotal sums one user's attempts over a period.
+type userTotal struct {
+	User         string
+	UID          uint32
+	Attempts     int64
+	Destinations int
+}
+
+// totalsByUser ranks users by attempts, most first.
+func totalsByUser(evs []engine.EventView) []userTotal {
+	byUID := map[uint32]*userTotal{}
+	dests := map[uint32]map[string]bool{}
+	for _, ev := range evs {
+		u := byUID[ev.UID]
+		if u == nil {
+			u = &userTotal{User: ev.User, UID: ev.UID}
+			byUID[ev.UID], dests[ev.UID] = u, map[string]bool{}
+		}
+		u.Attempts += ev.Count
+		dests[ev.UID][fmt.Sprintf("%s:%d", ev.Address, ev.Port)] = true
+	}
+	out := make([]userTotal, 0, len(byUID))
+	for uid, u := range byUID {
+		u.Destinations = len(dests[uid])
+		out = append(out, *u)
+	}
+	slices.SortFunc(out, func(a, b userTotal) int {
+		if c := cmp.Compare(b.Attempts, a.Attempts); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.UID, b.UID)
+	})
+	return out
+}
+
+func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	recs, err := s.eng.Audit(r.Context(), store.AuditFilter{Limit: 500})
+	if err != nil {
+		return err
+	}
+	s.render(w, r, http.StatusOK, "audit", &page{Title: "Audit log", Nav: "audit", Me: id, Data: recs})
+	return nil
+}
+
+// accountsView is the accounts, privileges and tokens page.
+type accountsView struct {
+	Accounts   []store.Account
+	Tokens     []store.Token
+	Privilege  string
+	NewToken   string // shown once, right after creation
+	NewTokenOf string
+	Form       accountForm
+	TokenForm  tokenForm
+}
+
+type accountForm struct{ Name, Role string }
+type tokenForm struct{ Name, Role, Account string }
+
+func (s *Server) accountsPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.renderAccounts(w, r, id, http.StatusOK, "", accountsView{})
+}
+
+func (s *Server) renderAccounts(w http.ResponseWriter, r *http.Request, id *identity, code int, errMsg string, v accountsView) error {
+	var err error
+	if v.Accounts, err = s.st.Accounts(r.Context()); err != nil {
+		return err
+	}
+	if v.Tokens, err = s.st.Tokens(r.Context()); err != nil {
+		return err
+	}
+	v.Privilege = store.PrivSMTPRestrictions
+	if v.Form.Role == "" {
+		v.Form.Role = store.RoleReseller
+	}
+	if v.TokenForm.Role == "" {
+		v.TokenForm.Role = store.RoleAdmin
+	}
+	s.render(w, r, code, "accounts", &page{Title: "Accounts and privileges", Nav: "accounts", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
+	return nil
+}
+
+// accountsFailed shows an input error on the accounts page.
+func (s *Server) accountsFailed(w http.ResponseWriter, r *http.Request, id *identity, err error, v accountsView) error {
+	msg, ok := userError(err)
+	if !ok {
+		return err
+	}
+	code, _ := classify(err)
+	return s.renderAccounts(w, r, id, code, msg, v)
+}
+
+// audit records an account or token change; policy changes are recorded by
+// the engine.
+func (s *Server) audit(ctx context.Context, id *identity, op, detail string) {
+	a := id.actor()
+	rec := store.AuditRecord{At: s.cfg.Now(), Actor: a.Name, Source: a.Source, Remote: a.Remote, Operation: op, Detail: detail, Outcome: "ok"}
+	if err := s.st.AppendAudit(ctx, rec); err != nil {
+		s.log.Error("cannot record an account change in the audit log", "operation", op, "err", err)
+	}
+}
+
+// hashPassword checks and hashes a new password, within the bound on
+// concurrent argon2 computations.
+func (s *Server) hashPassword(ctx context.Context, pw, again string) (string, error) {
+	if err := store.CheckPassword(pw); err != nil {
+		return "", inputError(err)
+	}
+	if pw != again {
+		return "", badRequest("the two passwords differ")
+	}
+	select {
+	case s.checks <- struct{}{}:
+		defer func() { <-s.checks }()
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	return store.HashPassword(pw, s.cfg.Argon2)
+}
+
+// inputError maps the store's verdicts on input to answers: bad names and
+// duplicates are 400, missing accounts and tokens 404; anything else is a
+// failure of the system.
+func inputError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrExists):
+		return badRequest("%v", err)
+	case errors.Is(err, store.ErrNotFound):
+		return &httpError{code: http.StatusNotFound, msg: err.Error()}
+	}
+	return err
+}
+
+func (s *Server) addAccountUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	f := accountForm{Name: strings.TrimSpace(r.PostForm.Get("name")), Role: r.PostForm.Get("role")}
+	v := accountsView{Form: f}
+	if err := store.CheckName("account", f.Name); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), v)
+	}
+	if _, err := store.ParseRole(f.Role); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), v)
+	}
+	hash, err := s.hashPassword(r.Context(), r.PostForm.Get("password"), r.PostForm.Get("password2"))
+	if err != nil {
+		return s.accountsFailed(w, r, id, err, v)
+	}
+	if err := s.st.CreateAccount(r.Context(), f.Name, f.Role, hash, s.cfg.Now()); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), v)
+	}
+	s.audit(r.Context(), id, "account add", f.Name+" role "+f.Role)
+	msg := fmt.Sprintf("account %s (%s) created", f.Name, f.Role)
+	if f.Role == store.RoleReseller {
+		msg += fmt.Sprintf(": grant it %s and give it its users below", store.PrivSMTPRestrictions)
+	}
+	return s.done(w, r, id, "/accounts", msg)
+}
+
+func (s *Server) deleteAccountUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	name := r.PathValue("name")
+	if !id.token && name == id.name {
+		return s.accountsFailed(w, r, id, badRequest("you cannot delete the account you are signed in with"), accountsView{})
+	}
+	if err := s.st.DeleteAccount(r.Context(), name); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	}
+	s.audit(r.Context(), id, "account del", name)
+	return s.done(w, r, id, "/accounts", fmt.Sprintf("account %s deleted, with its sessions and tokens", name))
+}
+
+func (s *Server) passwordUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if _, err := s.st.Account(r.Context(), name); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	}
+	hash, err := s.hashPassword(r.Context(), r.PostForm.Get("password"), r.PostForm.Get("password2"))
+	if err != nil {
+		return s.accountsFailed(w, r, id, err, accountsView{})
+	}
+	if err := s.st.SetPassword(r.Context(), name, hash, s.cfg.Now()); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	}
+	s.audit(r.Context(), id, "account passwd", name)
+	if !id.token && name == id.name {
+		// Our own session went with the others.
+		s.clearCookie(w)
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return nil
+	}
+	return s.done(w, r, id, "/accounts", fmt.Sprintf("password of %s changed; its sessions were signed out", name))
+}
+
+func (s *Server) grantUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.privilegeUI(w, r, id, true)
+}
+
+func (s *Server) revokePrivUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	return s.privilegeUI(w, r, id, false)
+}
+
+func (s *Server) privilegeUI(w http.ResponseWriter, r *http.Request, id *identity, grant bool) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	name, priv := r.PathValue("name"), r.PostForm.Get("privilege")
+	if priv == "" {
+		priv = store.PrivSMTPRestrictions
+	}
+	var err error
+	var msg, op string
+	if grant {
+		_, err = s.st.Grant(r.Context(), name, priv)
+		msg, op = fmt.Sprintf("%s granted to %s", priv, name), "account grant"
+	} else {
+		_, err = s.st.RevokePrivilege(r.Context(), name, priv)
+		msg, op = fmt.Sprintf("%s revoked from %s", priv, name), "account revoke"
+	}
+	if err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	}
+	s.audit(r.Context(), id, op, name+" "+priv)
+	return s.done(w, r, id, "/accounts", msg)
+}
+
+// splitList reads "alice, bob carol" as a list.
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })
+}
+
+// checkSystemUsers verifies that every name is a user of this system.
+func (s *Server) checkSystemUsers(users []string) error {
+	dir, err := s.eng.Directory()
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		if _, ok := dir.User(u); !ok {
+			return badRequest("no such system user %q", u)
+		}
+	}
+	return nil
+}
+
+func (s *Server) ownUsersUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	users := splitList(r.PostForm.Get("users"))
+	if err := s.checkSystemUsers(users); err != nil {
+		return s.accountsFailed(w, r, id, err, accountsView{})
+	}
+	if err := s.st.SetOwnedUsers(r.Context(), name, users); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	}
+	s.audit(r.Context(), id, "account own", name+" "+strings.Join(users, " "))
+	return s.done(w, r, id, "/accounts", fmt.Sprintf("%s now owns %d system user(s)", name, len(users)))
+}
+
+func (s *Server) createTokenUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	f := tokenForm{Name: strings.TrimSpace(r.PostForm.Get("name")), Role: r.PostForm.Get("role"), Account: strings.TrimSpace(r.PostForm.Get("account"))}
+	secret := store.NewSecret("sgt_")
+	err := s.st.CreateToken(r.Context(), store.Token{Name: f.Name, Role: f.Role, Account: f.Account, CreatedAt: s.cfg.Now()}, secret)
+	if err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{TokenForm: f})
+	}
+	detail := f.Name + " role " + f.Role
+	if f.Account != "" {
+		detail += " account " + f.Account
+	}
+	s.audit(r.Context(), id, "token create", detail)
+	// Shown once, in this answer: never stored, never put in a flash message.
+	return s.renderAccounts(w, r, id, http.StatusOK, "", accountsView{NewToken: secret, NewTokenOf: f.Name})
+}
+
+func (s *Server) revokeTokenUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	name := r.PathValue("name")
+	if err := s.st.DeleteToken(r.Context(), name); err != nil {
+		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	}
+	s.audit(r.Context(), id, "token revoke", name)
+	return s.done(w, r, id, "/accounts", fmt.Sprintf("token %s revoked", name))
+}
