@@ -160,3 +160,68 @@ func TestPrivilegedBadStateDirChangesNothing(t *testing.T) {
 		unchanged(t, r, "locked")
 	})
 }
+
+// TestPrivilegedKillDaemonDuringApply kills `smtpguard serve` with SIGKILL at
+// random points while it converges at start, repairs a flushed ruleset or
+// follows a policy change, again and again (bounded). Stopping the daemon
+// must never open the gate it had closed, and a restarted daemon must bring
+// the kernel back to the stored policy; the database stays intact.
+func TestPrivilegedKillDaemonDuringApply(t *testing.T) {
+	w := newWorld(t)
+	w.sgOK("enable", "--backend", "nft")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	const rounds = 12
+	leftBroken := 0
+	for i := range rounds {
+		cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", "", "--verify-interval", "1s")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		flushed := false
+		switch i % 3 {
+		case 0: // killed while converging at start
+		case 1: // killed while repairing a flushed ruleset
+			time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
+			if out, err := w.client.Command("nft", "flush", "ruleset").CombinedOutput(); err != nil {
+				t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+			}
+			flushed = true
+		case 2: // killed while following a change made with the CLI
+			time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
+			w.sgOK([]string{"allow", "revoke"}[rng.IntN(2)], "user", w.plain.Name)
+		}
+		time.Sleep(time.Duration(rng.IntN(120)) * time.Millisecond)
+		cmd.Process.Kill() // our own child, by pid
+		<-done
+
+		st := w.status()
+		if !flushed && st.Kernel.State != "in sync" {
+			t.Fatalf("round %d: kernel %q right after the daemon was killed; a dead daemon must leave the rules as they were", i, st.Kernel.State)
+		}
+		if r := testOne(t, w, len(st.AllowedUsers) == 1); r != "" && !flushed {
+			t.Fatalf("round %d, right after the kill: %s", i, r)
+		}
+		if st.Kernel.State != "in sync" {
+			leftBroken++
+		}
+		// The next daemon repairs whatever the killed one left.
+		d := w.startDaemon(t)
+		w.waitUntil(t, "the restarted daemon converges", 5*time.Second, func() bool { return w.status().Kernel.State == "in sync" })
+		if r := testOne(t, w, len(w.status().AllowedUsers) == 1); r != "" {
+			t.Fatalf("round %d, after the restart: %s", i, r)
+		}
+		d.stop()
+	}
+	t.Logf("%d of %d kills came before the daemon had repaired a flush; the restart repaired them", leftBroken, rounds)
+	s, err := store.Open(context.Background(), filepath.Join(w.stateDir, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.IntegrityCheck(context.Background()); err != nil {
+		t.Errorf("database after %d daemon kills: %v", rounds, err)
+	}
+	w.sgOK("disable")
+}
