@@ -579,6 +579,18 @@ func HashPassword(password string, p Argon2Params) (string, error) {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
+// UnmatchableHash is a hash in HashPassword's format, with p's cost, that no
+// password matches: verifying against it when an account does not exist costs
+// as much as a real check, so timing does not tell which names exist. Making
+// it computes nothing, so it does not hold p.Memory for a server's lifetime.
+func UnmatchableHash(p Argon2Params) string {
+	salt, key := make([]byte, argonSaltLen), make([]byte, argonKeyLen)
+	rand.Read(salt)
+	rand.Read(key)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.Memory, p.Time, p.Threads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
 // VerifyPassword reports whether password matches an encoded hash, comparing
 // in constant time.
 func VerifyPassword(encoded, password string) (bool, error) {

@@ -368,3 +368,17 @@ func TestEventsOnlyUsers(t *testing.T) {
 		})
 	}
 }
+
+func TestUnmatchableHashCostsARealCheck(t *testing.T) {
+	h := UnmatchableHash(DefaultArgon2())
+	real, _ := HashPassword("x", DefaultArgon2())
+	if h[:strings.LastIndexByte(h[:len(h)-44], '$')] != real[:strings.LastIndexByte(real[:len(real)-44], '$')] {
+		t.Errorf("UnmatchableHash() = %q; want the parameters of %q", h, real)
+	}
+	for _, pw := range []string{"", "x", "password"} {
+		ok, err := VerifyPassword(h, pw)
+		if err != nil || ok {
+			t.Errorf("VerifyPassword(unmatchable, %q) = %t, %v; want false, nil (a real argon2 check)", pw, ok, err)
+		}
+	}
+}
