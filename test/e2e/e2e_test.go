@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(vectorEnv) != "" {
 		runVector()
 	}
+	if os.Getenv(noNetfilterEnv) != "" {
+		runWithoutNetfilter()
+	}
 	testutil.MaybeRunHelper()
 	if os.Getenv(testutil.PrivilegedEnv) != "1" {
 		os.Exit(m.Run()) // every test here skips with a reason

@@ -80,8 +80,9 @@ func classify(err error) error {
 		return nil
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("%w (needs root or CAP_NET_ADMIN: run with sudo)", err)
-	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT):
-		return fmt.Errorf("%w: %w (kernel without nf_tables)", err, enforce.ErrNotSupported)
+	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT), errors.Is(err, unix.EOPNOTSUPP):
+		// EOPNOTSUPP: nfnetlink is there but its nf_tables subsystem is not.
+		return fmt.Errorf("%w: %w: this kernel lacks nf_tables; load it with 'modprobe nf_tables' or boot a kernel built with CONFIG_NF_TABLES", err, enforce.ErrNotSupported)
 	}
 	return err
 }
