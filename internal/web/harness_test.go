@@ -3,9 +3,11 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -65,6 +67,17 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// offlineResolver answers relay.example.test and nothing else, so no test
+// here ever asks a real name server.
+type offlineResolver struct{}
+
+func (offlineResolver) LookupHost(_ context.Context, host string) ([]netip.Addr, time.Duration, error) {
+	if host == "relay.example.test" {
+		return []netip.Addr{netip.MustParseAddr("192.0.2.25")}, time.Minute, nil
+	}
+	return nil, 0, fmt.Errorf("lookup %s: no such host", host)
+}
+
 type testEnv struct {
 	t       testing.TB
 	srv     *Server
@@ -92,6 +105,7 @@ func newTestEnv(t testing.TB, tweak ...func(*Config)) *testEnv {
 		GroupPath:  write("group", testGroup),
 		MTA:        mta.Config{Root: filepath.Join(dir, "root")},
 		Backends:   []enforce.Backend{b},
+		Resolver:   offlineResolver{},
 	})
 	if err != nil {
 		t.Fatalf("engine.Open() = %v", err)
