@@ -46,9 +46,21 @@ else
 	$(GO) test -count=1 ./...
 endif
 
-# Benchmarks report ratios against a baseline measured in the same run.
+# Benchmarks (issue P1–P7) report ratios against baselines measured in the same
+# run (no rules; CSF-style iptables owner rules), print one table and write it
+# to bench-results/latest.json. They need root: private network namespaces.
+BENCH_DEBS := iptables nftables iproute2 passwd
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+ifeq ($(IS_ROOT),yes)
+	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	SMTPGUARD_PRIVILEGED_TESTS=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 15m ./...
+else
+	@echo "make bench needs root (network namespaces, nftables, iptables)"; exit 1
+endif
 
 clean:
 	rm -rf bin

@@ -1,0 +1,439 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	maybeRunHelper()
+	if os.Getenv(testutil.PrivilegedEnv) == "1" {
+		if err := testutil.RemoveLeftovers(); err != nil {
+			fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// Environment knobs (all optional).
+const (
+	// jsonEnv names the JSON output; default bench-results/latest.json at
+	// the module root.
+	jsonEnv = "SMTPGUARD_BENCH_JSON"
+	// csfToolEnv picks the iptables flavour of the CSF-style baseline:
+	// "legacy" (default) or "nft".
+	csfToolEnv = "SMTPGUARD_BENCH_CSF_IPTABLES"
+)
+
+// Sizes, bounds and addresses of the suite.
+const (
+	smallUIDs = 10
+	largeUIDs = 10000
+	fillerUID = 200000 // numeric uids without accounts, for policy sizes
+	probeUID  = 300000 // fresh uids for the allow-latency runs
+
+	rounds       = 5                      // interleaved rounds of the rate measurements
+	rateWindow   = 800 * time.Millisecond // one connect-rate sample
+	rateMaxCount = 500000
+	streamWindow = time.Second // one throughput sample
+	latencyRuns  = 7           // P4 runs per size
+	enableRuns   = 5
+	repairRuns   = 10 // P5 runs at 10 uids (5 at 10,000)
+	repairBound  = 3 * time.Second
+	floodWindow  = 5 * time.Second
+	floodMax     = 10000000
+	blockedCount = 2000 // P7 connects
+
+	serverV4    = "192.0.2.2"
+	metricsAddr = "127.0.0.1:9725"
+)
+
+// suite is the benchmark's world: client and server namespaces, listeners,
+// two test users, a state directory and the built binary.
+type suite struct {
+	b                *testing.B
+	ctx              context.Context
+	binary, stateDir string
+	client, server   *testutil.NetNS
+	allowed, blocked testutil.User
+	csfRestore       string // iptables-legacy-restore or iptables-nft-restore
+	csfCmd           string // iptables-legacy or iptables-nft
+	rep              *report
+
+	lost     int    // connects of the rate loops that failed without a refusal
+	lostWhat string // the last such failure
+
+	csfP4 map[int]float64 // median ms of one iptables insert, by rule count
+	csfP7 []time.Duration // blocked connect durations at 10,000 rules
+}
+
+// BenchmarkPrivilegedSuite measures P1–P7 of issue 8 once (whatever b.N) and
+// prints one table. It fails only when it cannot measure.
+func BenchmarkPrivilegedSuite(b *testing.B) {
+	testutil.Privileged(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	b.Cleanup(cancel)
+	s := newSuite(b, ctx)
+	b.ResetTimer()
+
+	s.measureRates()
+	s.measureCSFChanges()
+	s.measureCLILatency()
+	s.measureDaemon()
+
+	b.StopTimer()
+	s.rep.print(os.Stdout)
+	path := os.Getenv(jsonEnv)
+	if path == "" {
+		path = filepath.Join(moduleRoot(b), "bench-results", "latest.json")
+	}
+	if err := s.rep.writeJSON(path); err != nil {
+		b.Fatalf("write %s: %v", path, err)
+	}
+	fmt.Fprintf(os.Stdout, "written to %s\n", path)
+	for _, r := range s.rep.Rows {
+		if v, ok := r.Values[colNFT]; ok && r.Unit == "x" && !math.IsNaN(v) {
+			b.ReportMetric(v, r.ID+"-nft-x")
+		}
+	}
+}
+
+func moduleRoot(b *testing.B) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		b.Fatalf("go env GOMOD: %v (set %s to choose where the JSON goes)", err, jsonEnv)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+func newSuite(b *testing.B, ctx context.Context) *suite {
+	b.Helper()
+	s := &suite{b: b, ctx: ctx, stateDir: b.TempDir(), rep: &report{When: time.Now(), CPUs: runtime.NumCPU()}}
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		s.rep.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	flavour := os.Getenv(csfToolEnv)
+	switch flavour {
+	case "", "legacy":
+		s.csfRestore, s.csfCmd = "iptables-legacy-restore", "iptables-legacy"
+	case "nft":
+		s.csfRestore, s.csfCmd = "iptables-nft-restore", "iptables-nft"
+	default:
+		b.Fatalf("%s=%q: want legacy or nft", csfToolEnv, flavour)
+	}
+	for _, tool := range []string{s.csfRestore, s.csfCmd, "nft", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("%s not found: install the Debian packages iptables, nftables and iproute2", tool)
+		}
+	}
+	s.rep.CSFTool = s.csfRestore
+
+	s.binary = filepath.Join(b.TempDir(), "smtpguard")
+	build := exec.CommandContext(ctx, "go", "build", "-o", s.binary, "github.com/smtpguard/smtpguard/cmd/smtpguard")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("CGO_ENABLED=0 go build github.com/smtpguard/smtpguard/cmd/smtpguard: %v\n%s", err, out)
+	}
+
+	s.client, s.server = testutil.NewNetNS(b), testutil.NewNetNS(b)
+	testutil.Veth(b, s.client, []string{"192.0.2.1/24", "2001:db8::1/64"}, s.server, []string{serverV4 + "/24", "2001:db8::2/64"})
+	for _, port := range []int{25, 8080} {
+		s.listen(testutil.HostPort(serverV4, port))
+	}
+	s.allowed = testutil.NewUser(b, "ballow", "")
+	s.blocked = testutil.NewUser(b, "bblock", "")
+	b.Cleanup(func() {
+		// Leave nothing enforcing in the namespace before it is deleted.
+		s.sg("disable")
+	})
+	return s
+}
+
+// listen accepts connections on addr inside the server namespace and reads
+// each one to the end: a sink for throughput, an instant close for
+// connect()+close (whose client resets the connection).
+func (s *suite) listen(addr string) {
+	var ln net.Listener
+	err := s.server.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		s.b.Fatalf("listen on %s in %s: %v", addr, s.server.Name, err)
+	}
+	done := make(chan struct{})
+	s.b.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			go func() {
+				c.SetDeadline(time.Now().Add(time.Minute))
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+}
+
+// start forks name inside the client namespace directly (no `ip netns
+// exec`, whose own start-up would be timed too) and returns when it runs.
+func (s *suite) start(cmd *exec.Cmd) (time.Time, error) {
+	var t0 time.Time
+	err := s.client.Do(func() error {
+		t0 = time.Now()
+		return cmd.Start() // the child inherits this thread's network namespace
+	})
+	return t0, err
+}
+
+// sgTimed runs smtpguard in the client namespace and returns how long it
+// took from fork to exit.
+func (s *suite) sgTimed(args ...string) (time.Duration, string, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.binary, append([]string{"--state-dir", s.stateDir}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	t0, err := s.start(cmd)
+	if err != nil {
+		return 0, "", fmt.Errorf("start smtpguard %s: %w", strings.Join(args, " "), err)
+	}
+	err = cmd.Wait()
+	d := time.Since(t0)
+	if err != nil {
+		return d, out.String(), fmt.Errorf("smtpguard %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
+	}
+	return d, out.String(), nil
+}
+
+func (s *suite) sg(args ...string) string {
+	s.b.Helper()
+	_, out, err := s.sgTimed(args...)
+	if err != nil {
+		s.b.Fatal(err)
+	}
+	return out
+}
+
+// writePolicy writes a policy file allowing n uids: fillers, then the
+// allowed test user. root and the MTA user are allowed on top, always.
+func (s *suite) writePolicy(n int) string {
+	s.b.Helper()
+	users := make([]string, 0, n)
+	for i := range n - 1 {
+		users = append(users, strconv.Quote(strconv.Itoa(fillerUID+i)))
+	}
+	users = append(users, strconv.Quote(s.allowed.Name))
+	policy := fmt.Sprintf(`version = 1
+enabled = true
+backend = "nft"
+mode = "reject"
+ports = [25, 465, 587]
+allow_local = true
+allowed_users = [%s]
+allowed_groups = []
+`, strings.Join(users, ", "))
+	path := filepath.Join(s.b.TempDir(), fmt.Sprintf("policy-%d.toml", n))
+	if err := os.WriteFile(path, []byte(policy), 0o644); err != nil {
+		s.b.Fatal(err)
+	}
+	return path
+}
+
+// csfRules is what CSF's SMTP_BLOCK with SMTP_ALLOWUSER generates, in
+// iptables-restore form: one owner-match rule per allowed user in the
+// output path for port 25, the test user last, then a reset.
+func (s *suite) csfRules(n int) string {
+	var b strings.Builder
+	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+	for i := range n {
+		uid := uint32(fillerUID + i)
+		if i == n-1 {
+			uid = s.allowed.UID
+		}
+		fmt.Fprintf(&b, "-A OUTPUT -p tcp --dport 25 -m owner --uid-owner %d -j ACCEPT\n", uid)
+	}
+	if n > 0 {
+		b.WriteString("-A OUTPUT -p tcp --dport 25 -j REJECT --reject-with tcp-reset\n")
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+func (s *suite) applyCSF(n int) {
+	s.b.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", s.client.Name, s.csfRestore)
+	cmd.Stdin = strings.NewReader(s.csfRules(n))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.b.Fatalf("%s (%d rules) in %s: %v\n%s", s.csfRestore, n, s.client.Name, err, out)
+	}
+}
+
+func (s *suite) load(req helperRequest) helperResult {
+	s.b.Helper()
+	res, err := runLoad(s.ctx, s.client.Name, req)
+	if err != nil {
+		s.b.Fatal(err)
+	}
+	return res
+}
+
+func (s *suite) connectLoad(u testutil.User, port int, window time.Duration, maxCount int, timed bool) helperResult {
+	return s.load(helperRequest{Mode: "connect", UID: u.UID, GID: u.GID, Addr: testutil.HostPort(serverV4, port),
+		Duration: window, MaxCount: maxCount, Timed: timed})
+}
+
+// expect checks a few connects give what the configuration should.
+func (s *suite) expect(cfg string, u testutil.User, port int, wantOK bool) {
+	s.b.Helper()
+	r := s.connectLoad(u, port, 2*time.Second, 3, false)
+	if (wantOK && r.OK != r.Attempts) || (!wantOK && r.Refused != r.Attempts) {
+		s.b.Fatalf("config %s: uid %d to port %d: %+v, want all %s", cfg, u.UID, port, r, map[bool]string{true: "connected", false: "refused"}[wantOK])
+	}
+}
+
+// rate measures one connect()+close loop and fails on unexpected errors.
+func (s *suite) rate(cfg string, u testutil.User, port int) float64 {
+	s.b.Helper()
+	r := s.connectLoad(u, port, rateWindow, rateMaxCount, false)
+	// A rare SYN lost on the veth under load (the listener's queue is
+	// full) times out after connectTimeout; it is reported, not fatal.
+	// Anything more means the configuration does not do what it should.
+	if r.Refused > 0 || r.Attempts-r.OK > 1+r.Attempts/1000 {
+		s.b.Fatalf("config %s: connect loop uid %d to port %d: %d of %d not connected (first error %q)", cfg, u.UID, port, r.Attempts-r.OK, r.Attempts, r.FirstErr)
+	}
+	if r.OK != r.Attempts {
+		s.lost += r.Attempts - r.OK
+		s.lostWhat = fmt.Sprintf("%s uid %d port %d: %q", cfg, u.UID, port, r.FirstErr)
+	}
+	return r.rate()
+}
+
+// measureRates covers P1, P2 and P3: every configuration is measured in each
+// of the interleaved rounds, so slow drift of the machine hits all alike.
+func (s *suite) measureRates() {
+	p10, p10k := s.writePolicy(smallUIDs), s.writePolicy(largeUIDs)
+	type config struct {
+		name   string
+		apply  func()
+		stream bool
+		on     bool
+	}
+	none := func() { s.sg("disable"); s.applyCSF(0) }
+	configs := []config{
+		{"none", none, true, false},
+		{"nft10", func() { s.applyCSF(0); s.sg("import", p10) }, false, true},
+		{"nft10k", func() { s.applyCSF(0); s.sg("import", p10k) }, true, true},
+		{"csf10", func() { s.sg("disable"); s.applyCSF(smallUIDs) }, false, true},
+		{"csf10k", func() { s.sg("disable"); s.applyCSF(largeUIDs) }, true, true},
+	}
+	other, smtp, stream := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	for round := range rounds {
+		for _, c := range configs {
+			c.apply()
+			if round == 0 {
+				s.expect(c.name, s.allowed, 25, true)
+				s.expect(c.name, s.blocked, 25, !c.on)
+			}
+			other[c.name] = append(other[c.name], s.rate(c.name, s.blocked, 8080))
+			smtp[c.name] = append(smtp[c.name], s.rate(c.name, s.allowed, 25))
+			if c.stream {
+				r := s.load(helperRequest{Mode: "stream", UID: s.blocked.UID, GID: s.blocked.GID,
+					Addr: testutil.HostPort(serverV4, 8080), Duration: streamWindow})
+				stream[c.name] = append(stream[c.name], r.rate())
+			}
+		}
+	}
+	none()
+	ratio := func(m map[string][]float64, a, base string) float64 { return medianF(m[a]) / medianF(m[base]) }
+	s.rep.add("P1", "non-SMTP TCP throughput, 10,000 allowed uids, vs no rules", "x", "≥ 0.99×", atLeast(0.99),
+		map[string]float64{colNFT: ratio(stream, "nft10k", "none"), colCSF: ratio(stream, "csf10k", "none")})
+	s.rep.add("P2", "non-SMTP connect+close rate, 10 allowed uids, vs no rules", "x", "≥ 0.97×", atLeast(0.97),
+		map[string]float64{colNFT: ratio(other, "nft10", "none"), colCSF: ratio(other, "csf10", "none")})
+	s.rep.add("P2", "non-SMTP connect+close rate, 10,000 allowed uids, vs no rules", "x", "≥ 0.97×", atLeast(0.97),
+		map[string]float64{colNFT: ratio(other, "nft10k", "none"), colCSF: ratio(other, "csf10k", "none")})
+	s.rep.add("P2", "port-25 connect+close rate, allowed user, 10 uids, vs no rules", "x", "≥ 0.97×", atLeast(0.97),
+		map[string]float64{colNFT: ratio(smtp, "nft10", "none"), colCSF: ratio(smtp, "csf10", "none")})
+	s.rep.add("P3", "port-25 connect+close rate, allowed user, 10,000 uids, vs no rules", "x", "", nil,
+		map[string]float64{colNFT: ratio(smtp, "nft10k", "none"), colCSF: ratio(smtp, "csf10k", "none")})
+	s.rep.add("P3", "port-25 connect+close rate, allowed user, 10,000 vs 10 uids", "x", "≥ 0.95×", atLeast(0.95),
+		map[string]float64{colNFT: ratio(smtp, "nft10k", "nft10"), colCSF: ratio(smtp, "csf10k", "csf10")})
+	if s.lost > 0 {
+		s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("Rate loops: %d connect(s) of allowed traffic timed out instead of connecting (a SYN lost under load; last: %s); counted in the rates as attempts.", s.lost, s.lostWhat))
+	}
+	spread := func(xs []float64) float64 { return 100 * (slices.Max(xs) - slices.Min(xs)) / medianF(xs) }
+	s.rep.Notes = append(s.rep.Notes,
+		fmt.Sprintf("Noise: the no-rules baseline itself varied by %.0f%% (non-SMTP connects), %.0f%% (port-25 connects) and %.0f%% (throughput) between rounds, max-min over median; ratios within that band of 1 are no measurable difference.",
+			spread(other["none"]), spread(smtp["none"]), spread(stream["none"])),
+		fmt.Sprintf("Baselines (no rules, medians of %d interleaved rounds): %.0f non-SMTP connect+close/s, %.0f port-25 connect+close/s, %.0f MB/s one-stream throughput over the veth pair.",
+			rounds, medianF(other["none"]), medianF(smtp["none"]), medianF(stream["none"])/1e6),
+		fmt.Sprintf("Rates: one helper process on one core (GOMAXPROCS=1) doing socket/connect/close(SO_LINGER 0) for %v per sample; throughput: one TCP stream for %v per sample.", rateWindow, streamWindow),
+		fmt.Sprintf("N allowed uids = N-1 numeric filler uids + the test user (smtpguard also always allows root and the MTA user). CSF-style column: %s with one `-A OUTPUT -p tcp --dport 25 -m owner --uid-owner U -j ACCEPT` per uid, the test user LAST (worst case, what a user added last gets), then `-j REJECT --reject-with tcp-reset`.", s.csfRestore))
+}
+
+// measureCSFChanges gives the CSF-style column of P4 (one iptables command
+// inserting a uid) and P7 (a blocked connect at 10,000 rules).
+func (s *suite) measureCSFChanges() {
+	vals := map[int]float64{}
+	for _, n := range []int{smallUIDs, largeUIDs} {
+		s.applyCSF(n)
+		var ds []time.Duration
+		for i := range latencyRuns {
+			ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+			cmd := exec.CommandContext(ctx, s.csfCmd, "-w", "-I", "OUTPUT", "1", "-p", "tcp", "--dport", "25",
+				"-m", "owner", "--uid-owner", strconv.Itoa(probeUID+i), "-j", "ACCEPT")
+			var errOut bytes.Buffer
+			cmd.Stderr = &errOut
+			t0, err := s.start(cmd)
+			if err == nil {
+				err = cmd.Wait()
+			}
+			d := time.Since(t0)
+			cancel()
+			if err != nil {
+				s.b.Fatalf("%s -I OUTPUT with %d rules: %v: %s", s.csfCmd, n, err, errOut.String())
+			}
+			ds = append(ds, d)
+		}
+		vals[n] = medianMS(ds)
+	}
+	s.csfP4 = vals
+	s.applyCSF(largeUIDs)
+	r := s.connectLoad(s.blocked, 25, 10*time.Second, blockedCount, true)
+	if r.Refused != r.Attempts {
+		s.b.Fatalf("CSF-style rules, blocked uid %d: %+v, want every connect refused", s.blocked.UID, r)
+	}
+	s.csfP7 = r.Samples
+	s.applyCSF(0)
+}
