@@ -256,24 +256,21 @@ func Validate(p Policy, dir *Directory) error {
 	if _, err := normalizePorts(p.Ports); err != nil {
 		errs = append(errs, fmt.Errorf("ports: %w", err))
 	}
+	users, groups := newSameSet(), newSameSet()
 	for i, pr := range p.Users {
 		if _, err := dir.ResolvePrincipal(KindUser, pr.Ref()); err != nil {
 			errs = append(errs, fmt.Errorf("allowed_users[%d]: %w", i, err))
 		}
-		for _, q := range p.Users[:i] {
-			if q.Same(pr) {
-				errs = append(errs, fmt.Errorf("allowed_users[%d]: %s is listed twice", i, pr))
-			}
+		if users.add(pr) {
+			errs = append(errs, fmt.Errorf("allowed_users[%d]: %s is listed twice", i, pr))
 		}
 	}
 	for i, pr := range p.Groups {
 		if _, err := dir.ResolvePrincipal(KindGroup, pr.Ref()); err != nil {
 			errs = append(errs, fmt.Errorf("allowed_groups[%d]: %w", i, err))
 		}
-		for _, q := range p.Groups[:i] {
-			if q.Same(pr) {
-				errs = append(errs, fmt.Errorf("allowed_groups[%d]: %s is listed twice", i, pr))
-			}
+		if groups.add(pr) {
+			errs = append(errs, fmt.Errorf("allowed_groups[%d]: %s is listed twice", i, pr))
 		}
 	}
 	for i, e := range p.Exceptions {
@@ -296,6 +293,32 @@ func Validate(p Policy, dir *Directory) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sameSet finds principals of one kind that are Same as one seen before, in
+// constant time per principal, so validating 10,000 allowed users stays cheap.
+type sameSet struct {
+	names  map[string]bool // names of principals given by name
+	byIDs  map[uint32]bool // ids of principals given by number
+	allIDs map[uint32]bool // ids of every principal
+}
+
+func newSameSet() *sameSet {
+	return &sameSet{names: map[string]bool{}, byIDs: map[uint32]bool{}, allIDs: map[uint32]bool{}}
+}
+
+// add records p and reports whether a principal Same as p was added before.
+func (s *sameSet) add(p Principal) bool {
+	var dup bool
+	if p.ByID {
+		dup = s.allIDs[p.ID]
+		s.byIDs[p.ID] = true
+	} else {
+		dup = s.names[p.Name] || s.byIDs[p.ID]
+		s.names[p.Name] = true
+	}
+	s.allIDs[p.ID] = true
+	return dup
 }
 
 // validBackendName accepts lowercase identifiers; which backends exist is the
