@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
@@ -32,8 +33,34 @@ const FileName = "smtpguard.db"
 
 // Store is an open database.
 type Store struct {
-	db  *sql.DB
-	dir string // the state directory, for explaining failures
+	db    *sql.DB
+	dir   string // the state directory, for explaining failures
+	cache policyCache
+}
+
+// policyCache keeps the last policy read or written, keyed by its revision
+// and time: each revision is written once, in a serialized transaction, so a
+// read that finds the same key can skip reading 10,000 allowed users again.
+type policyCache struct {
+	mu   sync.Mutex // protects the rest
+	ok   bool
+	meta Meta
+	p    policy.Policy
+}
+
+func (c *policyCache) get(m Meta) (policy.Policy, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.ok || c.meta.Revision != m.Revision || !c.meta.UpdatedAt.Equal(m.UpdatedAt) {
+		return policy.Policy{}, false
+	}
+	return c.p.Clone(), true
+}
+
+func (c *policyCache) put(m Meta, p policy.Policy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ok, c.meta, c.p = true, m, p.Clone()
 }
 
 // Open opens (creating if needed) the database at path and brings its schema up
@@ -195,10 +222,10 @@ type querier interface {
 
 // Policy returns the stored policy, or the default one on a fresh database.
 func (s *Store) Policy(ctx context.Context) (policy.Policy, Meta, error) {
-	return readPolicy(ctx, s.db)
+	return readPolicy(ctx, s.db, &s.cache)
 }
 
-func readPolicy(ctx context.Context, q querier) (policy.Policy, Meta, error) {
+func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Policy, Meta, error) {
 	p := policy.Default()
 	var meta Meta
 	var enabled, allowLocal int
@@ -213,8 +240,11 @@ func readPolicy(ctx context.Context, q querier) (policy.Policy, Meta, error) {
 	if err != nil {
 		return policy.Policy{}, Meta{}, fmt.Errorf("read policy: %w", err)
 	}
-	p.Enabled, p.AllowLocal, p.Mode = enabled != 0, allowLocal != 0, policy.Mode(mode)
 	meta.UpdatedAt = time.UnixMilli(updatedAt)
+	if cached, ok := cache.get(meta); ok {
+		return cached, meta, nil
+	}
+	p.Enabled, p.AllowLocal, p.Mode = enabled != 0, allowLocal != 0, policy.Mode(mode)
 	if p.Ports, err = policy.ParsePorts(ports); err != nil {
 		return policy.Policy{}, Meta{}, fmt.Errorf("read policy: stored ports: %w", err)
 	}
@@ -243,6 +273,7 @@ func readPolicy(ctx context.Context, q querier) (policy.Policy, Meta, error) {
 	if p.Exceptions, err = readExceptions(ctx, q); err != nil {
 		return policy.Policy{}, Meta{}, err
 	}
+	cache.put(meta, p)
 	return p, meta, nil
 }
 
@@ -288,8 +319,14 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 // Tx is a write transaction: the engine persists a policy change and its audit
 // record in one, and commits only once the kernel has accepted the change.
 type Tx struct {
-	tx  *sql.Tx
-	dir string
+	tx    *sql.Tx
+	dir   string
+	cache *policyCache
+
+	read    *policy.Policy // what Policy returned, before any write
+	wrote   bool           // PutPolicy ran: reads no longer fill the cache
+	written Meta           // what PutPolicy wrote, for the cache at Commit
+	newest  policy.Policy
 }
 
 // Begin starts a write transaction.
@@ -298,13 +335,16 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", explain(s.dir, err))
 	}
-	return &Tx{tx: tx, dir: s.dir}, nil
+	return &Tx{tx: tx, dir: s.dir, cache: &s.cache}, nil
 }
 
 // Commit makes the transaction's writes durable.
 func (t *Tx) Commit() error {
 	if err := t.tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", explain(t.dir, err))
+	}
+	if t.wrote {
+		t.cache.put(t.written, t.newest)
 	}
 	return nil
 }
@@ -320,17 +360,35 @@ func (t *Tx) Rollback() error {
 
 // Policy reads the policy inside the transaction.
 func (t *Tx) Policy(ctx context.Context) (policy.Policy, Meta, error) {
-	return readPolicy(ctx, t.tx)
+	if t.wrote {
+		// Uncommitted writes must not reach the shared cache.
+		return readPolicy(ctx, t.tx, &policyCache{})
+	}
+	p, meta, err := readPolicy(ctx, t.tx, t.cache)
+	if err == nil {
+		read := p.Clone()
+		t.read = &read
+	}
+	return p, meta, err
 }
 
 // PutPolicy replaces the stored policy and bumps its revision.
 func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by string) (int64, error) {
-	_, meta, err := readPolicy(ctx, t.tx)
-	if err != nil {
-		return 0, err
+	var old policy.Policy
+	var meta Meta
+	if t.read != nil && !t.wrote {
+		old = *t.read
+		if err := t.tx.QueryRowContext(ctx, "SELECT revision FROM policy WHERE id = 1").Scan(&meta.Revision); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("read policy revision: %w", err)
+		}
+	} else {
+		var err error
+		if old, meta, err = t.Policy(ctx); err != nil {
+			return 0, err
+		}
 	}
 	rev := meta.Revision + 1
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, mode, ports, allow_local, revision, updated_at, updated_by)
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, mode, ports, allow_local, revision, updated_at, updated_by)
 		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, mode = excluded.mode,
 			ports = excluded.ports, allow_local = excluded.allow_local, revision = excluded.revision,
@@ -339,14 +397,11 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 	if err != nil {
 		return 0, fmt.Errorf("write policy: %w", err)
 	}
-	if _, err := t.tx.ExecContext(ctx, "DELETE FROM allowed"); err != nil {
-		return 0, fmt.Errorf("write allowed principals: %w", err)
+	if err := t.putAllowed(ctx, policy.KindUser, old.Users, p.Users); err != nil {
+		return 0, err
 	}
-	for i, pr := range slices.Concat(p.Users, p.Groups) {
-		if _, err := t.tx.ExecContext(ctx, "INSERT INTO allowed (kind, position, name, id, by_id) VALUES (?, ?, ?, ?, ?)",
-			string(pr.Kind), i, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
-			return 0, fmt.Errorf("write allowed %s: %w", pr, err)
-		}
+	if err := t.putAllowed(ctx, policy.KindGroup, old.Groups, p.Groups); err != nil {
+		return 0, err
 	}
 	if _, err := t.tx.ExecContext(ctx, "DELETE FROM exceptions"); err != nil {
 		return 0, fmt.Errorf("write exceptions: %w", err)
@@ -357,7 +412,79 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 			return 0, fmt.Errorf("write exception %s: %w", e, err)
 		}
 	}
+	t.wrote, t.newest = true, p.Clone()
+	t.written = Meta{Revision: rev, UpdatedAt: time.UnixMilli(at.UnixMilli()), UpdatedBy: by}
 	return rev, nil
+}
+
+// putAllowed replaces the stored principals of one kind, was, by want. The
+// usual change, some removed and some appended, costs a statement per
+// principal changed rather than per principal allowed; any other change
+// rewrites the kind's rows. Positions only order the rows, so they may have
+// gaps.
+func (t *Tx) putAllowed(ctx context.Context, k policy.PrincipalKind, was, want []policy.Principal) error {
+	kind := string(k)
+	insert := func(pos int64, pr policy.Principal) error {
+		if _, err := t.tx.ExecContext(ctx, "INSERT INTO allowed (kind, position, name, id, by_id) VALUES (?, ?, ?, ?, ?)",
+			kind, pos, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
+			return fmt.Errorf("write allowed %s: %w", pr, err)
+		}
+		return nil
+	}
+	gone, kept, ok := removedThenAppended(was, want)
+	if !ok {
+		if _, err := t.tx.ExecContext(ctx, "DELETE FROM allowed WHERE kind = ?", kind); err != nil {
+			return fmt.Errorf("write allowed principals: %w", err)
+		}
+		for i, pr := range want {
+			if err := insert(int64(i), pr); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, i := range gone {
+		pr := was[i]
+		if _, err := t.tx.ExecContext(ctx, "DELETE FROM allowed WHERE kind = ? AND name = ? AND id = ? AND by_id = ?",
+			kind, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
+			return fmt.Errorf("write allowed principals: %w", err)
+		}
+	}
+	if kept == len(want) {
+		return nil
+	}
+	var next int64
+	if err := t.tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(position), -1) + 1 FROM allowed WHERE kind = ?", kind).Scan(&next); err != nil {
+		return fmt.Errorf("write allowed principals: %w", err)
+	}
+	for _, pr := range want[kept:] {
+		if err := insert(next, pr); err != nil {
+			return err
+		}
+		next++
+	}
+	return nil
+}
+
+// removedThenAppended reports whether want is was with some entries removed
+// and others appended: then gone are the indexes in was of the removed ones
+// and want[kept:] the appended ones.
+func removedThenAppended(was, want []policy.Principal) (gone []int, kept int, ok bool) {
+	wanted := make(map[policy.Principal]bool, len(want))
+	for _, pr := range want {
+		wanted[pr] = true
+	}
+	for i, pr := range was {
+		switch {
+		case kept < len(want) && want[kept] == pr:
+			kept++
+		case !wanted[pr]:
+			gone = append(gone, i)
+		default:
+			return nil, 0, false // reordered
+		}
+	}
+	return gone, kept, true
 }
 
 // AppendAudit writes an audit record inside the transaction.
