@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -24,6 +26,18 @@ import (
 type Backend struct {
 	logger  *slog.Logger
 	netnsFD int // 0: the calling process's network namespace
+
+	mu    sync.Mutex // protects known
+	known *knownState
+}
+
+// knownState is our table as the kernel held it at ruleset generation gen.
+// nf_tables bumps the generation on every committed transaction, anyone's,
+// so while it stays the same the table need not be read again: a daemon
+// verifying or changing a table of 10,000 uids skips dumping them all.
+type knownState struct {
+	gen uint32
+	st  *state // never modified once known
 }
 
 // Option configures a Backend.
@@ -163,12 +177,13 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return err
 	}
 	defer c.CloseLasting()
-	st, err := readState(c)
+	st, gen, err := b.readState(c)
 	if err != nil {
 		return fmt.Errorf("read table inet %s: %w", tableName, err)
 	}
+	b.forget() // whatever happens next changes the table or fails
 	if st.structureMatches(rs) {
-		added, removed, err := b.applySets(ctx, c, st, rs)
+		added, removed, err := b.applySets(ctx, c, st, gen, rs)
 		if err == nil {
 			b.logger.Debug("updated sets", "table", tableName, "added", added, "removed", removed, "took", time.Since(start))
 			return nil
@@ -182,10 +197,15 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	return nil
 }
 
-func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs policy.Ruleset) (added, removed int, err error) {
+// applySets brings set contents to rs in one transaction. st was read at
+// generation gen (0: unknown); when ours is the only transaction since, the
+// result becomes the known state without reading it back.
+func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, gen uint32, rs policy.Ruleset) (added, removed int, err error) {
 	_, ports, uids, _ := objects(rs)
+	after := &state{present: st.present, chains: st.chains, rules: st.rules, setDefs: st.setDefs, sets: maps.Clone(st.sets)}
 	for _, ds := range desiredSets(rs, ports, uids) {
-		add, del := diff(st.sets[ds.def.Name], ds.want)
+		have := st.sets[ds.def.Name]
+		add, del := diff(have, ds.want)
 		if err := c.SetDeleteElements(ds.def, del); err != nil {
 			return 0, 0, err
 		}
@@ -193,14 +213,82 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, rs
 			return 0, 0, err
 		}
 		added, removed = added+len(add), removed+len(del)
+		if len(add)+len(del) > 0 {
+			after.sets[ds.def.Name] = append(without(have, del), add...)
+		}
 	}
 	if added+removed == 0 {
+		b.remember(gen, st)
 		return 0, 0, nil
 	}
 	if err := flush(ctx, c); err != nil {
 		return 0, 0, err
 	}
+	if gen != 0 {
+		if now, err := c.GetGen(); err == nil && now.ID == gen+1 {
+			b.remember(now.ID, after)
+		}
+	}
 	return added, removed, nil
+}
+
+// without returns els minus those whose keys are in drop.
+func without(els, drop []nftables.SetElement) []nftables.SetElement {
+	if len(drop) == 0 {
+		return slices.Clone(els)
+	}
+	key := func(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
+	dropped := make(map[string]bool, len(drop))
+	for _, e := range drop {
+		dropped[key(e)] = true
+	}
+	out := make([]nftables.SetElement, 0, len(els))
+	for _, e := range els {
+		if !dropped[key(e)] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// readState returns our table as the kernel holds it, and the ruleset
+// generation it is valid for (0 when another transaction raced the read).
+func (b *Backend) readState(c *nftables.Conn) (*state, uint32, error) {
+	before, err := c.GetGen()
+	if err != nil {
+		st, err := readState(c)
+		return st, 0, err
+	}
+	b.mu.Lock()
+	known := b.known
+	b.mu.Unlock()
+	if known != nil && known.gen == before.ID {
+		return known.st, known.gen, nil
+	}
+	st, err := readState(c)
+	if err != nil {
+		return nil, 0, err
+	}
+	if after, err := c.GetGen(); err == nil && after.ID == before.ID {
+		b.remember(before.ID, st)
+		return st, before.ID, nil
+	}
+	return st, 0, nil
+}
+
+func (b *Backend) remember(gen uint32, st *state) {
+	if gen == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.known = &knownState{gen: gen, st: st}
+	b.mu.Unlock()
+}
+
+func (b *Backend) forget() {
+	b.mu.Lock()
+	b.known = nil
+	b.mu.Unlock()
 }
 
 // replace rebuilds the table in one transaction. "add table; delete table; add
@@ -239,6 +327,7 @@ func (b *Backend) Remove(ctx context.Context) error {
 		return err
 	}
 	defer c.CloseLasting()
+	b.forget()
 	c.DelTable(table())
 	if err := flush(ctx, c); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("delete table inet %s: %w", tableName, err)
@@ -253,7 +342,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		return enforce.Drift{}, err
 	}
 	defer c.CloseLasting()
-	st, err := readState(c)
+	st, _, err := b.readState(c)
 	if err != nil {
 		return enforce.Drift{}, fmt.Errorf("read table inet %s: %w", tableName, err)
 	}
@@ -433,11 +522,11 @@ func readableExprs(exprs []expr.Any) int {
 // Interval elements of concatenated sets are identified by both ends.
 func diff(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
 	key := func(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
-	haveKeys := map[string]bool{}
+	haveKeys := make(map[string]bool, len(have))
 	for _, e := range have {
 		haveKeys[key(e)] = true
 	}
-	wantKeys := map[string]bool{}
+	wantKeys := make(map[string]bool, len(want))
 	for _, e := range want {
 		wantKeys[key(e)] = true
 		if !haveKeys[key(e)] {

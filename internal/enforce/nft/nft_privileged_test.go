@@ -5,6 +5,7 @@ package nft
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,4 +258,63 @@ func TestPrivilegedRenderedRulesetLoadsWithNft(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The backend remembers the table it last read or wrote, by ruleset
+// generation, to skip dumping 10,000 uids again. That memory must never hide a
+// change made by anyone else, and what it remembers after a set update must
+// be what the kernel really holds.
+func TestPrivilegedKnownStateNeverHidesDrift(t *testing.T) {
+	b, ns := nsBackend(t)
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fresh := func() *Backend { return New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd()))) }
+
+	rs := baseRuleset()
+	mustApply(t, b, rs)
+	assertInSync(t, b, rs) // b now knows the table
+	more := rs
+	more.UIDs = []uint32{0, 101, 500, 501}
+	more.Exceptions = []policy.ExceptionRule{
+		{UID: 600, Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 587},
+		{UID: 601, Dst: netip.MustParsePrefix("2001:db8::25/128"), Port: 25},
+	}
+	mustApply(t, b, more) // an incremental update b remembers without reading back
+	if b.known == nil {
+		t.Fatal("after an incremental update the backend remembers nothing: the test does not exercise the cache")
+	}
+	assertInSync(t, fresh(), more)
+	assertInSync(t, b, more)
+
+	for _, tamper := range [][]string{
+		{"add", "element", "inet", tableName, setUIDs, "{ 4242 }"},
+		{"delete", "element", "inet", tableName, setUIDs, "{ 500 }"},
+		{"delete", "element", "inet", tableName, setPorts, "{ 587 }"},
+		{"delete", "element", "inet", tableName, setExc4, "{ 600 . 192.0.2.0/24 . 587 }"},
+		{"flush", "ruleset"},
+	} {
+		assertInSync(t, b, more)
+		ns.Exec(t, "nft", tamper...)
+		d, err := b.Verify(context.Background(), more)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.InSync() {
+			t.Fatalf("after nft %s, Verify by the backend that knew the table = in sync; want drift", strings.Join(tamper, " "))
+		}
+		mustApply(t, b, more)
+		assertInSync(t, fresh(), more)
+	}
+	// Changes by another process's backend (the CLI beside the daemon).
+	other := rs
+	other.UIDs = []uint32{0, 101, 777}
+	mustApply(t, fresh(), other)
+	if d, err := b.Verify(context.Background(), more); err != nil || d.InSync() {
+		t.Fatalf("after another backend applied a different set, Verify = %v, %v; want drift", d, err)
+	}
+	mustApply(t, b, more)
+	assertInSync(t, fresh(), more)
 }

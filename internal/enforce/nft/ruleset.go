@@ -4,6 +4,7 @@ package nft
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -258,9 +259,12 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 func uidElements(uids []uint32) []nftables.SetElement {
 	els := make([]nftables.SetElement, len(uids))
+	keys := make([]byte, 4*len(uids)) // one allocation for 10,000 keys
 	for i, u := range uids {
 		// meta skuid loads the uid in host byte order.
-		els[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(u)}
+		key := keys[4*i : 4*i+4 : 4*i+4]
+		binary.NativeEndian.PutUint32(key, u)
+		els[i] = nftables.SetElement{Key: key}
 	}
 	return els
 }
