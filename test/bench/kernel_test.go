@@ -375,10 +375,58 @@ func (s *suite) measureRepair(runs, wantUIDs int) []time.Duration {
 	return ds
 }
 
+// apiAllowLatency is P4 through the JSON API of the running daemon (what a
+// panel or script uses): POST /api/v1/allowed until the uid is in the
+// kernel's set, without the start-up of a CLI process.
+func (s *suite) apiAllowLatency(token string, first uint32, runs int) float64 {
+	s.b.Helper()
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := s.client.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}},
+	}
+	var ds []time.Duration
+	for i := range runs {
+		uid := first + uint32(i)
+		req, err := http.NewRequestWithContext(s.ctx, "POST", "http://"+metricsAddr+"/api/v1/allowed",
+			strings.NewReader(fmt.Sprintf(`{"kind":"user","name":"%d"}`, uid)))
+		if err != nil {
+			s.b.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			s.b.Fatalf("POST /api/v1/allowed: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			s.b.Fatalf("POST /api/v1/allowed uid %d: %s %s", uid, resp.Status, body)
+		}
+		seen, err := s.waitKernel(2*time.Second, true, func(k kernelState) bool { return k.hasUID(uid) })
+		if err != nil {
+			s.b.Fatalf("after POST /api/v1/allowed uid %d: %v", uid, err)
+		}
+		ds = append(ds, seen.Sub(start))
+	}
+	return medianMS(ds)
+}
+
 // measureDaemon covers P5, P6 and P7 with `smtpguard serve` running.
 func (s *suite) measureDaemon() {
 	s.sg("import", s.writePolicy(smallUIDs))
+	token := strings.TrimSpace(s.sg("token", "create", "bench", "--role", "admin"))
 	d := s.startDaemon()
+	api10 := s.apiAllowLatency(token, probeUID+1000, latencyRuns)
 
 	p7 := s.connectLoad(s.blocked, 25, 10*time.Second, blockedCount, true)
 	if p7.Refused != p7.Attempts {
@@ -401,6 +449,7 @@ func (s *suite) measureDaemon() {
 
 	s.sg("import", s.writePolicy(largeUIDs))
 	repair10k := s.measureRepair(repairRuns/2, largeUIDs)
+	api10k := s.apiAllowLatency(token, probeUID+2000, latencyRuns)
 	d.stop()
 
 	ms := func(ds []time.Duration) float64 {
@@ -410,6 +459,10 @@ func (s *suite) measureDaemon() {
 		}
 		return float64(m) / float64(time.Millisecond)
 	}
+	s.rep.add("P4", "`POST /api/v1/allowed` (daemon running) until enforced, 10 uids, median", "ms", "< 20 ms", below(20),
+		map[string]float64{colNFT: api10})
+	s.rep.add("P4", "`POST /api/v1/allowed` (daemon running) until enforced, 10,000 uids, median", "ms", "< 20 ms", below(20),
+		map[string]float64{colNFT: api10k})
 	s.rep.add("P5", "drift repair: `nft flush ruleset` until restored, 10 uids, median", "ms", "< 100 ms", below(100),
 		map[string]float64{colNFT: ms(repair10)})
 	s.rep.add("P5", "drift repair: `nft flush ruleset` until restored, 10,000 uids, median", "ms", "< 100 ms", below(100),
