@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"slices"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -65,8 +63,8 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 			fmt.Fprintln(out)
 			w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "USER\tUID\tATTEMPTS\tDESTINATIONS")
-			for _, s := range summarize(evs) {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", orDash(s.user), s.uid, s.count, s.destinations)
+			for _, s := range engine.TotalsByUser(evs) {
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", orDash(s.User), s.UID, s.Attempts, s.Destinations)
 			}
 			return w.Flush()
 		},
@@ -75,42 +73,4 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 	cmd.Flags().DurationVar(&since, "since", 0, "only attempts seen within this long, e.g. 1h or 30m (default: all kept)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many rows (default: all)")
 	return cmd
-}
-
-type userSummary struct {
-	uid          uint32
-	user         string
-	count        int64
-	destinations int
-}
-
-// summarize totals attempts per uid, most attempts first.
-func summarize(evs []engine.EventView) []userSummary {
-	byUID := map[uint32]*userSummary{}
-	dests := map[uint32]map[string]bool{}
-	for _, ev := range evs {
-		s := byUID[ev.UID]
-		if s == nil {
-			s = &userSummary{uid: ev.UID, user: ev.User}
-			byUID[ev.UID] = s
-			dests[ev.UID] = map[string]bool{}
-		}
-		s.count += ev.Count
-		dests[ev.UID][ev.Address+":"+strconv.Itoa(int(ev.Port))] = true
-	}
-	var out []userSummary
-	for uid, s := range byUID {
-		s.destinations = len(dests[uid])
-		out = append(out, *s)
-	}
-	slices.SortFunc(out, func(a, b userSummary) int {
-		if a.count != b.count {
-			if a.count > b.count {
-				return -1
-			}
-			return 1
-		}
-		return int(a.uid) - int(b.uid)
-	})
-	return out
 }

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -228,6 +230,42 @@ func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]EventView, 
 		out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, AllowCommand: AllowCommand(ev)}
 	}
 	return out, nil
+}
+
+// UserTotal sums one user's recorded attempts.
+type UserTotal struct {
+	User         string `json:"user"`
+	UID          uint32 `json:"uid"`
+	Attempts     int64  `json:"attempts"`
+	Destinations int    `json:"destinations"` // distinct address and port pairs
+}
+
+// TotalsByUser ranks the users of evs by attempts, most first, then by uid.
+func TotalsByUser(evs []EventView) []UserTotal {
+	byUID := map[uint32]*UserTotal{}
+	dests := map[uint32]map[netip.AddrPort]bool{}
+	for _, ev := range evs {
+		u := byUID[ev.UID]
+		if u == nil {
+			u = &UserTotal{User: ev.User, UID: ev.UID}
+			byUID[ev.UID], dests[ev.UID] = u, map[netip.AddrPort]bool{}
+		}
+		u.Attempts += ev.Count
+		addr, _ := netip.ParseAddr(ev.Address)
+		dests[ev.UID][netip.AddrPortFrom(addr, ev.Port)] = true
+	}
+	out := make([]UserTotal, 0, len(byUID))
+	for uid, u := range byUID {
+		u.Destinations = len(dests[uid])
+		out = append(out, *u)
+	}
+	slices.SortFunc(out, func(a, b UserTotal) int {
+		if c := cmp.Compare(b.Attempts, a.Attempts); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.UID, b.UID)
+	})
+	return out
 }
 
 // AllowCommand is the exact command that would let this attempt through, and

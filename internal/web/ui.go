@@ -1,7 +1,6 @@
 package web
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,7 +196,7 @@ type eventsView struct {
 	Window  string
 	Windows []string
 	Events  []engine.EventView
-	ByUser  []userTotal
+	ByUser  []engine.UserTotal
 	Shown   int
 	More    bool
 	Chart   chart
@@ -222,7 +221,7 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity
 		return err
 	}
 	v.Chart = buildChart(evs, now, window)
-	v.ByUser = totalsByUser(evs)
+	v.ByUser = engine.TotalsByUser(evs)
 	v.Events, v.More = evs, len(evs) > eventsShown
 	if v.More {
 		v.Events = evs[:eventsShown]
@@ -230,41 +229,6 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity
 	v.Shown = len(v.Events)
 	s.render(w, r, http.StatusOK, "events", &page{Title: "Blocked attempts", Nav: "events", Me: id, Data: v})
 	return nil
-}
-
-// userTotal sums one user's attempts over a period.
-type userTotal struct {
-	User         string
-	UID          uint32
-	Attempts     int64
-	Destinations int
-}
-
-// totalsByUser ranks users by attempts, most first.
-func totalsByUser(evs []engine.EventView) []userTotal {
-	byUID := map[uint32]*userTotal{}
-	dests := map[uint32]map[string]bool{}
-	for _, ev := range evs {
-		u := byUID[ev.UID]
-		if u == nil {
-			u = &userTotal{User: ev.User, UID: ev.UID}
-			byUID[ev.UID], dests[ev.UID] = u, map[string]bool{}
-		}
-		u.Attempts += ev.Count
-		dests[ev.UID][fmt.Sprintf("%s:%d", ev.Address, ev.Port)] = true
-	}
-	out := make([]userTotal, 0, len(byUID))
-	for uid, u := range byUID {
-		u.Destinations = len(dests[uid])
-		out = append(out, *u)
-	}
-	slices.SortFunc(out, func(a, b userTotal) int {
-		if c := cmp.Compare(b.Attempts, a.Attempts); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.UID, b.UID)
-	})
-	return out
 }
 
 func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, id *identity) error {
