@@ -243,11 +243,11 @@ func (d *daemonProc) peakRSS() (float64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", d.cmd.Process.Pid)
 }
 
-// metrics scrapes /metrics from inside the client namespace.
-func (s *suite) metrics() (map[string]float64, error) {
-	client := &http.Client{
-		Timeout: 2 * time.Second,
-		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+// httpClient talks to the daemon from inside the client namespace.
+func (s *suite) httpClient(timeout time.Duration, keepAlive bool) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{DisableKeepAlives: !keepAlive, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
 			err := s.client.Do(func() error {
 				var err error
@@ -257,7 +257,11 @@ func (s *suite) metrics() (map[string]float64, error) {
 			return c, err
 		}},
 	}
-	resp, err := client.Get("http://" + metricsAddr + "/metrics")
+}
+
+// metrics scrapes /metrics from inside the client namespace.
+func (s *suite) metrics() (map[string]float64, error) {
+	resp, err := s.httpClient(2*time.Second, false).Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -380,18 +384,7 @@ func (s *suite) measureRepair(runs, wantUIDs int) []time.Duration {
 // kernel's set, without the start-up of a CLI process.
 func (s *suite) apiAllowLatency(token string, first uint32, runs int) float64 {
 	s.b.Helper()
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := s.client.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}},
-	}
+	client := s.httpClient(10*time.Second, true)
 	var ds []time.Duration
 	for i := range runs {
 		uid := first + uint32(i)
