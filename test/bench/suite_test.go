@@ -51,7 +51,7 @@ const (
 	fillerUID = 200000 // numeric uids without accounts, for policy sizes
 	probeUID  = 300000 // fresh uids for the allow-latency runs
 
-	rounds       = 5                      // interleaved rounds of the rate measurements
+	rounds       = 7                      // interleaved rounds of the rate measurements
 	rateWindow   = 800 * time.Millisecond // one connect-rate sample
 	rateMaxCount = 500000
 	streamWindow = time.Second // one throughput sample
