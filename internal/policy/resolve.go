@@ -35,7 +35,8 @@ type Resolution struct {
 // list manager), allowed users, and every member of each allowed group, both
 // those whose primary group it is and its supplementary members.
 func Resolve(p Policy, dir *Directory, system []SystemUser) Resolution {
-	reasons := map[uint32][]string{0: {"root"}}
+	reasons := make(map[uint32][]string, 1+len(system)+len(p.Users))
+	reasons[0] = []string{"root"}
 	add := func(uid uint32, why string) {
 		if !slices.Contains(reasons[uid], why) {
 			reasons[uid] = append(reasons[uid], why)
