@@ -115,6 +115,19 @@ type Ruleset struct {
 	Exceptions []ExceptionRule
 }
 
+// Clone returns a deep copy.
+func (rs Ruleset) Clone() Ruleset {
+	rs.Ports, rs.UIDs, rs.Exceptions = slices.Clone(rs.Ports), slices.Clone(rs.UIDs), slices.Clone(rs.Exceptions)
+	return rs
+}
+
+// Equal reports whether two rulesets enforce the same thing (nil and empty
+// lists alike).
+func (rs Ruleset) Equal(o Ruleset) bool {
+	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal && rs.LogGroup == o.LogGroup &&
+		slices.Equal(rs.Ports, o.Ports) && slices.Equal(rs.UIDs, o.UIDs) && slices.Equal(rs.Exceptions, o.Exceptions)
+}
+
 // Compile turns a policy and its resolution into a Ruleset.
 func Compile(p Policy, r Resolution) Ruleset {
 	return Ruleset{

@@ -31,3 +31,34 @@ func TestSameSetAgreesWithSame(t *testing.T) {
 		}
 	}
 }
+
+func TestRulesetEqualSeesEveryField(t *testing.T) {
+	base := Ruleset{Mode: ModeReject, Ports: []uint16{25, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: DefaultLogGroup,
+		Exceptions: []ExceptionRule{{UID: 1001, Port: 587}}}
+	if !base.Equal(base.Clone()) {
+		t.Fatal("a ruleset differs from its clone")
+	}
+	empty := Ruleset{Mode: ModeReject}
+	if !empty.Equal(Ruleset{Mode: ModeReject, Ports: []uint16{}, UIDs: []uint32{}, Exceptions: []ExceptionRule{}}) {
+		t.Error("nil and empty lists compare unequal")
+	}
+	for name, change := range map[string]func(*Ruleset){
+		"mode":        func(r *Ruleset) { r.Mode = ModeLog },
+		"ports":       func(r *Ruleset) { r.Ports = []uint16{25} },
+		"allow local": func(r *Ruleset) { r.AllowLocal = false },
+		"uids":        func(r *Ruleset) { r.UIDs = []uint32{0, 102} },
+		"log group":   func(r *Ruleset) { r.LogGroup = 1 },
+		"exceptions":  func(r *Ruleset) { r.Exceptions = []ExceptionRule{{UID: 1001, Port: 25}} },
+	} {
+		other := base.Clone()
+		change(&other)
+		if base.Equal(other) {
+			t.Errorf("rulesets differing in %s compare equal", name)
+		}
+	}
+	c := base.Clone()
+	c.UIDs[0] = 7
+	if base.UIDs[0] != 0 {
+		t.Error("Clone shares its uid list with the original")
+	}
+}

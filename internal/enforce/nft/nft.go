@@ -38,6 +38,9 @@ type Backend struct {
 type knownState struct {
 	gen uint32
 	st  *state // never modified once known
+	// matches is a ruleset st was found or made to match, so verifying
+	// that same ruleset again needs no comparison of 10,000 elements.
+	matches *policy.Ruleset
 }
 
 // Option configures a Backend.
@@ -219,6 +222,7 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, ge
 	}
 	if added+removed == 0 {
 		b.remember(gen, st)
+		b.matched(gen, rs)
 		return 0, 0, nil
 	}
 	if err := flush(ctx, c); err != nil {
@@ -227,6 +231,7 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, ge
 	if gen != 0 {
 		if now, err := c.GetGen(); err == nil && now.ID == gen+1 {
 			b.remember(now.ID, after)
+			b.matched(now.ID, rs)
 		}
 	}
 	return added, removed, nil
@@ -283,6 +288,24 @@ func (b *Backend) remember(gen uint32, st *state) {
 	b.mu.Lock()
 	b.known = &knownState{gen: gen, st: st}
 	b.mu.Unlock()
+}
+
+// matched records that the known state at gen matches rs.
+func (b *Backend) matched(gen uint32, rs policy.Ruleset) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.known != nil && b.known.gen == gen && gen != 0 {
+		c := rs.Clone()
+		b.known.matches = &c
+	}
+}
+
+// knownMatch reports whether the kernel is still at the generation where our
+// table was found or made to match rs.
+func (b *Backend) knownMatch(gen uint32, rs policy.Ruleset) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.known != nil && b.known.gen == gen && b.known.matches != nil && b.known.matches.Equal(rs)
 }
 
 func (b *Backend) forget() {
@@ -342,11 +365,18 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		return enforce.Drift{}, err
 	}
 	defer c.CloseLasting()
-	st, _, err := b.readState(c)
+	st, gen, err := b.readState(c)
 	if err != nil {
 		return enforce.Drift{}, fmt.Errorf("read table inet %s: %w", tableName, err)
 	}
-	return enforce.Drift{Problems: st.problems(rs)}, nil
+	if b.knownMatch(gen, rs) {
+		return enforce.Drift{}, nil
+	}
+	problems := st.problems(rs)
+	if len(problems) == 0 {
+		b.matched(gen, rs)
+	}
+	return enforce.Drift{Problems: problems}, nil
 }
 
 // state is what the kernel holds of our table.

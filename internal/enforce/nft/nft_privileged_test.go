@@ -288,6 +288,10 @@ func TestPrivilegedKnownStateNeverHidesDrift(t *testing.T) {
 	}
 	assertInSync(t, fresh(), more)
 	assertInSync(t, b, more)
+	// Knowing the table matches one ruleset says nothing about another.
+	if d, err := b.Verify(context.Background(), rs); err != nil || d.InSync() {
+		t.Fatalf("Verify(another ruleset) right after applying more = %v, %v; want drift", d, err)
+	}
 
 	for _, tamper := range [][]string{
 		{"add", "element", "inet", tableName, setUIDs, "{ 4242 }"},
