@@ -3,14 +3,11 @@
 package bench
 
 import (
-	"bufio"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -259,45 +256,9 @@ func (d *daemonProc) peakRSS() (float64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", d.cmd.Process.Pid)
 }
 
-// httpClient talks to the daemon from inside the client namespace.
-func (s *suite) httpClient(timeout time.Duration, keepAlive bool) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{DisableKeepAlives: !keepAlive, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := s.client.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}},
-	}
-}
-
 // metrics scrapes /metrics from inside the client namespace.
 func (s *suite) metrics() (map[string]float64, error) {
-	resp, err := s.httpClient(2*time.Second, false).Get("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: %s", resp.Status)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "smtpguard_") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out, sc.Err()
+	return s.client.Metrics(metricsAddr)
 }
 
 func (s *suite) dropped() float64 {
@@ -402,7 +363,7 @@ func (s *suite) measureRepair(runs, wantUIDs int) []time.Duration {
 // kernel's set, without the start-up of a CLI process.
 func (s *suite) apiAllowLatency(token string, first uint32, runs int) float64 {
 	s.b.Helper()
-	client := s.httpClient(10*time.Second, true)
+	client := s.client.HTTPClient(10 * time.Second)
 	var ds []time.Duration
 	for i := range runs {
 		uid := first + uint32(i)
