@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -340,5 +341,25 @@ func TestMTAStatusWithoutAnMTA(t *testing.T) {
 	}
 	if r := h.run("mta", "set", "max-connections", "ten"); r.code != ExitUsage {
 		t.Errorf("mta set max-connections ten: exit %d, want %d", r.code, ExitUsage)
+	}
+}
+
+func TestStatusShortensLongListsUnlessAll(t *testing.T) {
+	h := newHarness(t)
+	h.ok("enable")
+	const n = statusListMax + 5
+	for i := range n {
+		h.ok("allow", "user", strconv.Itoa(50000+i))
+	}
+	short := h.ok("status")
+	if !strings.Contains(short, "and 5 more (status --all lists them)") || strings.Contains(short, strconv.Itoa(50000+n-1)) {
+		t.Errorf("status with %d allowed users does not shorten the lists:\n%s", n, short)
+	}
+	full := h.ok("status", "--all")
+	if strings.Contains(full, "more (status --all") || strings.Count(full, "allowed user 5") != n {
+		t.Errorf("status --all does not list all %d allowed users:\n%s", n, full)
+	}
+	if st := h.status(); len(st.AllowedUsers) != n {
+		t.Errorf("status --json lists %d allowed users, want %d", len(st.AllowedUsers), n)
 	}
 }

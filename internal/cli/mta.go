@@ -82,7 +82,7 @@ func newMTAStatusCmd(e *env, opts *mta.Options) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(w, "MTA:\t%s %s (%s)\n", info.MTA, info.Version, state)
-			fmt.Fprintf(w, "Allowed accounts:\t%s\n", listOrNone(append(append([]string{}, info.Users...), info.ListUsers...)))
+			fmt.Fprintf(w, "Allowed accounts:\t%s\n", listOrNone(append(append([]string{}, info.Users...), info.ListUsers...), -1))
 			if info.Config != "" {
 				fmt.Fprintf(w, "Configuration:\t%s\n", info.Config)
 			}

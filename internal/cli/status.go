@@ -14,11 +14,18 @@ import (
 )
 
 func newStatusCmd(e *env) *cobra.Command {
-	var asJSON bool
+	var asJSON, all bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the policy, who may connect, and whether the kernel enforces it",
-		Args:  exactArgs(0, "no arguments"),
+		Long: `Show the policy, who may connect, and whether the kernel enforces it.
+
+Long lists (allowed users and groups, the uids that may connect) show their
+first ` + fmt.Sprint(statusListMax) + ` entries and a count; --all prints every entry, --json too.`,
+		Example: `  smtpguard status
+  smtpguard status --all
+  smtpguard status --json | jq .allowed_users`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			eng, err := e.engine(ctx)
@@ -33,15 +40,26 @@ func newStatusCmd(e *env) *cobra.Command {
 			if asJSON {
 				return writeJSON(e.stdio.Out, st)
 			}
-			printStatus(e.stdio.Out, st)
+			max := statusListMax
+			if all {
+				max = -1
+			}
+			printStatus(e.stdio.Out, st, max)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&all, "all", false, "print long lists in full")
 	return cmd
 }
 
-func printStatus(out io.Writer, st engine.Status) {
+// statusListMax is how many entries of a long list status prints without
+// --all: on a server with thousands of allowed users the rest would bury the
+// state.
+const statusListMax = 20
+
+// printStatus prints st for a person; max bounds long lists (-1: no bound).
+func printStatus(out io.Writer, st engine.Status, max int) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	state := "disabled (every user may connect to remote SMTP servers)"
 	if st.Enabled {
@@ -62,8 +80,8 @@ func printStatus(out io.Writer, st engine.Status) {
 		local = "always reachable (loopback and this host's addresses)"
 	}
 	fmt.Fprintf(w, "Local addresses:\t%s\n", local)
-	fmt.Fprintf(w, "Allowed users:\t%s\n", listOrNone(st.AllowedUsers))
-	fmt.Fprintf(w, "Allowed groups:\t%s\n", listOrNone(st.AllowedGroups))
+	fmt.Fprintf(w, "Allowed users:\t%s\n", listOrNone(st.AllowedUsers, max))
+	fmt.Fprintf(w, "Allowed groups:\t%s\n", listOrNone(st.AllowedGroups, max))
 	if len(st.Exceptions) == 0 {
 		fmt.Fprintf(w, "Exceptions:\tnone\n")
 	}
@@ -117,15 +135,24 @@ func printStatus(out io.Writer, st engine.Status) {
 	w.Flush()
 	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "  UID\tUSER\tWHY\n")
-	for _, g := range st.AllowedUIDs {
+	for i, g := range st.AllowedUIDs {
+		if max >= 0 && i == max {
+			fmt.Fprintf(w, "  ...\tand %d more\t(status --all lists them)\n", len(st.AllowedUIDs)-max)
+			break
+		}
 		fmt.Fprintf(w, "  %d\t%s\t%s\n", g.UID, orDash(g.User), strings.Join(g.Reasons, ", "))
 	}
 	w.Flush()
 }
 
-func listOrNone(s []string) string {
+// listOrNone joins s, or says none; beyond max entries (-1: no bound) it
+// counts the rest.
+func listOrNone(s []string, max int) string {
 	if len(s) == 0 {
 		return "none"
+	}
+	if max >= 0 && len(s) > max {
+		return fmt.Sprintf("%s and %d more (status --all lists them)", strings.Join(s[:max], ", "), len(s)-max)
 	}
 	return strings.Join(s, ", ")
 }
