@@ -44,7 +44,13 @@ func userError(err error) (string, bool) {
 type statusView struct {
 	resellerStatus
 	Full *engine.Status // administrators only
+	// On a server with thousands of allowed users the page shows the first
+	// listShown of each list and counts the rest, unless ?all=1.
+	MoreUIDs, MoreUsers, MoreGroups int
 }
+
+// listShown bounds the long lists of the status page.
+const listShown = 50
 
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request, id *identity) error {
 	return s.renderStatus(w, r, id, http.StatusOK, "")
@@ -57,10 +63,23 @@ func (s *Server) renderStatus(w http.ResponseWriter, r *http.Request, id *identi
 	}
 	v := statusView{resellerStatus: resellerView(st, id)}
 	if id.IsAdmin() {
+		if r.URL.Query().Get("all") == "" {
+			st.AllowedUIDs, v.MoreUIDs = firstOf(st.AllowedUIDs, listShown)
+			st.AllowedUsers, v.MoreUsers = firstOf(st.AllowedUsers, listShown)
+			st.AllowedGroups, v.MoreGroups = firstOf(st.AllowedGroups, listShown)
+		}
 		v.Full = &st
 	}
 	s.render(w, r, code, "status", &page{Title: "SMTP Restrictions", Nav: "status", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
 	return nil
+}
+
+// firstOf returns the first n of list and how many were left out.
+func firstOf[T any](list []T, n int) ([]T, int) {
+	if len(list) <= n {
+		return list, 0
+	}
+	return list[:n], len(list) - n
 }
 
 func (s *Server) enableUI(w http.ResponseWriter, r *http.Request, id *identity) error {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -815,5 +816,28 @@ func TestMTAWithoutAManageableMTA(t *testing.T) {
 	w := e.do(req{method: "POST", path: "/mta", cookie: s, form: url.Values{"max_connections": {"lots"}}})
 	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "not a whole number") {
 		t.Errorf("POST /mta lots = %d", w.Code)
+	}
+}
+
+func TestStatusPageShortensLongLists(t *testing.T) {
+	e := newTestEnv(t)
+	tok := e.tokens["ci"]
+	const n = listShown + 7
+	for i := range n {
+		w := e.do(req{method: "POST", path: "/api/v1/allowed", json: fmt.Sprintf(`{"kind":"user","name":"%d"}`, 60000+i), bearer: tok})
+		if w.Code != http.StatusOK {
+			t.Fatalf("allow %d: %d %s", 60000+i, w.Code, w.Body.String())
+		}
+	}
+	s := e.login("admin", adminPassword)
+	body := e.do(req{method: "GET", path: "/", cookie: s}).Body.String()
+	// root + n allowed uids; the MTA user of the test passwd is absent.
+	if strings.Count(body, "allowed user 6") != listShown-1 || !strings.Contains(body, `id="more-uids">and 8 more`) ||
+		!strings.Contains(body, " and 7 more ·") {
+		t.Errorf("status page with %d allowed users does not show the first %d and count the rest", n, listShown)
+	}
+	all := e.do(req{method: "GET", path: "/?all=1", cookie: s}).Body.String()
+	if strings.Count(all, "allowed user 6") != n || strings.Contains(all, "more-uids") {
+		t.Errorf("/?all=1 does not list all %d allowed users", n)
 	}
 }
