@@ -109,6 +109,10 @@ type allowedView struct {
 	Groups     []string
 	Exceptions []engine.ExceptionStatus
 	Form       allowForm
+	// Filter (?q=) narrows the lists to names containing it; beyond
+	// listShown entries the rest are counted, not listed.
+	Filter                string
+	MoreUsers, MoreGroups int
 }
 
 type allowForm struct {
@@ -124,7 +128,22 @@ func (s *Server) renderAllowed(w http.ResponseWriter, r *http.Request, id *ident
 	if err != nil {
 		return err
 	}
-	v := allowedView{Users: st.AllowedUsers, Groups: st.AllowedGroups, Exceptions: st.Exceptions, Form: f}
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	match := func(list []string) []string {
+		if q == "" {
+			return list
+		}
+		var out []string
+		for _, name := range list {
+			if strings.Contains(name, q) {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	v := allowedView{Exceptions: st.Exceptions, Form: f, Filter: q}
+	v.Users, v.MoreUsers = firstOf(match(st.AllowedUsers), listShown)
+	v.Groups, v.MoreGroups = firstOf(match(st.AllowedGroups), listShown)
 	s.render(w, r, code, "allowed", &page{Title: "Allowed users and groups", Nav: "allowed", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
 	return nil
 }

@@ -841,3 +841,27 @@ func TestStatusPageShortensLongLists(t *testing.T) {
 		t.Errorf("/?all=1 does not list all %d allowed users", n)
 	}
 }
+
+func TestAllowedPageFindsAmongManyUsers(t *testing.T) {
+	e := newTestEnv(t)
+	tok := e.tokens["ci"]
+	const n = listShown + 3
+	for i := range n {
+		if w := e.do(req{method: "POST", path: "/api/v1/allowed", json: fmt.Sprintf(`{"kind":"user","name":"%d"}`, 70000+i), bearer: tok}); w.Code != http.StatusOK {
+			t.Fatalf("allow: %d %s", w.Code, w.Body.String())
+		}
+	}
+	s := e.login("admin", adminPassword)
+	body := e.do(req{method: "GET", path: "/allowed", cookie: s}).Body.String()
+	if strings.Count(body, `name="name" value="70`) != listShown || !strings.Contains(body, `id="more-users">and 3 more`) {
+		t.Errorf("/allowed with %d users does not show %d and count the rest", n, listShown)
+	}
+	found := e.do(req{method: "GET", path: "/allowed?q=70052", cookie: s}).Body.String()
+	if strings.Count(found, `name="name" value="70`) != 1 || !strings.Contains(found, `value="70052"`) {
+		t.Errorf("/allowed?q=70052 does not show just that user")
+	}
+	none := e.do(req{method: "GET", path: "/allowed?q=nobody", cookie: s}).Body.String()
+	if !strings.Contains(none, "No allowed user matches “nobody”") {
+		t.Errorf("/allowed?q=nobody does not say nothing matched")
+	}
+}
