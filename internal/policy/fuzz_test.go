@@ -129,3 +129,69 @@ func FuzzParsePortsProperties(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResolvePrincipal: whatever an administrator types after "allow user" or
+// "allow group", the answer is a principal that resolves back to itself from
+// its own Ref, or an error that says what was wrong; nothing in between.
+func FuzzResolvePrincipal(f *testing.F) {
+	dir := NewDirectory(
+		[]Account{{Name: "alice", UID: 1001, GID: 1001}, {Name: "Debian-exim", UID: 101, GID: 101}, {Name: "host$", UID: 1500, GID: 1500}},
+		[]Group{{Name: "mailers", GID: 2000, Members: []string{"alice"}}, {Name: "alice", GID: 1001}})
+	for _, s := range []string{"alice", "1001", " alice ", "Debian-exim", "host$", "mailers", "2000", "0", "4294967294",
+		"4294967295", "99999999999", "-1", "", "al ice", "bob", "ALICE", "1e3", "０", "alice\x00", "../etc/passwd"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, ref string, group bool) {
+		kind := KindUser
+		if group {
+			kind = KindGroup
+		}
+		pr, err := dir.ResolvePrincipal(kind, ref)
+		if err != nil {
+			if err.Error() == "" || pr != (Principal{}) {
+				t.Fatalf("ResolvePrincipal(%s, %q) = %+v, %q; want the zero principal and a message", kind, ref, pr, err)
+			}
+			return
+		}
+		if pr.Kind != kind || (!pr.ByID && pr.Name == "") || pr.ID == 4294967295 {
+			t.Fatalf("ResolvePrincipal(%s, %q) = %+v", kind, ref, pr)
+		}
+		again, err := dir.ResolvePrincipal(kind, pr.Ref())
+		if err != nil || !again.Same(pr) {
+			t.Fatalf("ResolvePrincipal(%s, %q) = %+v, but its Ref %q resolves to %+v, %v", kind, ref, pr, pr.Ref(), again, err)
+		}
+	})
+}
+
+// FuzzParseDestination: whatever follows --to, a destination that parses is
+// canonical (parsing its canonical form gives it back) and is either a
+// non-empty prefix or a host name; anything else is an error with a message.
+func FuzzParseDestination(f *testing.F) {
+	for _, s := range []string{"smtp.sendgrid.net", "SMTP.SendGrid.NET.", "192.0.2.7", "192.0.2.7/24", "2001:db8::25",
+		"2001:db8::/32", "::ffff:192.0.2.7", "::ffff:192.0.2.0/120", "0.0.0.0/0", "::/0", "fe80::1%eth0", "", "-bad-.example",
+		"a..b", "under_score.example", "192.0.2.300", "1.2.3.4/33", strings.Repeat("a", 64) + ".example"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseDestination(s)
+		if err != nil {
+			if err.Error() == "" || d != (Destination{}) {
+				t.Fatalf("ParseDestination(%q) = %+v, %q; want the zero destination and a message", s, d, err)
+			}
+			return
+		}
+		switch {
+		case d.IsHost():
+			if d.Prefix.IsValid() || d.Host != d.Canonical || d.Host != strings.ToLower(d.Host) {
+				t.Fatalf("ParseDestination(%q) = %+v: a host name must be lower-case and canonical, without a prefix", s, d)
+			}
+		case !d.Prefix.IsValid() || d.Prefix.Bits() == 0 || d.Prefix != d.Prefix.Masked() || d.Prefix.Addr().Is4In6():
+			t.Fatalf("ParseDestination(%q) = %+v: want a masked, non-empty, unmapped prefix", s, d)
+		}
+		again, err := ParseDestination(d.Canonical)
+		if err != nil || again != d {
+			t.Fatalf("ParseDestination(%q) = %+v, but its canonical form parses to %+v, %v", s, d, again, err)
+		}
+	})
+}
