@@ -80,7 +80,7 @@ func runHelper(reqJSON string) ([]ConnectResult, error) {
 		return nil, fmt.Errorf("bad request: %w", err)
 	}
 	if !req.AsRoot {
-		if err := dropPrivileges(req.UID, req.GID, req.Groups); err != nil {
+		if err := DropPrivileges(req.UID, req.GID, req.Groups); err != nil {
 			return nil, err
 		}
 	}
@@ -91,10 +91,10 @@ func runHelper(reqJSON string) ([]ConnectResult, error) {
 	return results, nil
 }
 
-// dropPrivileges switches every thread of the process to uid, gid and the
+// DropPrivileges switches every thread of the process to uid, gid and the
 // supplementary groups (Go applies set*id to all threads), then checks that
-// the kernel agrees.
-func dropPrivileges(uid, gid uint32, groups []uint32) error {
+// the kernel agrees. Helper processes of tests use it to act as a test user.
+func DropPrivileges(uid, gid uint32, groups []uint32) error {
 	gs := make([]int, len(groups))
 	for i, g := range groups {
 		gs[i] = int(g)

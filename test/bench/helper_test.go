@@ -13,10 +13,11 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
 // helperEnv carries a load request to the test binary re-executed inside the
@@ -85,7 +86,7 @@ func runHelper(raw string) (helperResult, error) {
 	if err := json.Unmarshal([]byte(raw), &req); err != nil {
 		return helperResult{}, fmt.Errorf("bad request: %w", err)
 	}
-	if err := dropPrivileges(req.UID, req.GID); err != nil {
+	if err := testutil.DropPrivileges(req.UID, req.GID, nil); err != nil {
 		return helperResult{}, err
 	}
 	switch req.Mode {
@@ -95,25 +96,6 @@ func runHelper(raw string) (helperResult, error) {
 		return streamLoop(req)
 	}
 	return helperResult{}, fmt.Errorf("unknown mode %q", req.Mode)
-}
-
-// dropPrivileges switches every thread to uid and gid with no supplementary
-// groups (Go applies set*id to all threads) and checks the kernel agrees.
-func dropPrivileges(uid, gid uint32) error {
-	if err := syscall.Setgroups(nil); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if err := syscall.Setgid(int(gid)); err != nil {
-		return fmt.Errorf("setgid %d: %w", gid, err)
-	}
-	if err := syscall.Setuid(int(uid)); err != nil {
-		return fmt.Errorf("setuid %d: %w", uid, err)
-	}
-	if unix.Getuid() != int(uid) || unix.Geteuid() != int(uid) || unix.Getgid() != int(gid) {
-		return fmt.Errorf("credentials after dropping privileges: uid %d/%d gid %d, want uid %d gid %d",
-			unix.Getuid(), unix.Geteuid(), unix.Getgid(), uid, gid)
-	}
-	return nil
 }
 
 // connectLoop does socket, non-blocking connect, poll, close (with SO_LINGER

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,13 +46,7 @@ func runVector() {
 		os.Exit(2)
 	}
 	drop := func() {
-		if err := syscall.Setgroups(nil); err != nil {
-			fail(err)
-		}
-		if err := syscall.Setgid(int(req.GID)); err != nil {
-			fail(err)
-		}
-		if err := syscall.Setuid(int(req.UID)); err != nil {
+		if err := testutil.DropPrivileges(req.UID, req.GID, nil); err != nil {
 			fail(err)
 		}
 	}
