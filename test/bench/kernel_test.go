@@ -13,10 +13,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
 // Names in smtpguard's table (internal/enforce/nft/README.md).
@@ -193,28 +194,27 @@ func (s *suite) measureCLILatency() {
 
 // daemonProc is `smtpguard serve` running in the client namespace.
 type daemonProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	*testutil.Proc
 	logs *strings.Builder
 }
 
 func (s *suite) startDaemon() *daemonProc {
 	s.b.Helper()
 	cmd := exec.Command(s.binary, "--state-dir", s.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s")
-	d := &daemonProc{cmd: cmd, done: make(chan struct{}), logs: &strings.Builder{}}
-	cmd.Stderr = d.logs
+	logs := &strings.Builder{}
+	cmd.Stderr = logs
 	if _, err := s.start(cmd); err != nil {
 		s.b.Fatalf("start smtpguard serve: %v", err)
 	}
-	go func() { cmd.Wait(); close(d.done) }()
-	s.b.Cleanup(d.stop)
+	d := &daemonProc{Proc: testutil.Watch(cmd), logs: logs}
+	s.b.Cleanup(d.Stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := s.metrics(); err == nil {
 			return d
 		}
 		select {
-		case <-d.done:
+		case <-d.Done():
 			s.b.Fatalf("smtpguard serve exited: %s", d.logs.String())
 		default:
 		}
@@ -225,25 +225,9 @@ func (s *suite) startDaemon() *daemonProc {
 	}
 }
 
-// stop ends the daemon this suite started, by its pid.
-func (d *daemonProc) stop() {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(5 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
-}
-
 // peakRSS is VmHWM of the daemon, in MiB.
 func (d *daemonProc) peakRSS() (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))
 	if err != nil {
 		return 0, err
 	}
@@ -253,7 +237,7 @@ func (d *daemonProc) peakRSS() (float64, error) {
 			return kb / 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", d.cmd.Process.Pid)
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", d.Cmd.Process.Pid)
 }
 
 // metrics scrapes /metrics from inside the client namespace.
@@ -422,7 +406,7 @@ func (s *suite) measureDaemon() {
 	s.sg("import", s.writePolicy(largeUIDs))
 	repair10k := s.measureRepair(repairRuns/2, largeUIDs)
 	api10k := s.apiAllowLatency(token, probeUID+2000, latencyRuns)
-	d.stop()
+	d.Stop()
 
 	ms := func(ds []time.Duration) float64 {
 		m := percentile(ds, 50)

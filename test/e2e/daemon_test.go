@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,8 +18,7 @@ const metricsAddr = "127.0.0.1:9725"
 
 // daemon is a running "smtpguard serve" inside the client namespace.
 type daemon struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	*testutil.Proc
 }
 
 func (w *world) startDaemon(t *testing.T, extra ...string) *daemon {
@@ -33,10 +30,9 @@ func (w *world) startDaemon(t *testing.T, extra ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start serve: %v", err)
 	}
-	d := &daemon{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(d.done) }()
+	d := &daemon{testutil.Watch(cmd)}
 	t.Cleanup(func() {
-		d.stop()
+		d.Stop()
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", logs.String())
 		}
@@ -46,27 +42,6 @@ func (w *world) startDaemon(t *testing.T, extra ...string) *daemon {
 		return err == nil
 	})
 	return d
-}
-
-// stop ends the daemon we started, by pid, and waits for it.
-func (d *daemon) stop() {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(5 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
-}
-
-func (d *daemon) kill9() {
-	d.cmd.Process.Kill()
-	<-d.done
 }
 
 // waitUntil polls cond until it holds or the bound passes.
@@ -211,7 +186,7 @@ func TestPrivilegedDaemon(t *testing.T) {
 		if got > attempts {
 			t.Errorf("recorded %d attempts, more than the %d made", got, attempts)
 		}
-		rss := processRSS(t, d.cmd.Process.Pid)
+		rss := processRSS(t, d.Cmd.Process.Pid)
 		t.Logf("daemon resident memory after the flood: %.1f MiB", rss/(1<<20))
 		if rss > 64<<20 {
 			t.Errorf("daemon resident memory %.1f MiB after the flood, want under 64", rss/(1<<20))
@@ -230,7 +205,7 @@ func TestPrivilegedDaemon(t *testing.T) {
 		w.t = t
 		stranger := testutil.NewUser(t, "strg", "")
 		before := ruleComments(w.kernelTable())
-		d.kill9()
+		d.Kill()
 		w.expectBlocked(&stranger, remote(25)...)
 		w.startDaemon(t)
 		if after := ruleComments(w.kernelTable()); strings.Join(after, " ") != strings.Join(before, " ") {

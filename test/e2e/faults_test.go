@@ -38,13 +38,11 @@ func TestPrivilegedKillDuringApply(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		proc := testutil.Watch(cmd)
 		select {
-		case <-done:
+		case <-proc.Done():
 		case <-time.After(time.Duration(20+rng.IntN(130)) * time.Millisecond):
-			cmd.Process.Kill() // our own child, by pid
-			<-done
+			proc.Kill() // our own child, by pid
 			killed++
 		}
 		// Whatever happened, the state must be consistent or repairable.
@@ -177,8 +175,7 @@ func TestPrivilegedKillDaemonDuringApply(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		proc := testutil.Watch(cmd)
 		flushed := false
 		switch i % 3 {
 		case 0: // killed while converging at start
@@ -193,8 +190,7 @@ func TestPrivilegedKillDaemonDuringApply(t *testing.T) {
 			w.sgOK([]string{"allow", "revoke"}[rng.IntN(2)], "user", w.plain.Name)
 		}
 		time.Sleep(time.Duration(rng.IntN(120)) * time.Millisecond)
-		cmd.Process.Kill() // our own child, by pid
-		<-done
+		proc.Kill() // our own child, by pid
 
 		st := w.status()
 		if !flushed && st.Kernel.State != "in sync" {
@@ -212,7 +208,7 @@ func TestPrivilegedKillDaemonDuringApply(t *testing.T) {
 		if r := testOne(t, w, len(w.status().AllowedUsers) == 1); r != "" {
 			t.Fatalf("round %d, after the restart: %s", i, r)
 		}
-		d.stop()
+		d.Stop()
 	}
 	t.Logf("%d of %d kills came before the daemon had repaired a flush; the restart repaired them", leftBroken, rounds)
 	s, err := store.Open(context.Background(), filepath.Join(w.stateDir, store.FileName))
