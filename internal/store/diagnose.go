@@ -24,9 +24,10 @@ func explain(dir string, err error) error {
 	if !errors.As(err, &se) {
 		return err
 	}
-	switch se.Code() & 0xff {
-	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+	if isBusy(err) {
 		return fmt.Errorf("the database is locked by another process (waited 10 s); retry, or find what holds %s open: %w", dir, err)
+	}
+	switch se.Code() & 0xff {
 	case sqlite3.SQLITE_READONLY:
 		return fmt.Errorf("state directory %s is read-only; make it writable (is the file system mounted read-only?): %w", dir, err)
 	case sqlite3.SQLITE_FULL:

@@ -48,7 +48,11 @@ type policyCache struct {
 	p    policy.Policy
 }
 
+// get and put do nothing on a nil cache: reads that must not be cached.
 func (c *policyCache) get(m Meta) (policy.Policy, bool) {
+	if c == nil {
+		return policy.Policy{}, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.ok || c.meta.Revision != m.Revision || !c.meta.UpdatedAt.Equal(m.UpdatedAt) {
@@ -58,6 +62,9 @@ func (c *policyCache) get(m Meta) (policy.Policy, bool) {
 }
 
 func (c *policyCache) put(m Meta, p policy.Policy) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ok, c.meta, c.p = true, m, p.Clone()
@@ -323,10 +330,11 @@ type Tx struct {
 	dir   string
 	cache *policyCache
 
-	read    *policy.Policy // what Policy returned, before any write
-	wrote   bool           // PutPolicy ran: reads no longer fill the cache
-	written Meta           // what PutPolicy wrote, for the cache at Commit
-	newest  policy.Policy
+	read     *policy.Policy // what Policy returned, before any write
+	readMeta Meta           // and its revision
+	wrote    bool           // PutPolicy ran: reads no longer fill the cache
+	written  Meta           // what PutPolicy wrote, for the cache at Commit
+	newest   policy.Policy
 }
 
 // Begin starts a write transaction.
@@ -362,12 +370,12 @@ func (t *Tx) Rollback() error {
 func (t *Tx) Policy(ctx context.Context) (policy.Policy, Meta, error) {
 	if t.wrote {
 		// Uncommitted writes must not reach the shared cache.
-		return readPolicy(ctx, t.tx, &policyCache{})
+		return readPolicy(ctx, t.tx, nil)
 	}
 	p, meta, err := readPolicy(ctx, t.tx, t.cache)
 	if err == nil {
 		read := p.Clone()
-		t.read = &read
+		t.read, t.readMeta = &read, meta
 	}
 	return p, meta, err
 }
@@ -377,10 +385,7 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 	var old policy.Policy
 	var meta Meta
 	if t.read != nil && !t.wrote {
-		old = *t.read
-		if err := t.tx.QueryRowContext(ctx, "SELECT revision FROM policy WHERE id = 1").Scan(&meta.Revision); err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return 0, fmt.Errorf("read policy revision: %w", err)
-		}
+		old, meta = *t.read, t.readMeta
 	} else {
 		var err error
 		if old, meta, err = t.Policy(ctx); err != nil {
