@@ -242,14 +242,13 @@ func without(els, drop []nftables.SetElement) []nftables.SetElement {
 	if len(drop) == 0 {
 		return slices.Clone(els)
 	}
-	key := func(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
 	dropped := make(map[string]bool, len(drop))
 	for _, e := range drop {
-		dropped[key(e)] = true
+		dropped[elementKey(e)] = true
 	}
 	out := make([]nftables.SetElement, 0, len(els))
 	for _, e := range els {
-		if !dropped[key(e)] {
+		if !dropped[elementKey(e)] {
 			out = append(out, e)
 		}
 	}
@@ -553,22 +552,25 @@ func readableExprs(exprs []expr.Any) int {
 }
 
 // diff returns the elements to add to and delete from have to make it want.
+
+// elementKey identifies a set element by its key and, for intervals, its end.
+func elementKey(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
+
 // Interval elements of concatenated sets are identified by both ends.
 func diff(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
-	key := func(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
 	haveKeys := make(map[string]bool, len(have))
 	for _, e := range have {
-		haveKeys[key(e)] = true
+		haveKeys[elementKey(e)] = true
 	}
 	wantKeys := make(map[string]bool, len(want))
 	for _, e := range want {
-		wantKeys[key(e)] = true
-		if !haveKeys[key(e)] {
+		wantKeys[elementKey(e)] = true
+		if !haveKeys[elementKey(e)] {
 			add = append(add, e)
 		}
 	}
 	for _, e := range have {
-		if !wantKeys[key(e)] {
+		if !wantKeys[elementKey(e)] {
 			del = append(del, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd})
 		}
 	}
