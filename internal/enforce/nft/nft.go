@@ -551,11 +551,10 @@ func readableExprs(exprs []expr.Any) int {
 	return n
 }
 
-// diff returns the elements to add to and delete from have to make it want.
-
 // elementKey identifies a set element by its key and, for intervals, its end.
 func elementKey(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
 
+// diff returns the elements to add to and delete from have to make it want.
 // Interval elements of concatenated sets are identified by both ends.
 func diff(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
 	haveKeys := make(map[string]bool, len(have))
