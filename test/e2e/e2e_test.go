@@ -117,7 +117,13 @@ type cmdResult struct {
 // sg runs the binary inside the client namespace.
 func (w *world) sg(args ...string) cmdResult {
 	w.t.Helper()
-	cmd := w.client.Command(binary, append([]string{"--state-dir", w.stateDir}, args...)...)
+	return run(w.t, w.client.Command(binary, append([]string{"--state-dir", w.stateDir}, args...)...))
+}
+
+// run runs cmd and returns its exit code and output; only a failure to run
+// it at all fails the test.
+func run(t *testing.T, cmd *exec.Cmd) cmdResult {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -125,7 +131,7 @@ func (w *world) sg(args ...string) cmdResult {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		w.t.Fatalf("run smtpguard: %v", err)
+		t.Fatalf("run %s: %v", cmd.Path, err)
 	}
 	return cmdResult{code, out.String(), errb.String()}
 }

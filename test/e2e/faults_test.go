@@ -6,7 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"math/rand/v2"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,17 +92,7 @@ func connectOne(t *testing.T, w *world) testutil.ConnectResult {
 func (w *world) sgIn(t *testing.T, setup string, args ...string) cmdResult {
 	t.Helper()
 	script := setup + ` && exec "$0" "$@"`
-	cmd := w.client.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", script, binary, "--state-dir", w.stateDir}, args...)...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return cmdResult{code, out.String(), errb.String()}
+	return run(t, w.client.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", script, binary, "--state-dir", w.stateDir}, args...)...))
 }
 
 func TestPrivilegedBadStateDirChangesNothing(t *testing.T) {

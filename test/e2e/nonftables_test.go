@@ -87,19 +87,11 @@ func TestPrivilegedKernelWithoutNFTables(t *testing.T) {
 		t.Helper()
 		cmd := w.client.Command(self, append([]string{binary, "--state-dir", w.stateDir}, args...)...)
 		cmd.Env = append(os.Environ(), noNetfilterEnv+"=1")
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(interface{ ExitCode() int }); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
+		r := run(t, cmd)
+		if r.code == 97 {
+			t.Fatalf("the no-netfilter wrapper failed: %s", r.stderr)
 		}
-		if code == 97 {
-			t.Fatalf("the no-netfilter wrapper failed: %s", errb.String())
-		}
-		return cmdResult{code, out.String(), errb.String()}
+		return r
 	}
 	before := w.sgOK("export")
 	for _, args := range [][]string{{"enable", "--backend", "nft"}, {"enable"}} {
