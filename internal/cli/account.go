@@ -112,6 +112,16 @@ func (e *env) readPassword() (string, error) {
 	return pw, checkPassword(pw)
 }
 
+// readPasswordHash reads a new password (readPassword) and returns its
+// argon2id hash, the only form that is ever stored.
+func (e *env) readPasswordHash() (string, error) {
+	pw, err := e.readPassword()
+	if err != nil {
+		return "", err
+	}
+	return store.HashPassword(pw, store.DefaultArgon2())
+}
+
 func checkPassword(pw string) error {
 	if err := store.CheckPassword(pw); err != nil {
 		return usageError{err}
@@ -138,11 +148,7 @@ func newAccountAddCmd(e *env) *cobra.Command {
 			if _, err := store.ParseRole(role); err != nil {
 				return usageError{fmt.Errorf("--role: %w", err)}
 			}
-			pw, err := e.readPassword()
-			if err != nil {
-				return err
-			}
-			hash, err := store.HashPassword(pw, store.DefaultArgon2())
+			hash, err := e.readPasswordHash()
 			if err != nil {
 				return err
 			}
@@ -180,11 +186,7 @@ func newAccountPasswdCmd(e *env) *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			pw, err := e.readPassword()
-			if err != nil {
-				return err
-			}
-			hash, err := store.HashPassword(pw, store.DefaultArgon2())
+			hash, err := e.readPasswordHash()
 			if err != nil {
 				return err
 			}
