@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-
 	"github.com/spf13/cobra"
 
+	"github.com/smtpguard/smtpguard/internal/atomicfile"
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
@@ -49,34 +46,10 @@ func newExportCmd(e *env) *cobra.Command {
 				_, err := e.stdio.Out.Write(data)
 				return err
 			}
-			return writeFileAtomic(output, data)
+			return atomicfile.Write(output, data, 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "", "toml or yaml (default: from the output file's extension, else toml)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of standard output")
 	return cmd
-}
-
-// writeFileAtomic never leaves a half-written policy file behind.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

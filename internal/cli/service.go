@@ -12,6 +12,8 @@ import (
 	"text/template"
 
 	"github.com/spf13/cobra"
+
+	"github.com/smtpguard/smtpguard/internal/atomicfile"
 )
 
 const unitName = "smtpguard.service"
@@ -111,7 +113,7 @@ it rewrites the unit, e.g. after moving the binary.`,
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return fmt.Errorf("create %s: %w (needs root: run with sudo)", filepath.Dir(path), err)
 			}
-			if err := writeFileAtomic(path, unit.Bytes()); err != nil {
+			if err := atomicfile.Write(path, unit.Bytes(), 0o644); err != nil {
 				return fmt.Errorf("%w (needs root: run with sudo)", err)
 			}
 			if err := e.systemctl("daemon-reload"); err != nil {
