@@ -19,6 +19,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/mta"
+	"github.com/smtpguard/smtpguard/internal/sockdiag"
 )
 
 // Exit codes.
@@ -51,6 +52,9 @@ type Options struct {
 	Systemctl string
 	// Executable is the binary path written into the unit (default: this one).
 	Executable func() (string, error)
+	// Sessions ends established connections that new rules refuse (nil:
+	// none, for tests that must not touch the host's sockets).
+	Sessions engine.SessionEnder
 }
 
 // env is what every subcommand gets.
@@ -82,6 +86,7 @@ func DefaultOptions() Options {
 		Getenv:     os.Getenv,
 		Actor:      currentActor,
 		Executable: os.Executable,
+		Sessions:   sockdiag.Ender{},
 	}
 }
 
@@ -200,6 +205,7 @@ func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engin
 		Backends:   backends,
 		Logger:     logger,
 		Resolver:   e.resolver,
+		Sessions:   e.opts.Sessions,
 	})
 	if err != nil {
 		return nil, err

@@ -43,6 +43,14 @@ type Config struct {
 	// Resolver looks up exception host names (default: /etc/hosts, then the
 	// nameservers of /etc/resolv.conf).
 	Resolver Resolver
+	// Sessions, when set, ends established connections that newly applied
+	// rules refuse (rules decide only new connections). nil ends none.
+	Sessions SessionEnder
+}
+
+// SessionEnder ends the established connections a ruleset refuses.
+type SessionEnder interface {
+	EndDisallowed(ctx context.Context, rs policy.Ruleset) (ended int, err error)
 }
 
 // Resolver looks up a host name's addresses and their DNS time-to-live.
@@ -281,6 +289,7 @@ func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, v vie
 	if err := b.Apply(ctx, rs); err != nil {
 		return fmt.Errorf("enforce with %s: %w", b.Name(), err)
 	}
+	e.endSessions(ctx, rs)
 	if before.Enabled && before.Backend != after.Backend {
 		if err := e.remove(ctx, before.Backend); err != nil {
 			return err
@@ -307,6 +316,21 @@ func (e *Engine) remove(ctx context.Context, name string) error {
 func (e *Engine) unknownBackend(name string) bool {
 	_, err := e.backend(name)
 	return err != nil
+}
+
+// endSessions ends connections opened before rs that rs refuses. The rules
+// are in force whatever happens here, so a failure is logged, not returned.
+func (e *Engine) endSessions(ctx context.Context, rs policy.Ruleset) {
+	if e.cfg.Sessions == nil {
+		return
+	}
+	n, err := e.cfg.Sessions.EndDisallowed(ctx, rs)
+	if n > 0 {
+		e.log.Info("ended established connections that the rules now refuse", "connections", n)
+	}
+	if err != nil {
+		e.log.Warn("cannot end established SMTP connections that the rules now refuse; they last until they close", "ended", n, "err", err)
+	}
 }
 
 func policyJSON(p policy.Policy) string {

@@ -63,6 +63,7 @@ func (e *Engine) Reconcile(ctx context.Context, removeWhenDisabled bool) (Reconc
 	if err := b.Apply(ctx, r.Ruleset); err != nil {
 		return r, fmt.Errorf("repair %s rules: %w", b.Name(), err)
 	}
+	e.endSessions(ctx, r.Ruleset) // connections opened while the rules were off
 	r.Applied, r.Took = true, time.Since(start)
 	return r, nil
 }
