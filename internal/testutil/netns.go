@@ -167,6 +167,18 @@ func Banner(addr string) string { return "220 " + addr + " smtpguard-test\r\n" }
 // is closed. The listener closes when the test ends.
 func ListenTCP(t testing.TB, ns *NetNS, addr string) {
 	t.Helper()
+	greeting := []byte(Banner(addr))
+	acceptTCP(t, ns, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write(greeting)
+		c.Close()
+	})
+}
+
+// acceptTCP listens on addr inside ns and hands every connection to handle,
+// on one goroutine, until the test ends.
+func acceptTCP(t testing.TB, ns *NetNS, addr string, handle func(net.Conn)) {
+	t.Helper()
 	var ln net.Listener
 	err := ns.Do(func() error {
 		var err error
@@ -183,7 +195,6 @@ func ListenTCP(t testing.TB, ns *NetNS, addr string) {
 		ln.Close()
 		<-done
 	})
-	greeting := []byte(Banner(addr))
 	go func() {
 		defer close(done)
 		for {
@@ -191,9 +202,7 @@ func ListenTCP(t testing.TB, ns *NetNS, addr string) {
 			if err != nil {
 				return
 			}
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			c.Write(greeting)
-			c.Close()
+			handle(c)
 		}
 	}()
 }

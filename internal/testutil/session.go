@@ -16,34 +16,22 @@ import (
 // before changing the rules.
 func HoldTCP(t testing.TB, ns *NetNS, addr string) {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatalf("listen on %s in network namespace %s: %v", addr, ns.Name, err)
-	}
 	var mu sync.Mutex // protects conns
 	var conns []net.Conn
-	done := make(chan struct{})
+	// Registered before acceptTCP's own cleanup, so it runs after the
+	// listener has stopped accepting.
 	t.Cleanup(func() {
-		ln.Close()
-		<-done
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
 			c.Close()
 		}
 	})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
+	acceptTCP(t, ns, addr, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	})
 }
 
 // Session is a TCP connection a test holds open, owned by a chosen uid.
