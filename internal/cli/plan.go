@@ -2,10 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
@@ -33,28 +35,33 @@ Nothing is changed.`,
 			if asJSON {
 				return writeJSON(e.stdio.Out, pl)
 			}
-			out := e.stdio.Out
-			fmt.Fprintf(out, "# backend %s (%s)\n", pl.Backend, pl.Reason)
-			fmt.Fprintf(out, "# %d uid(s) may connect to ports %s:\n", len(pl.AllowedUIDs), policy.PortsString(pl.Ruleset.Ports))
-			for _, g := range pl.AllowedUIDs {
-				fmt.Fprintf(out, "#   %d %s: %s\n", g.UID, orDash(g.User), strings.Join(g.Reasons, ", "))
-			}
-			for _, u := range pl.Unresolved {
-				fmt.Fprintf(out, "# warning: %s\n", u)
-			}
-			kernel := pl.Kernel.State
-			if pl.Kernel.Error != "" {
-				kernel += ": " + pl.Kernel.Error
-			}
-			if len(pl.Kernel.Problems) > 0 {
-				kernel += ": " + strings.Join(pl.Kernel.Problems, "; ")
-			}
-			fmt.Fprintf(out, "# kernel now: %s\n", kernel)
-			fmt.Fprint(out, pl.Rendered)
+			printPlan(e.stdio.Out, pl)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&backend, "backend", "", "plan for this backend (default: the enabled one, else auto)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// printPlan writes a plan as nft-style text with comment lines: the backend,
+// who may connect and why, the kernel's state, then the rules.
+func printPlan(out io.Writer, pl engine.Plan) {
+	fmt.Fprintf(out, "# backend %s (%s)\n", pl.Backend, pl.Reason)
+	fmt.Fprintf(out, "# %d uid(s) may connect to ports %s:\n", len(pl.AllowedUIDs), policy.PortsString(pl.Ruleset.Ports))
+	for _, g := range pl.AllowedUIDs {
+		fmt.Fprintf(out, "#   %d %s: %s\n", g.UID, orDash(g.User), strings.Join(g.Reasons, ", "))
+	}
+	for _, u := range pl.Unresolved {
+		fmt.Fprintf(out, "# warning: %s\n", u)
+	}
+	kernel := pl.Kernel.State
+	if pl.Kernel.Error != "" {
+		kernel += ": " + pl.Kernel.Error
+	}
+	if len(pl.Kernel.Problems) > 0 {
+		kernel += ": " + strings.Join(pl.Kernel.Problems, "; ")
+	}
+	fmt.Fprintf(out, "# kernel now: %s\n", kernel)
+	fmt.Fprint(out, pl.Rendered)
 }

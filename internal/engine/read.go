@@ -136,6 +136,29 @@ func (e *Engine) Plan(ctx context.Context, backend string) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	return e.planFor(ctx, p, backend)
+}
+
+// PreviewImport is what "import" of f would store, and what enabling it would
+// install, changing nothing: import --dry-run.
+func (e *Engine) PreviewImport(ctx context.Context, f policy.File) (policy.Policy, Plan, error) {
+	dir, err := e.Directory()
+	if err != nil {
+		return policy.Policy{}, Plan{}, err
+	}
+	p, err := f.Policy(dir)
+	if err != nil {
+		return policy.Policy{}, Plan{}, invalid(err)
+	}
+	if err := policy.Validate(p, dir); err != nil {
+		return policy.Policy{}, Plan{}, invalid(err)
+	}
+	pl, err := e.planFor(ctx, p, p.Backend)
+	return p, pl, err
+}
+
+// planFor computes the ruleset p would install with backend.
+func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (Plan, error) {
 	if backend == "" {
 		backend = policy.BackendAuto
 		if p.Enabled {
