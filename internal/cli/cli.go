@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/smtpguard/smtpguard/internal/conflicts"
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/mta"
@@ -55,6 +56,8 @@ type Options struct {
 	// Sessions ends established connections that new rules refuse (nil:
 	// none, for tests that must not touch the host's sockets).
 	Sessions engine.SessionEnder
+	// Conflicts finds other tools' SMTP blocks for status (nil: none).
+	Conflicts engine.ConflictDetector
 }
 
 // env is what every subcommand gets.
@@ -87,6 +90,7 @@ func DefaultOptions() Options {
 		Actor:      currentActor,
 		Executable: os.Executable,
 		Sessions:   sockdiag.Ender{},
+		Conflicts:  conflicts.Detector{},
 	}
 }
 
@@ -206,6 +210,7 @@ func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engin
 		Logger:     logger,
 		Resolver:   e.resolver,
 		Sessions:   e.opts.Sessions,
+		Conflicts:  e.opts.Conflicts,
 	})
 	if err != nil {
 		return nil, err

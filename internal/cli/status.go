@@ -128,6 +128,9 @@ func printStatus(out io.Writer, st engine.Status, max int) {
 		}
 		fmt.Fprintf(w, "%s\t%s\n", label, l)
 	}
+	for _, c := range st.Conflicts {
+		fmt.Fprintf(w, "Conflict:\t%s: %s\n\tfix: %s\n", c.Tool, c.Detail, c.Fix)
+	}
 	if st.UpdatedAt != nil {
 		fmt.Fprintf(w, "Last change:\t%s by %s\n", st.UpdatedAt.Format("2006-01-02 15:04:05 MST"), st.UpdatedBy)
 	}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/conflicts"
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -46,6 +47,13 @@ type Config struct {
 	// Sessions, when set, ends established connections that newly applied
 	// rules refuse (rules decide only new connections). nil ends none.
 	Sessions SessionEnder
+	// Conflicts, when set, finds other tools' SMTP blocks for status.
+	Conflicts ConflictDetector
+}
+
+// ConflictDetector finds other tools that also block outgoing SMTP.
+type ConflictDetector interface {
+	Detect(ctx context.Context) []conflicts.Conflict
 }
 
 // SessionEnder ends the established connections a ruleset refuses.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/conflicts"
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -42,10 +43,13 @@ type Status struct {
 	Kernel        Kernel            `json:"kernel"`
 	// Limitations are the ways around the restriction this backend cannot
 	// close, stated so nobody mistakes them for covered.
-	Limitations []string   `json:"limitations"`
-	Revision    int64      `json:"revision"`
-	UpdatedAt   *time.Time `json:"updated_at,omitempty"`
-	UpdatedBy   string     `json:"updated_by,omitempty"`
+	Limitations []string `json:"limitations"`
+	// Conflicts are other tools' SMTP blocks, which refuse users smtpguard
+	// allows.
+	Conflicts []conflicts.Conflict `json:"conflicts"`
+	Revision  int64                `json:"revision"`
+	UpdatedAt *time.Time           `json:"updated_at,omitempty"`
+	UpdatedBy string               `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
@@ -80,6 +84,10 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	}
 	st.Exceptions = exceptionStatus(p, v.dns)
 	st.Limitations = limitations(p.Backend)
+	st.Conflicts = []conflicts.Conflict{}
+	if e.cfg.Conflicts != nil {
+		st.Conflicts = append(st.Conflicts, e.cfg.Conflicts.Detect(ctx)...)
+	}
 	if p.Enabled {
 		st.Kernel = e.kernel(ctx, p, res)
 	}
