@@ -9,13 +9,12 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
@@ -260,7 +259,7 @@ func without(els, drop []nftables.SetElement) []nftables.SetElement {
 func (b *Backend) readState(c *nftables.Conn) (*state, uint32, error) {
 	before, err := c.GetGen()
 	if err != nil {
-		st, err := readState(c)
+		st, err := readState(c, b.netnsFD)
 		return st, 0, err
 	}
 	b.mu.Lock()
@@ -269,7 +268,7 @@ func (b *Backend) readState(c *nftables.Conn) (*state, uint32, error) {
 	if known != nil && known.gen == before.ID {
 		return known.st, known.gen, nil
 	}
-	st, err := readState(c)
+	st, err := readState(c, b.netnsFD)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -336,7 +335,7 @@ func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Rules
 			Table:    t,
 			Chain:    chains[r.chain],
 			Exprs:    r.exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
+			UserData: r.userData(),
 		})
 	}
 	return flush(ctx, c)
@@ -381,22 +380,17 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 // state is what the kernel holds of our table.
 type state struct {
 	present bool
+	dormant bool // table flag that switches every base chain off
 	chains  map[string]*nftables.Chain
-	rules   map[string][]ruleSig // per chain, in order
+	rules   map[string][]kernelRule // per chain, in order
 	sets    map[string][]nftables.SetElement
 	setDefs map[string]*nftables.Set
 }
 
-// ruleSig identifies a rule by its comment and expression count.
-type ruleSig struct {
-	comment string
-	nexprs  int
-}
-
-func readState(c *nftables.Conn) (*state, error) {
+func readState(c *nftables.Conn, netnsFD int) (*state, error) {
 	st := &state{
 		chains:  map[string]*nftables.Chain{},
-		rules:   map[string][]ruleSig{},
+		rules:   map[string][]kernelRule{},
 		sets:    map[string][]nftables.SetElement{},
 		setDefs: map[string]*nftables.Set{},
 	}
@@ -408,6 +402,7 @@ func readState(c *nftables.Conn) (*state, error) {
 		return nil, classify(err)
 	}
 	st.present = true
+	st.dormant = tableDormant(t)
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, classify(err)
@@ -417,14 +412,11 @@ func readState(c *nftables.Conn) (*state, error) {
 			continue
 		}
 		st.chains[ch.Name] = ch
-		rs, err := c.GetRules(t, ch)
+		rs, err := dumpRules(netnsFD, ch.Name)
 		if err != nil {
 			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
-		for _, r := range rs {
-			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			st.rules[ch.Name] = append(st.rules[ch.Name], ruleSig{comment: comment, nexprs: len(r.Exprs)})
-		}
+		st.rules[ch.Name] = rs
 	}
 	sets, err := c.GetSets(t)
 	if err != nil {
@@ -464,10 +456,13 @@ func (st *state) compare(rs policy.Ruleset, elements bool) (out []string, struct
 		out = append(out, fmt.Sprintf(format, args...))
 		structural++
 	}
+	if st.dormant {
+		problem("table inet %s is dormant: its chains see no packets", tableName)
+	}
 	_, ports, uids, chains := objects(rs)
-	want := map[string][]ruleSig{}
+	want := map[string][]ruleSpec{}
 	for _, r := range rules(rs, ports, uids) {
-		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: readableExprs(r.exprs)})
+		want[r.chain] = append(want[r.chain], r)
 	}
 	var names []string
 	for _, c := range chainsFor(rs) {
@@ -482,8 +477,8 @@ func (st *state) compare(rs policy.Ruleset, elements bool) (out []string, struct
 		if p := chainDiffers(got, chains[name]); p != "" {
 			problem("chain %s: %s", name, p)
 		}
-		if !slices.Equal(st.rules[name], want[name]) {
-			problem("chain %s: rules differ (%d rules, want %d)", name, len(st.rules[name]), len(want[name]))
+		if p := rulesDiffer(st.rules[name], want[name]); p != "" {
+			problem("chain %s: rules differ: %s", name, p)
 		}
 	}
 	for name := range st.chains {
@@ -538,17 +533,23 @@ func chainDiffers(got, want *nftables.Chain) string {
 	return ""
 }
 
-// readableExprs counts the expressions google/nftables can read back from the
-// kernel: as of v0.3.1-0.20251119083706 it silently skips "byteorder" when
-// listing rules, so a rule we wrote with one lists one shorter.
-func readableExprs(exprs []expr.Any) int {
-	n := 0
-	for _, e := range exprs {
-		if _, ok := e.(*expr.Byteorder); !ok {
-			n++
+// rulesDiffer describes how the kernel's rules of a chain differ from want,
+// expression by expression, or returns "".
+func rulesDiffer(got []kernelRule, want []ruleSpec) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d rules, want %d", len(got), len(want))
+	}
+	var bad []string
+	for i, r := range want {
+		w, err := wantRule(r)
+		if err != nil {
+			return err.Error() // our own rule does not marshal: a bug, never in sync
+		}
+		if !got[i].equal(w) {
+			bad = append(bad, fmt.Sprintf("rule %d is not %q", i+1, r.text))
 		}
 	}
-	return n
+	return strings.Join(bad, ", ")
 }
 
 // elementKey identifies a set element by its key and, for intervals, its end.

@@ -36,7 +36,8 @@ const (
 	chainNATOut   = "nat_output"
 	chainRedirect = "redirect_check"
 	// commentPrefix marks our rules; the rest of the comment is a fingerprint
-	// of the rule's meaning, so Verify notices an edited rule.
+	// of the rule's text, so "nft list" shows which of our rules is which.
+	// Verify compares the expressions themselves (exprs.go).
 	commentPrefix = "smtpguard "
 )
 
@@ -79,8 +80,8 @@ func chainsFor(rs policy.Ruleset) []chainSpec {
 	}
 }
 
-// ruleSpec is one rule in both forms: text for people and netlink expressions
-// for the kernel. The text is the source of the fingerprint.
+// ruleSpec is one rule in both forms: text for people (render) and netlink
+// expressions for the kernel (Apply, and Verify's comparison).
 type ruleSpec struct {
 	chain string
 	text  string
