@@ -21,6 +21,7 @@ import (
 var _ enforce.Backend = (*Backend)(nil)
 
 func TestMain(m *testing.M) {
+	maybeRunSRHHelper()
 	testutil.MaybeRunHelper()
 	os.Exit(m.Run())
 }

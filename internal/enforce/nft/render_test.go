@@ -65,7 +65,7 @@ func TestRuleOrderMatchesTracer(t *testing.T) {
 				switch {
 				case strings.Contains(r.text, "@"+setPorts):
 					order = append(order, "ports")
-				case strings.HasPrefix(r.text, "fib daddr type local"):
+				case strings.Contains(r.text, "fib daddr type local"):
 					order = append(order, "local")
 				case strings.Contains(r.text, "@"+setUIDs):
 					order = append(order, "uids")
@@ -73,7 +73,7 @@ func TestRuleOrderMatchesTracer(t *testing.T) {
 					order = append(order, "block")
 				}
 			}
-			want := []string{"ports", "local", "uids", "block"}
+			want := []string{"ports", "local", "local", "uids", "block"}
 			if !rs.AllowLocal {
 				want = []string{"ports", "uids", "block"}
 			}
