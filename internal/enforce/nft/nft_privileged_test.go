@@ -22,6 +22,7 @@ var _ enforce.Backend = (*Backend)(nil)
 
 func TestMain(m *testing.M) {
 	maybeRunSRHHelper()
+	maybeRunOwnerHelper()
 	testutil.MaybeRunHelper()
 	os.Exit(m.Run())
 }

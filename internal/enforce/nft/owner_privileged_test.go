@@ -5,9 +5,15 @@ package nft
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/nftables"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/testutil"
@@ -166,5 +172,68 @@ func TestPrivilegedOwnerSurvivesForeignFlush(t *testing.T) {
 	w.client.Exec(t, "nft", "flush", "ruleset")
 	if tableListed(t, w.client) {
 		t.Error("table still there after nft flush ruleset with no owner")
+	}
+}
+
+// ownerHelperEnv makes the test binary a process that owns the table of the
+// namespace it runs in and exits without Close, as a killed daemon would.
+const ownerHelperEnv = "SMTPGUARD_NFT_OWNER_HELPER"
+
+func maybeRunOwnerHelper() {
+	if os.Getenv(ownerHelperEnv) == "" {
+		return
+	}
+	b := New(slog.New(slog.DiscardHandler), WithOwner())
+	if err := b.Apply(context.Background(), baseRuleset()); err != nil {
+		fmt.Fprintln(os.Stderr, "owner helper:", err)
+		os.Exit(2)
+	}
+	if !b.Owned() {
+		fmt.Fprintln(os.Stderr, "owner helper: the table is not owned")
+		os.Exit(2)
+	}
+	os.Exit(0) // no Close: the kernel sees the socket go with the process
+}
+
+func TestPrivilegedOwnerExitLeavesTableEnforcing(t *testing.T) {
+	testutil.Privileged(t)
+	blocked := testutil.NewUser(t, "oexblk", "")
+	w := newWorld(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", w.client.Name, exe)
+	cmd.Env = append(os.Environ(), ownerHelperEnv+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("owner helper: %v\n%s", err, out)
+	}
+	rs := baseRuleset()
+	if !tableListed(t, w.client) {
+		t.Fatal("the table went with the process that owned it")
+	}
+	// nft 1.0.6 prints no name for the persist flag: read it over netlink.
+	c, err := nftables.New(nftables.WithNetNSFd(w.nsFD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb, err := c.ListTableOfFamily(tableName, nftables.TableFamilyINet); err != nil || tb.Flags != nftables.TableFlagPersist || tb.Owner != 0 {
+		t.Errorf("table after its owner exited: %+v, %v; want flags persist only and no owner (orphaned)", tb, err)
+	}
+	assertInSync(t, w.backend(), rs)
+	dst := testutil.HostPort(serverV4, 25)
+	if w.connects(t, &blocked, dst) {
+		t.Error("blocked user connects after the owning process exited; want the orphaned table enforcing")
+	}
+	b := w.backend(WithOwner())
+	t.Cleanup(func() { b.Close() })
+	mustApply(t, b, rs)
+	if !b.Owned() {
+		t.Fatal("a backend in another process did not adopt the orphaned table")
+	}
+	w.client.Exec(t, "nft", "flush", "ruleset")
+	assertInSync(t, b, rs)
+	if w.connects(t, &blocked, dst) {
+		t.Error("blocked user connects after a foreign flush of the adopted table")
 	}
 }
