@@ -145,8 +145,8 @@ func parseRule(data []byte) (kernelRule, error) {
 //     expression's presence counts;
 //   - lookup: the kernel names the set and forgets the transaction's set id;
 //   - attributes whose absence means zero and which one side sends as zero
-//     (lookup flags, bitwise op, reject's ICMP code of a TCP reset) count
-//     only when they are not zero.
+//     (lookup flags, bitwise op, exthdr op, reject's ICMP code of a TCP
+//     reset) count only when they are not zero.
 //
 // Anything else, including attributes we never send, stays and must match.
 func canonicalExpr(b []byte) (string, error) {
@@ -187,6 +187,7 @@ func canonicalExpr(b []byte) (string, error) {
 		case name == "lookup" && typ == unix.NFTA_LOOKUP_SET_ID,
 			name == "lookup" && typ == unix.NFTA_LOOKUP_FLAGS && zero,
 			name == "bitwise" && typ == nftaBitwiseOp && zero,
+			name == "exthdr" && typ == unix.NFTA_EXTHDR_OP && zero, // 0 (IPv6) is the default when absent
 			tcpReset && typ == unix.NFTA_REJECT_ICMP_CODE:
 			continue
 		}

@@ -44,6 +44,8 @@ func TestCanonicalExpr(t *testing.T) {
 		{"icmp reject code", &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: 1}, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: 3}, false},
 		{"reject type", &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH}, false},
 		{"log group", &expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: 1}, &expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: 2}, false},
+		{"exthdr tcp option instead of ipv6 header", &expr.Exthdr{DestRegister: 1, Type: 43, Len: 1, Op: expr.ExthdrOpIpv6, Flags: unix.NFT_EXTHDR_F_PRESENT},
+			&expr.Exthdr{DestRegister: 1, Type: 43, Len: 1, Op: expr.ExthdrOpTcpopt, Flags: unix.NFT_EXTHDR_F_PRESENT}, false},
 		{"exthdr present flag", &expr.Exthdr{DestRegister: 1, Type: 43, Len: 1, Op: expr.ExthdrOpIpv6, Flags: unix.NFT_EXTHDR_F_PRESENT},
 			&expr.Exthdr{DestRegister: 1, Type: 43, Len: 1, Op: expr.ExthdrOpIpv6}, false},
 	}
