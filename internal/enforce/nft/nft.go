@@ -422,7 +422,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	if len(problems) == 0 {
 		b.matched(gen, rs)
 	}
-	b.setOwned(port != 0 && len(problems) == 0)
+	b.setOwned(port != 0 && st.ownedBy(port))
 	return enforce.Drift{Problems: problems}, nil
 }
 

@@ -32,7 +32,7 @@ func WithOwner() Option { return func(b *Backend) { b.owner = true } }
 
 // Owned reports whether this backend currently owns the table: WithOwner was
 // given, the kernel supports owned persistent tables, and the last Apply or
-// Verify found or made the table ours over the lasting connection.
+// Verify made or found the table ours (whatever else Verify found).
 func (b *Backend) Owned() bool {
 	b.connMu.Lock()
 	defer b.connMu.Unlock()
@@ -124,6 +124,11 @@ func (b *Backend) wantFlags() nftables.TableFlags {
 // ours (port 0: we own nothing).
 func (st *state) ownedByOther(port uint32) bool {
 	return st.present && st.flags&nftables.TableFlagOwner != 0 && st.owner != port
+}
+
+// ownedBy reports whether st's table is owned by the socket with port.
+func (st *state) ownedBy(port uint32) bool {
+	return st.present && st.flags&nftables.TableFlagOwner != 0 && st.owner == port
 }
 
 // errOwnedBy explains a table owned by another process.
