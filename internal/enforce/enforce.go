@@ -18,6 +18,11 @@ import (
 // or in this build.
 var ErrNotSupported = errors.New("not supported on this host")
 
+// ErrOwnedElsewhere is returned (wrapped) when another process owns the
+// kernel objects, so the kernel refuses our changes: while the daemon runs it
+// owns them, and changes must go through it.
+var ErrOwnedElsewhere = errors.New("the running smtpguard daemon owns the kernel rules: make this change through the daemon (smtpguard serve), or stop it first")
+
 // Backend renders a policy.Ruleset into kernel state. Implementations own their
 // kernel objects entirely (one nftables table, one set of pins) and never touch
 // anything else.

@@ -146,6 +146,9 @@ type Packet struct {
 	Dst      netip.Addr
 	DstPort  uint16
 	DstLocal bool // loopback or one of this host's own addresses
+	// RoutingHeader: an IPv6 packet with a routing header (source route),
+	// whose destination address is only its next segment: never local.
+	RoutingHeader bool
 }
 
 // Verdict is the tracer's answer.
@@ -161,13 +164,13 @@ const (
 
 // Trace answers "may this connection attempt pass?" with the same rule order
 // every backend implements: non-SMTP ports leave first, then local
-// destinations (when allowed), then allowed uids, then exceptions, then the
+// destinations (when allowed; never a packet with a routing header), then allowed uids, then exceptions, then the
 // block.
 func (rs Ruleset) Trace(pkt Packet) Verdict {
 	if !slices.Contains(rs.Ports, pkt.DstPort) {
 		return VerdictAccept
 	}
-	if rs.AllowLocal && pkt.DstLocal {
+	if rs.AllowLocal && pkt.DstLocal && !pkt.RoutingHeader {
 		return VerdictAccept
 	}
 	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {

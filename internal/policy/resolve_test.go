@@ -287,6 +287,8 @@ func TestRulesetTrace(t *testing.T) {
 		{name: "primary group member to 25", rs: reject, pkt: Packet{UID: 1002, DstPort: 25}, want: VerdictAccept},
 		{name: "supplementary group member to 25", rs: reject, pkt: Packet{UID: 1003, DstPort: 25}, want: VerdictAccept},
 		{name: "local delivery with allow-local", rs: reject, pkt: Packet{UID: dave, DstPort: 25, DstLocal: true}, want: VerdictAccept},
+		{name: "routing header through a local first segment", rs: reject, pkt: Packet{UID: dave, DstPort: 25, DstLocal: true, RoutingHeader: true}, want: VerdictReject},
+		{name: "allowed user with a routing header", rs: reject, pkt: Packet{UID: 1001, DstPort: 25, DstLocal: true, RoutingHeader: true}, want: VerdictAccept},
 		{name: "local delivery without allow-local", rs: noLocal, pkt: Packet{UID: dave, DstPort: 25, DstLocal: true}, want: VerdictReject},
 		{name: "allowed user local without allow-local", rs: noLocal, pkt: Packet{UID: 1001, DstPort: 25, DstLocal: true}, want: VerdictAccept},
 		{name: "remote without allow-local", rs: noLocal, pkt: Packet{UID: dave, DstPort: 25}, want: VerdictReject},

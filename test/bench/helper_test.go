@@ -44,12 +44,33 @@ type helperResult struct {
 	Other    int // any other failure
 	FirstErr string
 	Elapsed  time.Duration
-	Bytes    int64           // stream mode
-	Samples  []time.Duration `json:",omitempty"` // per-connect durations when Timed (at most maxSamples)
+	Bytes    int64 // stream mode
+	// CPU is the helper's own CPU time (user+sys, getrusage) over the
+	// loop: the kernel's output path, netfilter included, runs in the
+	// sender's context, so it is counted where a rate only shows wall time.
+	CPU     time.Duration
+	Samples []time.Duration `json:",omitempty"` // per-connect durations when Timed (at most maxSamples)
 }
 
 // maxSamples caps the per-connect durations a timed helper returns.
 const maxSamples = 20000
+
+// cpuPerAttempt is the CPU time of one loop iteration.
+func (r helperResult) cpuPerAttempt() time.Duration {
+	if r.Attempts == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Attempts)
+}
+
+// cpuTime is the process's user+sys CPU time so far.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // Rate is attempts (or bytes) per second.
 func (r helperResult) rate() float64 {
@@ -110,6 +131,7 @@ func connectLoop(req helperRequest) (helperResult, error) {
 	if req.Timed {
 		res.Samples = make([]time.Duration, 0, min(req.MaxCount, maxSamples))
 	}
+	cpu0 := cpuTime()
 	start := time.Now()
 	deadline := start.Add(req.Duration)
 	for res.Attempts < req.MaxCount {
@@ -138,6 +160,7 @@ func connectLoop(req helperRequest) (helperResult, error) {
 		}
 	}
 	res.Elapsed = time.Since(start)
+	res.CPU = cpuTime() - cpu0
 	return res, nil
 }
 

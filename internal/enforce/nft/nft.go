@@ -9,13 +9,12 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
@@ -25,7 +24,17 @@ import (
 // Backend is the nftables enforce.Backend.
 type Backend struct {
 	logger  *slog.Logger
-	netnsFD int // 0: the calling process's network namespace
+	netnsFD int  // 0: the calling process's network namespace
+	owner   bool // WithOwner
+
+	// Owner mode: one lasting connection, which owns the table. connMu is
+	// held for each whole operation, so operations never interleave on it.
+	connMu         sync.Mutex
+	lasting        *nftables.Conn // nil before first use and after Close
+	port           uint32         // lasting's netlink port id
+	ownerProbed    bool           // ownerSupported is known
+	ownerSupported bool           // the kernel takes NFT_TABLE_F_OWNER|NFT_TABLE_F_PERSIST
+	owned          bool           // the table was last found or made ours
 
 	mu    sync.Mutex // protects known
 	known *knownState
@@ -66,10 +75,29 @@ func (b *Backend) Render(rs policy.Ruleset) string { return render(rs) }
 // Name is part of enforce.Backend.
 func (b *Backend) Name() string { return "nft" }
 
-func (b *Backend) conn(ctx context.Context) (*nftables.Conn, error) {
+// conn returns the connection for one operation and what to call when the
+// operation is done: a new connection, or in owner mode the lasting one,
+// held exclusively until release.
+func (b *Backend) conn(ctx context.Context) (c *nftables.Conn, release func(), err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	if !b.owner {
+		c, err := b.dial()
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func() { c.CloseLasting() }, nil
+	}
+	b.connMu.Lock()
+	if c, err = b.ownerConn(); err != nil {
+		b.connMu.Unlock()
+		return nil, nil, err
+	}
+	return c, b.connMu.Unlock, nil
+}
+
+func (b *Backend) dial() (*nftables.Conn, error) {
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if b.netnsFD != 0 {
 		opts = append(opts, nftables.WithNetNSFd(b.netnsFD))
@@ -112,11 +140,11 @@ func table() *nftables.Table {
 // one transaction, which proves nf_tables and our privileges without leaving a
 // trace.
 func (b *Backend) Probe(ctx context.Context) error {
-	c, err := b.conn(ctx)
+	c, release, err := b.conn(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer release()
 	t := &nftables.Table{Name: tableName + "_probe", Family: nftables.TableFamilyINet}
 	c.AddTable(t)
 	c.DelTable(t)
@@ -175,27 +203,33 @@ type desiredSet struct {
 // whole table in one transaction.
 func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	start := time.Now()
-	c, err := b.conn(ctx)
+	c, release, err := b.conn(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer release()
 	st, gen, err := b.readState(c)
 	if err != nil {
 		return fmt.Errorf("read table inet %s: %w", tableName, err)
 	}
+	port := b.myPort()
+	if st.ownedByOther(port) {
+		return fmt.Errorf("apply table inet %s: %w", tableName, errOwnedBy(st.owner))
+	}
 	b.forget() // whatever happens next changes the table or fails
-	if st.structureMatches(rs) {
+	if st.structureMatches(rs, port) {
 		added, removed, err := b.applySets(ctx, c, st, gen, rs)
 		if err == nil {
+			b.setOwned(port != 0)
 			b.logger.Debug("updated sets", "table", tableName, "added", added, "removed", removed, "took", time.Since(start))
 			return nil
 		}
 		b.logger.Debug("incremental update failed, replacing table", "table", tableName, "err", err)
 	}
-	if err := b.replace(ctx, c, rs); err != nil {
-		return fmt.Errorf("apply table inet %s: %w", tableName, err)
+	if err := b.replace(ctx, c, rs, st); err != nil {
+		return fmt.Errorf("apply table inet %s: %w", tableName, b.ownedError(c, err))
 	}
+	b.setOwned(port != 0)
 	b.logger.Debug("replaced table", "table", tableName, "ruleset", render(rs), "took", time.Since(start))
 	return nil
 }
@@ -205,7 +239,8 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 // result becomes the known state without reading it back.
 func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, gen uint32, rs policy.Ruleset) (added, removed int, err error) {
 	_, ports, uids, _ := objects(rs)
-	after := &state{present: st.present, chains: st.chains, rules: st.rules, setDefs: st.setDefs, sets: maps.Clone(st.sets)}
+	after := *st
+	after.sets = maps.Clone(st.sets)
 	for _, ds := range desiredSets(rs, ports, uids) {
 		have := st.sets[ds.def.Name]
 		add, del := diff(have, ds.want)
@@ -230,7 +265,7 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, ge
 	}
 	if gen != 0 {
 		if now, err := c.GetGen(); err == nil && now.ID == gen+1 {
-			b.remember(now.ID, after)
+			b.remember(now.ID, &after)
 			b.matched(now.ID, rs)
 		}
 	}
@@ -260,7 +295,7 @@ func without(els, drop []nftables.SetElement) []nftables.SetElement {
 func (b *Backend) readState(c *nftables.Conn) (*state, uint32, error) {
 	before, err := c.GetGen()
 	if err != nil {
-		st, err := readState(c)
+		st, err := readState(c, b.netnsFD)
 		return st, 0, err
 	}
 	b.mu.Lock()
@@ -269,7 +304,7 @@ func (b *Backend) readState(c *nftables.Conn) (*state, uint32, error) {
 	if known != nil && known.gen == before.ID {
 		return known.st, known.gen, nil
 	}
-	st, err := readState(c)
+	st, err := readState(c, b.netnsFD)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -316,10 +351,20 @@ func (b *Backend) forget() {
 // replace rebuilds the table in one transaction. "add table; delete table; add
 // table" makes the delete valid whether or not the table existed, and the
 // kernel applies the batch atomically: packets see the old rules or the new.
-func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Ruleset) error {
+//
+// The first "add table" repeats the flags the table has (a no-op on any table
+// we may write; changing an orphaned persistent table's flags is EOPNOTSUPP),
+// the last creates it with ours: owned and persistent in owner mode.
+func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Ruleset, st *state) error {
 	t, ports, uids, chains := objects(rs)
-	c.AddTable(t)
-	c.DelTable(t)
+	t.Flags = b.wantFlags()
+	first := table()
+	first.Flags = t.Flags
+	if st.present {
+		first.Flags = st.flags
+	}
+	c.AddTable(first)
+	c.DelTable(table())
 	c.AddTable(t)
 	for _, ds := range desiredSets(rs, ports, uids) {
 		if err := c.AddSet(ds.def, ds.want); err != nil {
@@ -336,7 +381,7 @@ func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Rules
 			Table:    t,
 			Chain:    chains[r.chain],
 			Exprs:    r.exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
+			UserData: r.userData(),
 		})
 	}
 	return flush(ctx, c)
@@ -344,26 +389,27 @@ func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Rules
 
 // Remove is part of enforce.Backend. It deletes only table inet smtpguard.
 func (b *Backend) Remove(ctx context.Context) error {
-	c, err := b.conn(ctx)
+	c, release, err := b.conn(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer release()
 	b.forget()
 	c.DelTable(table())
 	if err := flush(ctx, c); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete table inet %s: %w", tableName, err)
+		return fmt.Errorf("delete table inet %s: %w", tableName, b.ownedError(c, err))
 	}
+	b.setOwned(false)
 	return nil
 }
 
 // Verify is part of enforce.Backend.
 func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift, error) {
-	c, err := b.conn(ctx)
+	c, release, err := b.conn(ctx)
 	if err != nil {
 		return enforce.Drift{}, err
 	}
-	defer c.CloseLasting()
+	defer release()
 	st, gen, err := b.readState(c)
 	if err != nil {
 		return enforce.Drift{}, fmt.Errorf("read table inet %s: %w", tableName, err)
@@ -371,32 +417,31 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	if b.knownMatch(gen, rs) {
 		return enforce.Drift{}, nil
 	}
-	problems := st.problems(rs)
+	port := b.myPort()
+	problems := st.problems(rs, port)
 	if len(problems) == 0 {
 		b.matched(gen, rs)
 	}
+	b.setOwned(port != 0 && st.ownedBy(port))
 	return enforce.Drift{Problems: problems}, nil
 }
 
 // state is what the kernel holds of our table.
 type state struct {
 	present bool
+	flags   nftables.TableFlags
+	owner   uint32 // netlink port of the owning socket, when flags has TableFlagOwner
+	dormant bool   // table flag that switches every base chain off
 	chains  map[string]*nftables.Chain
-	rules   map[string][]ruleSig // per chain, in order
+	rules   map[string][]kernelRule // per chain, in order
 	sets    map[string][]nftables.SetElement
 	setDefs map[string]*nftables.Set
 }
 
-// ruleSig identifies a rule by its comment and expression count.
-type ruleSig struct {
-	comment string
-	nexprs  int
-}
-
-func readState(c *nftables.Conn) (*state, error) {
+func readState(c *nftables.Conn, netnsFD int) (*state, error) {
 	st := &state{
 		chains:  map[string]*nftables.Chain{},
-		rules:   map[string][]ruleSig{},
+		rules:   map[string][]kernelRule{},
 		sets:    map[string][]nftables.SetElement{},
 		setDefs: map[string]*nftables.Set{},
 	}
@@ -408,6 +453,8 @@ func readState(c *nftables.Conn) (*state, error) {
 		return nil, classify(err)
 	}
 	st.present = true
+	st.dormant = tableDormant(t)
+	st.flags, st.owner = t.Flags, t.Owner
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, classify(err)
@@ -417,14 +464,11 @@ func readState(c *nftables.Conn) (*state, error) {
 			continue
 		}
 		st.chains[ch.Name] = ch
-		rs, err := c.GetRules(t, ch)
+		rs, err := dumpRules(netnsFD, ch.Name)
 		if err != nil {
 			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
-		for _, r := range rs {
-			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			st.rules[ch.Name] = append(st.rules[ch.Name], ruleSig{comment: comment, nexprs: len(r.Exprs)})
-		}
+		st.rules[ch.Name] = rs
 	}
 	sets, err := c.GetSets(t)
 	if err != nil {
@@ -441,21 +485,22 @@ func readState(c *nftables.Conn) (*state, error) {
 	return st, nil
 }
 
-// structureMatches reports whether everything but set contents is as desired.
-func (st *state) structureMatches(rs policy.Ruleset) bool {
-	_, structural := st.compare(rs, false) // set contents are not structure
+// structureMatches reports whether everything but set contents is as desired
+// (port: the netlink port that must own the table, 0 for any or none).
+func (st *state) structureMatches(rs policy.Ruleset, port uint32) bool {
+	_, structural := st.compare(rs, false, port) // set contents are not structure
 	return st.present && structural == 0
 }
 
-func (st *state) problems(rs policy.Ruleset) []string {
-	out, _ := st.compare(rs, true)
+func (st *state) problems(rs policy.Ruleset, port uint32) []string {
+	out, _ := st.compare(rs, true, port)
 	return out
 }
 
 // compare lists every difference, and counts those that are not mere set
 // contents (which an incremental update can fix). Set contents are compared
 // only when elements is set: at 10,000 uids that is most of the work.
-func (st *state) compare(rs policy.Ruleset, elements bool) (out []string, structural int) {
+func (st *state) compare(rs policy.Ruleset, elements bool, port uint32) (out []string, structural int) {
 	if !st.present {
 		return []string{fmt.Sprintf("table inet %s is missing", tableName)}, 1
 	}
@@ -464,10 +509,20 @@ func (st *state) compare(rs policy.Ruleset, elements bool) (out []string, struct
 		out = append(out, fmt.Sprintf(format, args...))
 		structural++
 	}
+	if st.dormant {
+		problem("table inet %s is dormant: its chains see no packets", tableName)
+	}
+	switch {
+	case port == 0:
+	case st.flags&nftables.TableFlagOwner == 0:
+		problem("table inet %s has no owner: anyone can flush it", tableName)
+	case st.owner != port:
+		problem("table inet %s is owned by another process (netlink port %d)", tableName, st.owner)
+	}
 	_, ports, uids, chains := objects(rs)
-	want := map[string][]ruleSig{}
+	want := map[string][]ruleSpec{}
 	for _, r := range rules(rs, ports, uids) {
-		want[r.chain] = append(want[r.chain], ruleSig{comment: r.comment(), nexprs: readableExprs(r.exprs)})
+		want[r.chain] = append(want[r.chain], r)
 	}
 	var names []string
 	for _, c := range chainsFor(rs) {
@@ -482,8 +537,8 @@ func (st *state) compare(rs policy.Ruleset, elements bool) (out []string, struct
 		if p := chainDiffers(got, chains[name]); p != "" {
 			problem("chain %s: %s", name, p)
 		}
-		if !slices.Equal(st.rules[name], want[name]) {
-			problem("chain %s: rules differ (%d rules, want %d)", name, len(st.rules[name]), len(want[name]))
+		if p := rulesDiffer(st.rules[name], want[name]); p != "" {
+			problem("chain %s: rules differ: %s", name, p)
 		}
 	}
 	for name := range st.chains {
@@ -538,17 +593,23 @@ func chainDiffers(got, want *nftables.Chain) string {
 	return ""
 }
 
-// readableExprs counts the expressions google/nftables can read back from the
-// kernel: as of v0.3.1-0.20251119083706 it silently skips "byteorder" when
-// listing rules, so a rule we wrote with one lists one shorter.
-func readableExprs(exprs []expr.Any) int {
-	n := 0
-	for _, e := range exprs {
-		if _, ok := e.(*expr.Byteorder); !ok {
-			n++
+// rulesDiffer describes how the kernel's rules of a chain differ from want,
+// expression by expression, or returns "".
+func rulesDiffer(got []kernelRule, want []ruleSpec) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d rules, want %d", len(got), len(want))
+	}
+	var bad []string
+	for i, r := range want {
+		w, err := wantRule(r)
+		if err != nil {
+			return err.Error() // our own rule does not marshal: a bug, never in sync
+		}
+		if !got[i].equal(w) {
+			bad = append(bad, fmt.Sprintf("rule %d is not %q", i+1, r.text))
 		}
 	}
-	return n
+	return strings.Join(bad, ", ")
 }
 
 // elementKey identifies a set element by its key and, for intervals, its end.

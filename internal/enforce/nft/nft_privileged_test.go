@@ -21,6 +21,8 @@ import (
 var _ enforce.Backend = (*Backend)(nil)
 
 func TestMain(m *testing.M) {
+	maybeRunSRHHelper()
+	maybeRunOwnerHelper()
 	testutil.MaybeRunHelper()
 	os.Exit(m.Run())
 }

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -54,38 +53,61 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
-// The rule order is the contract policy.Ruleset.Trace implements; keep them in
-// step: the ports gate first, then local, then allowed uids, then the block.
+// The rules Apply sends implement policy.Ruleset.Trace: every packet of a
+// grid of users, ports, destinations, local or not, with or without a
+// routing header, gets the tracer's verdict from the rules' expressions (run
+// by vm), in every mode. TestPrivilegedTracerMatchesKernel checks the same
+// against the kernel.
 func TestRuleOrderMatchesTracer(t *testing.T) {
+	dsts := []string{"192.0.2.2", "198.51.100.7", "203.0.113.1", "2001:db8::2", "2001:db8:1::5", "2001:db8:2::1",
+		"::ffff:198.51.100.7", "::ffff:192.0.2.2", "127.0.0.1", "::1"}
 	for name, rs := range testRulesets() {
 		t.Run(name, func(t *testing.T) {
-			specs := rules(rs, nil, nil)
-			var order []string
-			for _, r := range specs {
-				switch {
-				case strings.Contains(r.text, "@"+setPorts):
-					order = append(order, "ports")
-				case strings.HasPrefix(r.text, "fib daddr type local"):
-					order = append(order, "local")
-				case strings.Contains(r.text, "@"+setUIDs):
-					order = append(order, "uids")
-				case strings.HasPrefix(r.text, "counter log"):
-					order = append(order, "block")
+			m := newVM(rs)
+			uids := []uint32{0, 1, 101, 1001, 1002, 1003, 4242, 65534}
+			ports := []uint16{22, 25, 443, 465, 587, 2525}
+			for _, e := range rs.Exceptions {
+				uids = append(uids, e.UID)
+				ports = append(ports, e.Port)
+			}
+			uids = append(uids, rs.UIDs...)
+			ports = append(ports, rs.Ports...)
+			seen := map[policy.Verdict]int{}
+			for _, uid := range uids {
+				for _, port := range ports {
+					for _, d := range dsts {
+						dst := netip.MustParseAddr(d)
+						for _, local := range []bool{false, true} {
+							for _, rthdr := range []bool{false, true} {
+								if rthdr && dst.Unmap().Is4() {
+									continue // IPv4-mapped sockets send IPv4 packets
+								}
+								pkt := policy.Packet{UID: uid, Dst: dst, DstPort: port, DstLocal: local, RoutingHeader: rthdr}
+								want := rs.Trace(pkt)
+								vp := vmPacket{uid: uid, dst: dst.Unmap(), dport: port, tcpFlags: tcpSYN, local: local, rthdr: rthdr}
+								got, err := m.verdict(rs, vp)
+								if err != nil {
+									t.Fatalf("%+v: %v", pkt, err)
+								}
+								if got != want {
+									t.Errorf("%+v: rules give %s, tracer %s", pkt, got, want)
+								}
+								seen[want]++
+								// Only a connection's first packet is judged.
+								vp.tcpFlags = tcpACK
+								if rs.Mode != policy.ModeRedirect {
+									if got, err := m.verdict(rs, vp); err != nil || got != policy.VerdictAccept {
+										t.Errorf("%+v as an ACK: rules give %s (%v), want accept", pkt, got, err)
+									}
+								}
+							}
+						}
+					}
 				}
 			}
-			want := []string{"ports", "local", "uids", "block"}
-			if !rs.AllowLocal {
-				want = []string{"ports", "uids", "block"}
-			}
-			if diff := cmp.Diff(want, order); diff != "" {
-				t.Errorf("rule order (-want +got):\n%s", diff)
-			}
-			last := specs[len(specs)-1].text
-			if rejects := strings.HasSuffix(last, "reject with tcp reset"); rejects != (rs.Mode == policy.ModeReject) {
-				t.Errorf("block rule %q in mode %s: want a tcp reset only in reject mode", last, rs.Mode)
-			}
-			if redirects := strings.HasSuffix(last, " redirect"); redirects != (rs.Mode == policy.ModeRedirect) {
-				t.Errorf("block rule %q in mode %s: want a redirect only in redirect mode", last, rs.Mode)
+			blocked := map[policy.Mode]policy.Verdict{policy.ModeReject: policy.VerdictReject, policy.ModeLog: policy.VerdictLog, policy.ModeRedirect: policy.VerdictRedirect}[rs.Mode]
+			if seen[policy.VerdictAccept] == 0 || seen[blocked] == 0 {
+				t.Errorf("verdicts seen %v: the grid misses accepted or blocked packets", seen)
 			}
 		})
 	}

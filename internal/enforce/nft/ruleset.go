@@ -36,7 +36,8 @@ const (
 	chainNATOut   = "nat_output"
 	chainRedirect = "redirect_check"
 	// commentPrefix marks our rules; the rest of the comment is a fingerprint
-	// of the rule's meaning, so Verify notices an edited rule.
+	// of the rule's text, so "nft list" shows which of our rules is which.
+	// Verify compares the expressions themselves (exprs.go).
 	commentPrefix = "smtpguard "
 )
 
@@ -79,8 +80,8 @@ func chainsFor(rs policy.Ruleset) []chainSpec {
 	}
 }
 
-// ruleSpec is one rule in both forms: text for people and netlink expressions
-// for the kernel. The text is the source of the fingerprint.
+// ruleSpec is one rule in both forms: text for people (render) and netlink
+// expressions for the kernel (Apply, and Verify's comparison).
 type ruleSpec struct {
 	chain string
 	text  string
@@ -100,7 +101,9 @@ func (r ruleSpec) comment() string {
 //     RST the kernel sends for a late segment has no uid) away from the block
 //     rule without conntrack; NAT chains see only new connections anyway.
 //  2. local destinations (loopback and this host's addresses, via fib) pass
-//     when allow-local is on, so local delivery through the MTA works.
+//     when allow-local is on, so local delivery through the MTA works; one
+//     rule per family, because an IPv6 packet with a routing header is never
+//     local (its first segment may be ours, its destination not).
 //  3. allowed uids pass, by one set lookup whatever the set's size.
 //  4. the rest is counted, sent to the netlink log group and, by mode:
 //     rejected with a TCP reset, so connect() fails at once with ECONNREFUSED
@@ -140,15 +143,35 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 	)
 	out := []ruleSpec{gate}
 	if rs.AllowLocal {
-		out = append(out, ruleSpec{
-			chain: check,
-			text:  "fib daddr type local accept",
-			exprs: []expr.Any{
+		isLocal := func() []expr.Any {
+			return []expr.Any{
 				&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 				&expr.Verdict{Kind: expr.VerdictAccept},
+			}
+		}
+		// An IPv6 packet with a routing header carries this host's address
+		// as its destination only until its first segment: the last one may
+		// be a remote server (SRv6 forwarding), so it is not local.
+		out = append(out,
+			ruleSpec{
+				chain: check,
+				text:  "meta nfproto ipv4 fib daddr type local accept",
+				exprs: append([]expr.Any{
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+				}, isLocal()...),
 			},
-		})
+			ruleSpec{
+				chain: check,
+				text:  "meta nfproto ipv6 exthdr rt missing fib daddr type local accept",
+				exprs: append([]expr.Any{
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+					&expr.Exthdr{DestRegister: 1, Type: unix.IPPROTO_ROUTING, Len: 1, Op: expr.ExthdrOpIpv6, Flags: unix.NFT_EXTHDR_F_PRESENT},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+				}, isLocal()...),
+			})
 	}
 	out = append(out, ruleSpec{
 		chain: check,
