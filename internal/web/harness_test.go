@@ -79,13 +79,13 @@ func (offlineResolver) LookupHost(_ context.Context, host string) ([]netip.Addr,
 }
 
 type testEnv struct {
-	t       testing.TB
-	srv     *Server
-	eng     *engine.Engine
-	st      store.View
+	t   testing.TB
+	srv *Server
+	eng *engine.Engine
+	st  store.View
 	// seeded is the last audit record of the set-up, which tests that
 	// count audit records skip.
-	seeded int64
+	seeded  int64
 	backend *fake.Backend
 	clock   *clock
 	tokens  map[string]string // token name -> secret
