@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/smtpguard/smtpguard/internal/store"
@@ -31,6 +32,10 @@ type Lockout struct {
 	AccountFree  int           // failures of one account from anywhere before it is slowed down (5)
 	AddressFree  int           // failures from one address, any account, before it is slowed down (20)
 	MaxDelay     time.Duration // the slow-down's longest wait (1m)
+	// MaxRows bounds the counters kept (10000): beyond it the stalest that
+	// hold no lock or wait are forgotten, so a flood of made-up names from
+	// many addresses cannot grow the database without bound.
+	MaxRows int
 }
 
 func (l Lockout) withDefaults() Lockout {
@@ -47,6 +52,7 @@ func (l Lockout) withDefaults() Lockout {
 	defN(&l.PairFailures, 5)
 	defN(&l.AccountFree, 5)
 	defN(&l.AddressFree, 20)
+	defN(&l.MaxRows, 10000)
 	def(&l.LockFor, 15*time.Minute)
 	def(&l.Window, 15*time.Minute)
 	def(&l.MaxDelay, time.Minute)
@@ -73,15 +79,37 @@ type SignInAttempt struct {
 	lim             Lockout
 }
 
-// fresh restarts a counter whose window has passed and whose lock or wait is
-// over.
+// fresh restarts a counter that no longer holds anything against the next
+// attempt: a lock that ran out; for an account from one address, a window
+// since its first failure that has passed; for the slowed-down counters, a
+// whole window without attempts, so a steady guesser stays slowed down.
 func fresh(c store.SignInCounter, l Lockout, now time.Time) store.SignInCounter {
+	pair := c.Account != "" && c.Remote != ""
 	locked := !c.LockedUntil.IsZero()
-	if c.WindowStart.IsZero() || locked && !now.Before(c.LockedUntil) ||
-		!locked && now.Sub(c.WindowStart) >= l.Window && !now.Before(c.NextAt) {
+	switch {
+	case c.WindowStart.IsZero(),
+		locked && !now.Before(c.LockedUntil),
+		!locked && pair && now.Sub(c.WindowStart) >= l.Window,
+		!pair && now.Sub(c.LastAt) >= l.Window && !now.Before(c.NextAt):
 		c.Failures, c.WindowStart, c.NextAt, c.LockedUntil = 0, now, time.Time{}, time.Time{}
 	}
 	return c
+}
+
+// AddressKey is what the lockout counts a client address as: itself for
+// IPv4, its /64 for IPv6, since one host or customer is usually given a
+// whole /64 and could otherwise take a fresh address for every guess.
+func AddressKey(remote string) string {
+	a, err := netip.ParseAddr(remote)
+	if err != nil {
+		return remote
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // slowDown is the wait before the next checked attempt once a counter has n
@@ -97,18 +125,20 @@ func slowDown(n, free int, max time.Duration) time.Duration {
 	return min(d, max)
 }
 
-// BeginSignIn counts an attempt to sign in to account from remote, or refuses
-// it (*SignInRefused) without counting when a limit is reached. Only a
-// counted attempt may check a password.
+// BeginSignIn counts an attempt to sign in to account from remote (a client
+// address, counted as AddressKey), or refuses it (*SignInRefused) without
+// counting when a limit is reached. Only a counted attempt may check a
+// password.
 func (e *Engine) BeginSignIn(ctx context.Context, lim Lockout, account, remote string) (SignInAttempt, error) {
 	lim = lim.withDefaults()
+	remote = AddressKey(remote)
 	now := e.cfg.Now()
 	tx, err := e.store.Begin(ctx)
 	if err != nil {
 		return SignInAttempt{}, err
 	}
 	defer tx.Rollback()
-	if err := tx.PruneSignInCounters(ctx, now.Add(-max(lim.Window, lim.LockFor)-lim.MaxDelay), now); err != nil {
+	if err := tx.PruneSignInCounters(ctx, now.Add(-max(lim.Window, lim.LockFor)-lim.MaxDelay), now, lim.MaxRows); err != nil {
 		return SignInAttempt{}, err
 	}
 	var cs [3]store.SignInCounter // pair, account, address

@@ -107,11 +107,25 @@ func (t *Tx) ClearSignInLocks(ctx context.Context, account string, now time.Time
 }
 
 // PruneSignInCounters forgets rows whose last attempt is older than before
-// and that hold no lockout or slow-down at now, so a flood of made-up names
-// cannot grow the table without bound.
-func (t *Tx) PruneSignInCounters(ctx context.Context, before, now time.Time) error {
+// and that hold no lockout or slow-down at now; then, beyond maxRows rows,
+// the stalest of those holding none. A flood of made-up names cannot grow the
+// table without bound.
+func (t *Tx) PruneSignInCounters(ctx context.Context, before, now time.Time, maxRows int) error {
 	if _, err := t.tx.ExecContext(ctx, "DELETE FROM signin_attempts WHERE last_at < ? AND locked_until <= ? AND next_at <= ?",
 		before.UnixMilli(), now.UnixMilli(), now.UnixMilli()); err != nil {
+		return fmt.Errorf("prune sign-in attempts: %w", err)
+	}
+	var n int
+	if err := t.tx.QueryRowContext(ctx, "SELECT count(*) FROM signin_attempts").Scan(&n); err != nil {
+		return fmt.Errorf("prune sign-in attempts: %w", err)
+	}
+	if n < maxRows {
+		return nil
+	}
+	// Room for the three rows an attempt may add.
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM signin_attempts WHERE rowid IN (
+		SELECT rowid FROM signin_attempts WHERE locked_until <= ? AND next_at <= ? ORDER BY last_at LIMIT ?)`,
+		now.UnixMilli(), now.UnixMilli(), n-maxRows+3); err != nil {
 		return fmt.Errorf("prune sign-in attempts: %w", err)
 	}
 	return nil
