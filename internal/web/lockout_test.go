@@ -36,34 +36,54 @@ type httpResult struct {
 
 // TestLockoutCountsAttemptsBeforeCheckingThem: 50 wrong passwords sent at
 // once from one address get at most the limit (5) checked; the others are
-// refused with 429 without a check.
+// refused with 429 without a check. The checks are held until the refusals
+// are in, so all 50 attempts are truly in flight together: a lockout that
+// counted failures only after their check (the old one) lets every attempt
+// through to the check, no refusal ever comes, and the test fails.
 func TestLockoutCountsAttemptsBeforeCheckingThem(t *testing.T) {
 	e := newTestEnv(t)
-	checks := e.countChecks()
-	const n = 50
+	const n, limit = 50, 5
+	var checks atomic.Int64
+	gate := make(chan struct{})
+	var open sync.Once
+	verify := e.srv.verify
+	e.srv.verify = func(encoded, password string) (bool, error) {
+		checks.Add(1)
+		<-gate
+		return verify(encoded, password)
+	}
 	codes := make([]int, n)
+	var refused atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			<-start
 			codes[i] = e.try("admin", "wrong-password", "198.51.100.20:1").code
+			if codes[i] == http.StatusTooManyRequests && refused.Add(1) == n-limit {
+				open.Do(func() { close(gate) })
+			}
 		})
 	}
 	close(start)
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		open.Do(func() { close(gate) })
+		<-done
+		t.Fatalf("after 30s only %d of %d attempts were refused while %d waited in the password check: attempts beyond the limit reached the check", refused.Load(), n, checks.Load())
+	}
 	count := map[int]int{}
 	for _, c := range codes {
 		count[c]++
 	}
-	if got := checks.Load(); got > 5 {
-		t.Errorf("%d passwords checked for 50 simultaneous attempts, want at most 5", got)
+	if got := checks.Load(); got > limit {
+		t.Errorf("%d passwords checked for %d simultaneous attempts, want at most %d", got, n, limit)
 	}
-	if count[http.StatusUnauthorized] > 5 || count[http.StatusUnauthorized]+count[http.StatusTooManyRequests] != n {
-		t.Errorf("answers = %v, want at most 5 × 401 and the rest 429", count)
-	}
-	if int64(count[http.StatusUnauthorized]) != checks.Load() {
-		t.Errorf("%d answers 401 but %d checks: every 401 must come from a check, every 429 from none", count[http.StatusUnauthorized], checks.Load())
+	if count[http.StatusUnauthorized] != int(checks.Load()) || count[http.StatusTooManyRequests] != n-count[http.StatusUnauthorized] {
+		t.Errorf("answers = %v after %d checks, want a 401 per check and 429 for the rest", count, checks.Load())
 	}
 	// Even the right password is refused from that address, unchecked.
 	before := checks.Load()
