@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -230,7 +231,10 @@ func newAccountListCmd(e *env) *cobra.Command {
 					}
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Name, a.Role, orDash(privs), orDash(users), a.CreatedAt.Format("2006-01-02 15:04"))
 				}
-				return w.Flush()
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				return e.printLockouts(ctx, eng)
 			})
 		},
 	}
@@ -293,6 +297,32 @@ they own, and no one else's.`,
 			})
 		},
 	}
+}
+
+// printLockouts lists the web sign-in lockouts in force, if any.
+func (e *env) printLockouts(ctx context.Context, eng *engine.Engine) error {
+	now := time.Now()
+	locks, err := eng.Store().SignInLocks(ctx, now)
+	if err != nil || len(locks) == 0 {
+		return err
+	}
+	fmt.Fprintln(e.stdio.Out, "\nSign-in lockouts (lift with 'smtpguard account unlock NAME'):")
+	w := tabwriter.NewWriter(e.stdio.Out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ACCOUNT\tFROM\tFAILURES\tREFUSED UNTIL")
+	for _, l := range locks {
+		acct, from, until := l.Account, l.Remote, l.LockedUntil
+		if acct == "" {
+			acct = "(any)"
+		}
+		if from == "" {
+			from = "anywhere (slowed down)"
+		}
+		if until.IsZero() {
+			until = l.NextAt
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", acct, from, l.Failures, until.Local().Format("2006-01-02 15:04:05"))
+	}
+	return w.Flush()
 }
 
 func newAccountUnlockCmd(e *env) *cobra.Command {

@@ -61,12 +61,18 @@ func TestAccountUnlockLiftsALockout(t *testing.T) {
 	h := newHarness(t)
 	h.okIn("first-password-1\n", "account", "add", "admin", "--role", "admin")
 	h.lockOut("admin", "127.0.0.1")
+	if list := h.ok("account", "list"); !strings.Contains(list, "Sign-in lockouts") || !strings.Contains(list, "127.0.0.1") {
+		t.Errorf("account list does not show the lockout:\n%s", list)
+	}
 	out := h.ok("account", "unlock", "admin")
 	if !strings.Contains(out, "sign-in lockout of account admin lifted") {
 		t.Errorf("account unlock printed %q", out)
 	}
 	if h.lockedOut("admin", "127.0.0.1") {
 		t.Error("still locked out after 'account unlock'")
+	}
+	if list := h.ok("account", "list"); strings.Contains(list, "Sign-in lockouts") {
+		t.Errorf("account list still shows a lockout after unlock:\n%s", list)
 	}
 	if out := h.ok("account", "unlock", "admin"); !strings.Contains(out, "nothing changed") {
 		t.Errorf("second unlock printed %q, want nothing changed", out)

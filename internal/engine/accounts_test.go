@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -116,5 +117,21 @@ func TestAccountOperationsRefuseBadInputAlike(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"account add boss role admin"}, f.auditOps(t)); diff != "" {
 		t.Errorf("bad input was audited (-want +got):\n%s", diff)
+	}
+}
+
+// TestStoreViewOnlyReads: what Engine.Store hands out has read methods only,
+// so every write is an engine operation. A method added to store.View must be
+// a read and be listed here.
+func TestStoreViewOnlyReads(t *testing.T) {
+	reads := []string{"Account", "Accounts", "Audit", "DNSCache", "Events", "PasswordHash", "Policy", "Revision",
+		"SchemaVersion", "SessionBySecret", "SignInLocks", "TokenBySecret", "Tokens"}
+	typ := reflect.TypeOf(newFixture(t).eng.Store())
+	var got []string
+	for i := range typ.NumMethod() {
+		got = append(got, typ.Method(i).Name)
+	}
+	if diff := cmp.Diff(reads, got); diff != "" {
+		t.Errorf("methods of %s (-reads +got):\n%s", typ, diff)
 	}
 }

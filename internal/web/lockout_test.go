@@ -260,3 +260,20 @@ func TestLockoutIsAuditedAndUnlockLiftsIt(t *testing.T) {
 		t.Errorf("%d audit records, want 7: the second unlock changed nothing", n)
 	}
 }
+
+// TestAccountsPageShowsLockouts: administrators see who is locked out from
+// where, and how to lift it.
+func TestAccountsPageShowsLockouts(t *testing.T) {
+	e := newTestEnv(t)
+	admin := e.login("admin", adminPassword)
+	if body := e.do(req{method: "GET", path: "/accounts", cookie: admin}).Body.String(); strings.Contains(body, `id="lockouts"`) {
+		t.Error("the accounts page lists lockouts when there are none")
+	}
+	for range 5 {
+		e.try("res-yes", "wrong", "203.0.113.66:1")
+	}
+	body := e.do(req{method: "GET", path: "/accounts", cookie: admin}).Body.String()
+	if !strings.Contains(body, `id="lockouts"`) || !strings.Contains(body, "203.0.113.66") || !strings.Contains(body, "smtpguard account unlock") {
+		t.Errorf("the accounts page does not show the lockout of res-yes from 203.0.113.66:\n%s", body)
+	}
+}

@@ -281,6 +281,7 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, id *identity)
 type accountsView struct {
 	Accounts   []store.Account
 	Tokens     []store.Token
+	Lockouts   []store.SignInCounter // sign-in lockouts and slow-downs in force
 	Privilege  string
 	NewToken   string // shown once, right after creation
 	NewTokenOf string
@@ -301,6 +302,9 @@ func (s *Server) renderAccounts(w http.ResponseWriter, r *http.Request, id *iden
 		return err
 	}
 	if v.Tokens, err = s.st.Tokens(r.Context()); err != nil {
+		return err
+	}
+	if v.Lockouts, err = s.st.SignInLocks(r.Context(), s.cfg.Now()); err != nil {
 		return err
 	}
 	v.Privilege = store.PrivSMTPRestrictions
