@@ -20,15 +20,19 @@ import (
 //     slowed down (a growing wait between checked attempts, at most
 //     MaxDelay) once they pass AccountFree and AddressFree failures, never
 //     locked: spreading guesses over many addresses, or many names over one
-//     address, gains little, and the owner waits seconds, not minutes.
-// Failed sign-ins and lockouts are recorded in the audit log; an
-// administrator lifts a lockout with UnlockAccount ('smtpguard account unlock').
+//     address, gains little, and the owner waits a minute at most.
+//
+// Clients that share an address with the guesser (127.0.0.1 through an SSH
+// tunnel, a NAT) share its lockout too: an administrator lifts it with
+// UnlockAccount ('smtpguard account unlock'). Failed sign-ins and lockouts are
+// recorded in the audit log; attempts refused unchecked are not, so a flood
+// cannot fill it.
 
 // Lockout is the sign-in lockout's limits. Zero fields take the defaults.
 type Lockout struct {
 	PairFailures int           // failures of one account from one address before it is locked (5)
 	LockFor      time.Duration // how long that lock lasts (15m)
-	Window       time.Duration // failures older than this are forgotten (15m)
+	Window       time.Duration // an account's failures from one address are forgotten this long after the first; a slow-down, after this long without attempts (15m)
 	AccountFree  int           // failures of one account from anywhere before it is slowed down (5)
 	AddressFree  int           // failures from one address, any account, before it is slowed down (20)
 	MaxDelay     time.Duration // the slow-down's longest wait (1m)
@@ -241,16 +245,14 @@ func (e *Engine) AbandonSignIn(ctx context.Context, a SignInAttempt) error {
 		return err
 	}
 	defer tx.Rollback()
-	for _, key := range [][2]string{{a.Account, a.Remote}} {
-		c, err := tx.SignInCounter(ctx, key[0], key[1])
-		if err != nil {
+	pair, err := tx.SignInCounter(ctx, a.Account, a.Remote)
+	if err != nil {
+		return err
+	}
+	if pair.Failures > 0 && pair.LockedUntil.IsZero() {
+		pair.Failures--
+		if err := tx.PutSignInCounter(ctx, pair); err != nil {
 			return err
-		}
-		if c.Failures > 0 {
-			c.Failures--
-			if err := tx.PutSignInCounter(ctx, c); err != nil {
-				return err
-			}
 		}
 	}
 	if err := uncount(ctx, tx, a); err != nil {
@@ -260,7 +262,7 @@ func (e *Engine) AbandonSignIn(ctx context.Context, a SignInAttempt) error {
 }
 
 // uncount takes one attempt off the account's and the address's counters;
-// their wait stays, it only delays.
+// the wait they started stays: it only delays.
 func uncount(ctx context.Context, tx *store.Tx, a SignInAttempt) error {
 	for _, key := range [][2]string{{a.Account, ""}, {"", a.Remote}} {
 		c, err := tx.SignInCounter(ctx, key[0], key[1])
