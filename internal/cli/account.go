@@ -36,14 +36,15 @@ users could read them in the process list. They are stored as argon2id hashes.`,
   printf '%s\n' "$PASSWORD" | smtpguard account add reseller1 --role reseller
   smtpguard account grant reseller1 smtp-restrictions
   smtpguard account own reseller1 alice bob
+  smtpguard account unlock admin
   smtpguard account list`,
 		Args: unknownSubcommand,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return usagef("account expects add, passwd, del, list, grant, revoke or own (see 'smtpguard account --help')")
+			return usagef("account expects add, passwd, del, list, grant, revoke, own or unlock (see 'smtpguard account --help')")
 		},
 	}
 	cmd.AddCommand(newAccountAddCmd(e), newAccountPasswdCmd(e), newAccountDelCmd(e), newAccountListCmd(e),
-		newAccountPrivilegeCmd(e, true), newAccountPrivilegeCmd(e, false), newAccountOwnCmd(e))
+		newAccountPrivilegeCmd(e, true), newAccountPrivilegeCmd(e, false), newAccountOwnCmd(e), newAccountUnlockCmd(e))
 	return cmd
 }
 
@@ -55,29 +56,25 @@ func unknownSubcommand(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// withStore opens the state directory's database for one command.
-func (e *env) withStore(cmd *cobra.Command, fn func(ctx context.Context, eng *engine.Engine, st *store.Store) error) error {
+// withEngine opens the state directory's engine for one command. Changes go
+// through its operations; eng.Store() only reads.
+func (e *env) withEngine(cmd *cobra.Command, fn func(ctx context.Context, eng *engine.Engine) error) error {
 	ctx := cmd.Context()
 	eng, err := e.engine(ctx)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-	return accountError(fn(ctx, eng, eng.Store()))
+	return accountError(fn(ctx, eng))
 }
 
-// accountError turns the store's verdicts on input into usage errors (exit 2).
+// accountError turns a missing account or token into a usage error (exit 2);
+// the engine marks other bad input itself.
 func accountError(err error) error {
-	if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return usageError{err}
 	}
 	return err
-}
-
-// auditAccount records an account or token change in the audit log.
-func (e *env) auditAccount(ctx context.Context, st *store.Store, op, detail string) error {
-	a := e.actor()
-	return st.AppendAudit(ctx, store.AuditRecord{At: time.Now(), Actor: a.Name, Source: a.Source, Operation: op, Detail: detail, Outcome: "ok"})
 }
 
 // readPassword reads a new password: prompted twice on a terminal, else the
@@ -99,7 +96,7 @@ func (e *env) readPassword() (string, error) {
 		if string(pw) != string(again) {
 			return "", usagef("the passwords differ; nothing changed")
 		}
-		return string(pw), checkPassword(string(pw))
+		return string(pw), engine.ValidatePassword(string(pw))
 	}
 	line, err := bufio.NewReader(e.stdio.In).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -109,24 +106,7 @@ func (e *env) readPassword() (string, error) {
 	if pw == "" {
 		return "", usagef("no password on standard input: pipe it in (printf '%%s\\n' \"$PASSWORD\" | smtpguard account ...) or run on a terminal to be prompted")
 	}
-	return pw, checkPassword(pw)
-}
-
-// readPasswordHash reads a new password (readPassword) and returns its
-// argon2id hash, the only form that is ever stored.
-func (e *env) readPasswordHash() (string, error) {
-	pw, err := e.readPassword()
-	if err != nil {
-		return "", err
-	}
-	return store.HashPassword(pw, store.DefaultArgon2())
-}
-
-func checkPassword(pw string) error {
-	if err := store.CheckPassword(pw); err != nil {
-		return usageError{err}
-	}
-	return nil
+	return pw, engine.ValidatePassword(pw)
 }
 
 func newAccountAddCmd(e *env) *cobra.Command {
@@ -139,27 +119,27 @@ func newAccountAddCmd(e *env) *cobra.Command {
 		Args: exactArgs(1, "one account name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := store.CheckName("account", name); err != nil {
-				return usageError{err}
-			}
 			if role == "" {
+				if err := store.CheckName("account", name); err != nil {
+					return usageError{err}
+				}
 				return usagef("--role is required: admin or reseller")
 			}
-			if _, err := store.ParseRole(role); err != nil {
-				return usageError{fmt.Errorf("--role: %w", err)}
+			// Checked before the password is asked for, so nobody types one
+			// for nothing; the engine checks again.
+			if err := engine.ValidateAccount(name, role); err != nil {
+				return err
 			}
-			hash, err := e.readPasswordHash()
+			pw, err := e.readPassword()
 			if err != nil {
 				return err
 			}
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				if err := st.CreateAccount(ctx, name, role, hash, time.Now()); err != nil {
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				res, err := eng.AddAccount(ctx, e.actor(), name, role, pw)
+				if err != nil {
 					return err
 				}
-				if err := e.auditAccount(ctx, st, "account add", name+" role "+role); err != nil {
-					return err
-				}
-				msg := fmt.Sprintf("account %s created with role %s", name, role)
+				msg := res.Message
 				if role == store.RoleReseller {
 					msg += fmt.Sprintf("; it can do nothing until you run 'smtpguard account grant %s %s'", name, store.PrivSMTPRestrictions)
 				}
@@ -180,24 +160,22 @@ func newAccountPasswdCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			// Check the account first, so nobody types a password for nothing.
-			if err := e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				_, err := st.Account(ctx, name)
+			if err := e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				_, err := eng.Store().Account(ctx, name)
 				return err
 			}); err != nil {
 				return err
 			}
-			hash, err := e.readPasswordHash()
+			pw, err := e.readPassword()
 			if err != nil {
 				return err
 			}
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				if err := st.SetPassword(ctx, name, hash, time.Now()); err != nil {
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				res, err := eng.SetPassword(ctx, e.actor(), name, pw)
+				if err != nil {
 					return err
 				}
-				if err := e.auditAccount(ctx, st, "account passwd", name); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdio.Out, "password of %s changed; its sessions were signed out\n", name)
+				fmt.Fprintln(e.stdio.Out, res.Message)
 				return nil
 			})
 		},
@@ -210,14 +188,12 @@ func newAccountDelCmd(e *env) *cobra.Command {
 		Short: "Delete an account, its sessions and its API tokens",
 		Args:  exactArgs(1, "one account name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				if err := st.DeleteAccount(ctx, args[0]); err != nil {
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				res, err := eng.DeleteAccount(ctx, e.actor(), args[0])
+				if err != nil {
 					return err
 				}
-				if err := e.auditAccount(ctx, st, "account del", args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdio.Out, "account %s deleted, with its sessions and API tokens\n", args[0])
+				fmt.Fprintln(e.stdio.Out, res.Message)
 				return nil
 			})
 		},
@@ -231,8 +207,8 @@ func newAccountListCmd(e *env) *cobra.Command {
 		Short: "List web accounts, their privileges and the users resellers own",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				accts, err := st.Accounts(ctx)
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				accts, err := eng.Store().Accounts(ctx)
 				if err != nil {
 					return err
 				}
@@ -255,7 +231,10 @@ func newAccountListCmd(e *env) *cobra.Command {
 					}
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Name, a.Role, orDash(privs), orDash(users), a.CreatedAt.Format("2006-01-02 15:04"))
 				}
-				return w.Flush()
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				return e.printLockouts(ctx, eng)
 			})
 		},
 	}
@@ -275,34 +254,17 @@ func newAccountPrivilegeCmd(e *env, grant bool) *cobra.Command {
 		Args:    exactArgs(2, "an account name and a privilege"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, priv := args[0], args[1]
-			if _, err := store.ParsePrivilege(priv); err != nil {
-				return usageError{err}
-			}
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				var changed bool
-				var err error
-				if grant {
-					changed, err = st.Grant(ctx, name, priv)
-				} else {
-					changed, err = st.RevokePrivilege(ctx, name, priv)
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				op := eng.Grant
+				if !grant {
+					op = eng.RevokePrivilege
 				}
+				res, err := op(ctx, e.actor(), name, priv)
 				if err != nil {
 					return err
 				}
-				switch {
-				case changed && grant:
-					fmt.Fprintf(e.stdio.Out, "%s granted to %s\n", priv, name)
-				case changed:
-					fmt.Fprintf(e.stdio.Out, "%s revoked from %s\n", priv, name)
-				case grant:
-					fmt.Fprintf(e.stdio.Out, "%s already holds %s; nothing changed\n", name, priv)
-				default:
-					fmt.Fprintf(e.stdio.Out, "%s did not hold %s; nothing changed\n", name, priv)
-				}
-				if !changed {
-					return nil
-				}
-				return e.auditAccount(ctx, st, "account "+use, name+" "+priv)
+				fmt.Fprintln(e.stdio.Out, res.Message)
+				return nil
 			})
 		},
 	}
@@ -325,29 +287,76 @@ they own, and no one else's.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, users := args[0], args[1:]
-			return e.withStore(cmd, func(ctx context.Context, eng *engine.Engine, st *store.Store) error {
-				dir, err := eng.Directory()
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				res, err := eng.SetOwned(ctx, e.actor(), name, users)
 				if err != nil {
 					return err
 				}
-				for _, u := range users {
-					if _, ok := dir.User(u); !ok {
-						return usagef("no such system user %q: check the name with 'getent passwd %s'", u, u)
-					}
-				}
-				if err := st.SetOwnedUsers(ctx, name, users); err != nil {
-					return err
-				}
-				if err := e.auditAccount(ctx, st, "account own", strings.TrimSpace(name+" "+strings.Join(users, " "))); err != nil {
-					return err
-				}
-				if len(users) == 0 {
-					fmt.Fprintf(e.stdio.Out, "%s owns no system users\n", name)
-				} else {
-					fmt.Fprintf(e.stdio.Out, "%s owns %s\n", name, strings.Join(users, ", "))
-				}
+				fmt.Fprintln(e.stdio.Out, res.Message)
 				return nil
 			})
 		},
 	}
+}
+
+// printLockouts lists the web sign-in lockouts in force, if any.
+func (e *env) printLockouts(ctx context.Context, eng *engine.Engine) error {
+	now := time.Now()
+	locks, err := eng.Store().SignInLocks(ctx, now)
+	if err != nil || len(locks) == 0 {
+		return err
+	}
+	fmt.Fprintln(e.stdio.Out, "\nSign-in lockouts (lift with 'smtpguard account unlock NAME'):")
+	w := tabwriter.NewWriter(e.stdio.Out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ACCOUNT\tFROM\tFAILURES\tREFUSED UNTIL")
+	for _, l := range locks {
+		acct, from, until := l.Account, l.Remote, l.LockedUntil
+		if acct == "" {
+			acct = "(any)"
+		}
+		if from == "" {
+			from = "anywhere (slowed down)"
+		}
+		if until.IsZero() {
+			until = l.NextAt
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", acct, from, l.Failures, until.Local().Format("2006-01-02 15:04:05"))
+	}
+	return w.Flush()
+}
+
+func newAccountUnlockCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "unlock NAME",
+		Short: "Lift an account's web sign-in lockout",
+		Long: `Lift every web sign-in lockout and slow-down of an account, from every client
+address, and record it in the audit log.
+
+After repeated wrong passwords the web UI locks an account for 15 minutes,
+but only for the client address they came from; from anywhere, it only slows
+sign-ins down. Administrators who share an address with someone guessing
+(127.0.0.1 through an SSH tunnel, a NAT) can be locked out with them: this
+lets them back in at once. The lockout survives restarts of the daemon.`,
+		Example: `  smtpguard account unlock admin`,
+		Args:    exactArgs(1, "one account name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				res, err := eng.UnlockAccount(ctx, e.actor(), args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(e.stdio.Out, struct {
+						Changed bool   `json:"changed"`
+						Message string `json:"message"`
+					}{res.Changed, res.Message})
+				}
+				fmt.Fprintln(e.stdio.Out, res.Message)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/mta"
 )
 
@@ -141,23 +142,14 @@ configuration is restored and nothing changes.`,
 				return err
 			}
 			defer eng.Close()
-			m, err := eng.MTA(ctx, *opts)
-			if err != nil {
-				return err
-			}
-			info, err := m.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("read current limits: %w", err)
-			}
-			l := info.Limits
-			l.MaxConnections = max
+			ch := engine.MTAChange{MaxConnections: &max}
 			if cmd.Flags().Changed("per-host") {
-				l.MaxPerHost = perHost
+				ch.MaxPerHost = &perHost
 			}
 			if cmd.Flags().Changed("reserve") {
-				l.Reserve = reserve
+				ch.Reserve = &reserve
 			}
-			res, err := eng.SetMTALimits(ctx, e.actor(), m, l)
+			res, l, err := eng.SetMTALimits(ctx, e.actor(), *opts, ch)
 			if err != nil {
 				return err
 			}

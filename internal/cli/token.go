@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -48,25 +47,15 @@ cannot be shown again. With --json: {"name", "role", "token"}.`,
 		Args: exactArgs(1, "one token name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := store.CheckName("token", name); err != nil {
-				return usageError{err}
-			}
 			if role == "" {
+				if err := store.CheckName("token", name); err != nil {
+					return usageError{err}
+				}
 				return usagef("--role is required: admin or reseller")
 			}
-			if _, err := store.ParseRole(role); err != nil {
-				return usageError{fmt.Errorf("--role: %w", err)}
-			}
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				secret := store.NewSecret("sgt_")
-				if err := st.CreateToken(ctx, store.Token{Name: name, Role: role, Account: account, CreatedAt: time.Now()}, secret); err != nil {
-					return err
-				}
-				detail := name + " role " + role
-				if account != "" {
-					detail += " account " + account
-				}
-				if err := e.auditAccount(ctx, st, "token create", detail); err != nil {
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				secret, res, err := eng.CreateToken(ctx, e.actor(), name, role, account)
+				if err != nil {
 					return err
 				}
 				if asJSON {
@@ -77,7 +66,7 @@ cannot be shown again. With --json: {"name", "role", "token"}.`,
 					}{name, role, secret})
 				}
 				fmt.Fprintln(e.stdio.Out, secret)
-				fmt.Fprintf(e.stdio.Err, "token %s created with role %s: store it now, it cannot be shown again\n", name, role)
+				fmt.Fprintln(e.stdio.Err, res.Message)
 				return nil
 			})
 		},
@@ -95,8 +84,8 @@ func newTokenListCmd(e *env) *cobra.Command {
 		Short: "List API tokens (never their secrets)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				toks, err := st.Tokens(ctx)
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				toks, err := eng.Store().Tokens(ctx)
 				if err != nil {
 					return err
 				}
@@ -133,14 +122,12 @@ func newTokenRevokeCmd(e *env) *cobra.Command {
 		Short: "Revoke an API token at once",
 		Args:  exactArgs(1, "one token name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.withStore(cmd, func(ctx context.Context, _ *engine.Engine, st *store.Store) error {
-				if err := st.DeleteToken(ctx, args[0]); err != nil {
+			return e.withEngine(cmd, func(ctx context.Context, eng *engine.Engine) error {
+				res, err := eng.RevokeToken(ctx, e.actor(), args[0])
+				if err != nil {
 					return err
 				}
-				if err := e.auditAccount(ctx, st, "token revoke", args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdio.Out, "token %s revoked\n", args[0])
+				fmt.Fprintln(e.stdio.Out, res.Message)
 				return nil
 			})
 		},

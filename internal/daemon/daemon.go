@@ -115,7 +115,7 @@ func New(cfg Config) (*Daemon, error) {
 		kick:    make(chan struct{}, 1),
 		rec: &recorder{
 			queue:    make(chan enforce.Event, cfg.QueueSize),
-			store:    cfg.Engine.Store(),
+			store:    cfg.Engine,
 			metrics:  m,
 			log:      cfg.Logger.With("component", "events"),
 			maxAggs:  cfg.MaxAggregates,
@@ -394,7 +394,7 @@ func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStam
 // pruneLoop deletes events past the retention period, at start and hourly.
 func (d *Daemon) pruneLoop(ctx context.Context) {
 	for {
-		n, err := d.eng.Store().PruneEvents(ctx, time.Now().Add(-d.cfg.Retention))
+		n, err := d.eng.PruneEvents(ctx, time.Now().Add(-d.cfg.Retention))
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("cannot prune old events", "err", err)
 		} else if n > 0 {

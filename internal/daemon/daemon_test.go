@@ -272,7 +272,7 @@ func TestBlockedAttemptsAreRecordedWithTheUser(t *testing.T) {
 func TestRecorderIsBoundedAndCountsDrops(t *testing.T) {
 	f := newFixture(t)
 	m := newMetrics()
-	r := &recorder{queue: make(chan enforce.Event, 2), store: f.eng.Store(), metrics: m, log: slog.New(slog.DiscardHandler), maxAggs: 2, maxLines: 1}
+	r := &recorder{queue: make(chan enforce.Event, 2), store: f.eng, metrics: m, log: slog.New(slog.DiscardHandler), maxAggs: 2, maxLines: 1}
 	ev := func(port uint16) enforce.Event {
 		return enforce.Event{Time: time.Now(), UID: 1001, HasUID: true, Family: 4, Dst: netip.MustParseAddr("192.0.2.2"), DstPort: port, Action: enforce.ActionBlocked}
 	}
@@ -322,7 +322,7 @@ func TestUserLabelsAreBounded(t *testing.T) {
 func TestOldEventsArePruned(t *testing.T) {
 	f := newFixture(t)
 	old := time.Now().Add(-48 * time.Hour)
-	f.eng.Store().RecordEvents(context.Background(), []store.Event{
+	f.eng.RecordEvents(context.Background(), []store.Event{
 		{UID: 1001, Family: 4, Address: "192.0.2.2", Port: 25, Action: "blocked", Count: 1, FirstSeen: old, LastSeen: old},
 		{UID: 1001, Family: 4, Address: "192.0.2.2", Port: 25, Action: "blocked", Count: 1, FirstSeen: time.Now(), LastSeen: time.Now()},
 	})

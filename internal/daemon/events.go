@@ -31,7 +31,7 @@ type aggKey struct {
 // dropped, never silently lost.
 type recorder struct {
 	queue    chan enforce.Event
-	store    *store.Store
+	store    eventStore
 	metrics  *metrics
 	log      *slog.Logger
 	maxAggs  int

@@ -49,6 +49,12 @@ type Config struct {
 	Sessions SessionEnder
 	// Conflicts, when set, finds other tools' SMTP blocks for status.
 	Conflicts ConflictDetector
+	// Argon2 is the cost of the password hashes of web accounts (default
+	// store.DefaultArgon2).
+	Argon2 store.Argon2Params
+	// NewMTAManager builds the manager of the MTA's limits (default
+	// mta.NewManager); tests put a fake MTA here.
+	NewMTAManager func(ctx context.Context, opts mta.Options, dir *policy.Directory) (mta.Manager, error)
 }
 
 // ConflictDetector finds other tools that also block outgoing SMTP.
@@ -91,6 +97,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Argon2 == (store.Argon2Params{}) {
+		cfg.Argon2 = store.DefaultArgon2()
+	}
+	if cfg.NewMTAManager == nil {
+		cfg.NewMTAManager = mta.NewManager
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = &resolve.Resolver{}
 	}
@@ -107,8 +119,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 // Close releases the database.
 func (e *Engine) Close() error { return e.store.Close() }
 
-// Store exposes the database for read-only queries by the CLI and daemon.
-func (e *Engine) Store() *store.Store { return e.store }
+// Store exposes the database for reading only: every write is an engine
+// operation.
+func (e *Engine) Store() store.View { return e.store.View() }
 
 // Actor is who asks for a change, for the audit log.
 type Actor struct {
@@ -198,6 +211,19 @@ func (e *Engine) backend(name string) (enforce.Backend, error) {
 // dnsUpdates are lookups made for this change, stored with it.
 func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 	edit func(p *policy.Policy, dir *policy.Directory) (string, error), dnsUpdates ...store.DNSEntry) (Result, error) {
+	return e.changeWith(ctx, actor, op, detail, changeOptions{}, edit, dnsUpdates...)
+}
+
+// changeOptions adjust change for one operation.
+type changeOptions struct {
+	// removeLeftovers removes every rule of a policy that stays disabled,
+	// under the lock, so a concurrent enable cannot be wiped from the kernel
+	// after it committed.
+	removeLeftovers bool
+}
+
+func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string, opts changeOptions,
+	edit func(p *policy.Policy, dir *policy.Directory) (string, error), dnsUpdates ...store.DNSEntry) (Result, error) {
 	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
 	if err != nil {
 		return Result{}, err
@@ -240,6 +266,11 @@ func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 		// command is how an administrator repairs a flushed ruleset.
 		if err := e.enforce(ctx, before, after, v); err != nil {
 			return Result{}, err
+		}
+		if opts.removeLeftovers && !after.Enabled {
+			if err := e.remove(ctx, after.Backend); err != nil {
+				return Result{}, err
+			}
 		}
 		if err := tx.Commit(); err != nil { // keeps fresh DNS answers
 			return Result{}, err

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/smtpguard/smtpguard/internal/mta"
+	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
@@ -32,11 +33,25 @@ func (f *fakeMTA) SetLimits(_ context.Context, l mta.Limits) (mta.Limits, error)
 	return before, nil
 }
 
+// withMTA points the engine at a fake MTA.
+func (f *fixture) withMTA(m mta.Manager) {
+	f.eng.cfg.NewMTAManager = func(context.Context, mta.Options, *policy.Directory) (mta.Manager, error) { return m, nil }
+}
+
+func limits(max, perHost, reserve int) MTAChange {
+	return MTAChange{MaxConnections: &max, MaxPerHost: &perHost, Reserve: &reserve}
+}
+
 func TestSetMTALimitsIsValidatedAndAudited(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	m := &fakeMTA{limits: mta.Limits{MaxConnections: 20}}
-	res := must(t)(f.eng.SetMTALimits(ctx, admin, m, mta.Limits{MaxConnections: 50, MaxPerHost: 5}))
+	f.withMTA(m)
+	set := func(ch MTAChange) (Result, error) {
+		res, _, err := f.eng.SetMTALimits(ctx, admin, mta.Options{}, ch)
+		return res, err
+	}
+	res := must(t)(set(limits(50, 5, 0)))
 	if !res.Changed || !strings.Contains(res.Message, "at most 50 simultaneous") || m.limits.MaxConnections != 50 {
 		t.Errorf("SetMTALimits() = %+v, limits now %+v", res, m.limits)
 	}
@@ -45,22 +60,46 @@ func TestSetMTALimitsIsValidatedAndAudited(t *testing.T) {
 		t.Errorf("audit = %+v, want one mta set record with before and after", recs)
 	}
 
-	for _, bad := range []mta.Limits{{MaxConnections: 0}, {MaxConnections: 10, MaxPerHost: 11}, {MaxConnections: 10, Reserve: 10}} {
-		_, err := f.eng.SetMTALimits(ctx, admin, m, bad)
+	for _, bad := range []MTAChange{limits(0, 0, 0), limits(10, 11, 0), limits(10, 0, 10)} {
+		_, err := set(bad)
 		if !IsValidation(err) {
-			t.Errorf("SetMTALimits(%+v) = %v, want a validation error", bad, err)
+			t.Errorf("SetMTALimits(%d/%d/%d) = %v, want a validation error", *bad.MaxConnections, *bad.MaxPerHost, *bad.Reserve, err)
 		}
 	}
 	if m.calls != 1 {
 		t.Errorf("the MTA was asked %d times, want once: invalid limits must not reach its config", m.calls)
 	}
+	// Setting what is in force already changes nothing and records nothing.
+	max := 50
+	if res := must(t)(set(MTAChange{MaxConnections: &max})); res.Changed || m.calls != 1 {
+		t.Errorf("SetMTALimits(the current limits) = %+v after %d calls, want no change and no call", res, m.calls)
+	}
+	if recs, _ := f.eng.Audit(ctx, store.AuditFilter{}); len(recs) != 1 {
+		t.Errorf("a no-op MTA change was audited: %+v", recs)
+	}
 
 	m.err = errors.New("exim -bV: configuration error")
-	if _, err := f.eng.SetMTALimits(ctx, admin, m, mta.Limits{MaxConnections: 7}); err == nil || !strings.Contains(err.Error(), "configuration error") {
+	if _, err := set(limits(7, 0, 0)); err == nil || !strings.Contains(err.Error(), "configuration error") {
 		t.Errorf("SetMTALimits() with a refusing MTA = %v", err)
 	}
 	recs, _ = f.eng.Audit(ctx, store.AuditFilter{Limit: 1})
 	if !strings.HasPrefix(recs[0].Outcome, "failed: ") {
 		t.Errorf("failed change audited as %q", recs[0].Outcome)
+	}
+}
+
+// TestMTAReaderCannotSetLimits: what MTA hands out reads only, so a limit
+// change cannot bypass the state lock and the audit log.
+func TestMTAReaderCannotSetLimits(t *testing.T) {
+	f := newFixture(t)
+	f.withMTA(&fakeMTA{limits: mta.Limits{MaxConnections: 20}})
+	r, err := f.eng.MTA(context.Background(), mta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.(interface {
+		SetLimits(context.Context, mta.Limits) (mta.Limits, error)
+	}); ok {
+		t.Errorf("Engine.MTA() = %T, which can set limits", r)
 	}
 }

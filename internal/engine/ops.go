@@ -37,7 +37,7 @@ func (e *Engine) Enable(ctx context.Context, actor Actor, backend string) (Resul
 // Disable turns the restriction off and removes smtpguard's kernel rules.
 // Disabling what is already disabled still removes any leftover rules.
 func (e *Engine) Disable(ctx context.Context, actor Actor) (Result, error) {
-	res, err := e.change(ctx, actor, "disable", "", func(p *policy.Policy, _ *policy.Directory) (string, error) {
+	return e.changeWith(ctx, actor, "disable", "", changeOptions{removeLeftovers: true}, func(p *policy.Policy, _ *policy.Directory) (string, error) {
 		msg := "SMTP restriction disabled: every user may connect to remote SMTP servers"
 		if !p.Enabled {
 			msg = "SMTP restriction already disabled"
@@ -45,10 +45,6 @@ func (e *Engine) Disable(ctx context.Context, actor Actor) (Result, error) {
 		p.Enabled = false
 		return msg, nil
 	})
-	if err == nil && !res.Changed {
-		err = e.remove(ctx, res.Policy.Backend)
-	}
-	return res, err
 }
 
 // Allow lets a user or group connect. ref is a name or a numeric id.

@@ -119,7 +119,7 @@ func ParsePrivilege(s string) (string, error) {
 }
 
 // CreateAccount adds an account with an already hashed password (HashPassword).
-func (s *Store) CreateAccount(ctx context.Context, name, role, passwordHash string, at time.Time) error {
+func (t *Tx) CreateAccount(ctx context.Context, name, role, passwordHash string, at time.Time) error {
 	if err := CheckName("account", name); err != nil {
 		return err
 	}
@@ -129,7 +129,7 @@ func (s *Store) CreateAccount(ctx context.Context, name, role, passwordHash stri
 	if !strings.HasPrefix(passwordHash, "$argon2id$") {
 		return errors.New("create account: the password must be hashed with HashPassword")
 	}
-	_, err := s.db.ExecContext(ctx, "INSERT INTO accounts (name, role, password_hash, created_at, password_at) VALUES (?, ?, ?, ?, ?)",
+	_, err := t.tx.ExecContext(ctx, "INSERT INTO accounts (name, role, password_hash, created_at, password_at) VALUES (?, ?, ?, ?, ?)",
 		name, role, passwordHash, at.UnixMilli(), at.UnixMilli())
 	if isConstraint(err) {
 		return fmt.Errorf("account %q: %w", name, ErrExists)
@@ -142,35 +142,27 @@ func (s *Store) CreateAccount(ctx context.Context, name, role, passwordHash stri
 
 // SetPassword replaces an account's password hash and signs the account out
 // everywhere.
-func (s *Store) SetPassword(ctx context.Context, name, passwordHash string, at time.Time) error {
+func (t *Tx) SetPassword(ctx context.Context, name, passwordHash string, at time.Time) error {
 	if !strings.HasPrefix(passwordHash, "$argon2id$") {
 		return errors.New("set password: the password must be hashed with HashPassword")
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("set password of %q: %w", name, err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "UPDATE accounts SET password_hash = ?, password_at = ? WHERE name = ?", passwordHash, at.UnixMilli(), name)
+	res, err := t.tx.ExecContext(ctx, "UPDATE accounts SET password_hash = ?, password_at = ? WHERE name = ?", passwordHash, at.UnixMilli(), name)
 	if err != nil {
 		return fmt.Errorf("set password of %q: %w", name, err)
 	}
 	if err := mustAffect(res, "account", name); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE account = ?", name); err != nil {
+	if _, err := t.tx.ExecContext(ctx, "DELETE FROM sessions WHERE account = ?", name); err != nil {
 		return fmt.Errorf("sign %q out: %w", name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("set password of %q: %w", name, err)
 	}
 	return nil
 }
 
 // DeleteAccount removes an account with its sessions, privileges, owned users
 // and the API tokens tied to it.
-func (s *Store) DeleteAccount(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, "DELETE FROM accounts WHERE name = ?", name)
+func (t *Tx) DeleteAccount(ctx context.Context, name string) error {
+	res, err := t.tx.ExecContext(ctx, "DELETE FROM accounts WHERE name = ?", name)
 	if err != nil {
 		return fmt.Errorf("delete account %q: %w", name, err)
 	}
@@ -179,7 +171,19 @@ func (s *Store) DeleteAccount(ctx context.Context, name string) error {
 
 // Account returns one account.
 func (s *Store) Account(ctx context.Context, name string) (Account, error) {
-	accts, err := s.accounts(ctx, name)
+	return oneAccount(ctx, s.db, name)
+}
+
+// Account reads one account inside the transaction.
+func (t *Tx) Account(ctx context.Context, name string) (Account, error) {
+	return oneAccount(ctx, t.tx, name)
+}
+
+func oneAccount(ctx context.Context, q querier, name string) (Account, error) {
+	if name == "" {
+		return Account{}, fmt.Errorf("account %q: %w", name, ErrNotFound)
+	}
+	accts, err := readAccounts(ctx, q, name)
 	if err != nil {
 		return Account{}, err
 	}
@@ -191,12 +195,12 @@ func (s *Store) Account(ctx context.Context, name string) (Account, error) {
 
 // Accounts returns every account, by name.
 func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
-	return s.accounts(ctx, "")
+	return readAccounts(ctx, s.db, "")
 }
 
-// accounts reads one account (name) or all (""), with privileges and users.
-func (s *Store) accounts(ctx context.Context, name string) ([]Account, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT name, role, created_at, password_at FROM accounts WHERE ? = '' OR name = ? ORDER BY name", name, name)
+// readAccounts reads one account (name) or all (""), with privileges and users.
+func readAccounts(ctx context.Context, q querier, name string) ([]Account, error) {
+	rows, err := q.QueryContext(ctx, "SELECT name, role, created_at, password_at FROM accounts WHERE ? = '' OR name = ? ORDER BY name", name, name)
 	if err != nil {
 		return nil, fmt.Errorf("read accounts: %w", err)
 	}
@@ -225,7 +229,7 @@ func (s *Store) accounts(ctx context.Context, name string) ([]Account, error) {
 		{"SELECT account, privilege FROM account_privileges WHERE ? = '' OR account = ? ORDER BY privilege", func(a *Account) *[]string { return &a.Privileges }},
 		{"SELECT account, user FROM account_users WHERE ? = '' OR account = ? ORDER BY user", func(a *Account) *[]string { return &a.Users }},
 	} {
-		rows, err := s.db.QueryContext(ctx, sub.query, name, name)
+		rows, err := q.QueryContext(ctx, sub.query, name, name)
 		if err != nil {
 			return nil, fmt.Errorf("read accounts: %w", err)
 		}
@@ -264,18 +268,18 @@ func (s *Store) PasswordHash(ctx context.Context, name string) (string, error) {
 
 // Grant gives a reseller a privilege and reports whether it was new.
 // Administrators hold every privilege already, so granting them one is an error.
-func (s *Store) Grant(ctx context.Context, name, priv string) (bool, error) {
+func (t *Tx) Grant(ctx context.Context, name, priv string) (bool, error) {
 	if _, err := ParsePrivilege(priv); err != nil {
 		return false, err
 	}
-	a, err := s.Account(ctx, name)
+	a, err := t.Account(ctx, name)
 	if err != nil {
 		return false, err
 	}
 	if a.Role == RoleAdmin {
 		return false, invalidf("account %q is an admin and holds every privilege already", name)
 	}
-	res, err := s.db.ExecContext(ctx, "INSERT INTO account_privileges (account, privilege) VALUES (?, ?) ON CONFLICT DO NOTHING", name, priv)
+	res, err := t.tx.ExecContext(ctx, "INSERT INTO account_privileges (account, privilege) VALUES (?, ?) ON CONFLICT DO NOTHING", name, priv)
 	if err != nil {
 		return false, fmt.Errorf("grant %s to %q: %w", priv, name, err)
 	}
@@ -284,18 +288,18 @@ func (s *Store) Grant(ctx context.Context, name, priv string) (bool, error) {
 }
 
 // RevokePrivilege withdraws a privilege and reports whether it was held.
-func (s *Store) RevokePrivilege(ctx context.Context, name, priv string) (bool, error) {
+func (t *Tx) RevokePrivilege(ctx context.Context, name, priv string) (bool, error) {
 	if _, err := ParsePrivilege(priv); err != nil {
 		return false, err
 	}
-	a, err := s.Account(ctx, name)
+	a, err := t.Account(ctx, name)
 	if err != nil {
 		return false, err
 	}
 	if a.Role == RoleAdmin {
 		return false, invalidf("account %q is an admin: admins hold every privilege (delete the account instead)", name)
 	}
-	res, err := s.db.ExecContext(ctx, "DELETE FROM account_privileges WHERE account = ? AND privilege = ?", name, priv)
+	res, err := t.tx.ExecContext(ctx, "DELETE FROM account_privileges WHERE account = ? AND privilege = ?", name, priv)
 	if err != nil {
 		return false, fmt.Errorf("revoke %s from %q: %w", priv, name, err)
 	}
@@ -303,33 +307,31 @@ func (s *Store) RevokePrivilege(ctx context.Context, name, priv string) (bool, e
 	return n > 0, nil
 }
 
-// SetOwnedUsers replaces the system users a reseller owns. The caller checks
-// that the users exist.
-func (s *Store) SetOwnedUsers(ctx context.Context, name string, users []string) error {
-	a, err := s.Account(ctx, name)
+// SetOwnedUsers replaces the system users a reseller owns and reports whether
+// the set changed. The caller checks that the users exist.
+func (t *Tx) SetOwnedUsers(ctx context.Context, name string, users []string) (bool, error) {
+	a, err := t.Account(ctx, name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if a.Role != RoleReseller {
-		return invalidf("account %q is an admin and sees every user already; only resellers own users", name)
+		return false, invalidf("account %q is an admin and sees every user already; only resellers own users", name)
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("set users of %q: %w", name, err)
+	want := slices.Clone(users)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	if slices.Equal(want, a.Users) {
+		return false, nil
 	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM account_users WHERE account = ?", name); err != nil {
-		return fmt.Errorf("set users of %q: %w", name, err)
+	if _, err := t.tx.ExecContext(ctx, "DELETE FROM account_users WHERE account = ?", name); err != nil {
+		return false, fmt.Errorf("set users of %q: %w", name, err)
 	}
-	for _, u := range users {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO account_users (account, user) VALUES (?, ?) ON CONFLICT DO NOTHING", name, u); err != nil {
-			return fmt.Errorf("set users of %q: %w", name, err)
+	for _, u := range want {
+		if _, err := t.tx.ExecContext(ctx, "INSERT INTO account_users (account, user) VALUES (?, ?)", name, u); err != nil {
+			return false, fmt.Errorf("set users of %q: %w", name, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("set users of %q: %w", name, err)
-	}
-	return nil
+	return true, nil
 }
 
 // Session is a signed-in browser.
@@ -344,7 +346,16 @@ type Session struct {
 // CreateSession stores a session under the hash of its secret (the cookie's
 // value).
 func (s *Store) CreateSession(ctx context.Context, secret string, sess Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (secret_hash, account, created_at, expires_at, last_seen, remote)
+	return createSession(ctx, s.db, secret, sess)
+}
+
+// CreateSession stores a session inside the transaction.
+func (t *Tx) CreateSession(ctx context.Context, secret string, sess Session) error {
+	return createSession(ctx, t.tx, secret, sess)
+}
+
+func createSession(ctx context.Context, q querier, secret string, sess Session) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO sessions (secret_hash, account, created_at, expires_at, last_seen, remote)
 		VALUES (?, ?, ?, ?, ?, ?)`, HashSecret(secret), sess.Account, sess.CreatedAt.UnixMilli(), sess.ExpiresAt.UnixMilli(),
 		sess.LastSeen.UnixMilli(), sess.Remote)
 	if err != nil {
@@ -440,36 +451,36 @@ type Token struct {
 // CreateToken stores a token under the hash of its secret. A token tied to an
 // account must have the account's role; a reseller token must be tied to a
 // reseller account, whose privileges and users it acts with.
-func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
-	if err := CheckName("token", t.Name); err != nil {
+func (t *Tx) CreateToken(ctx context.Context, tok Token, secret string) error {
+	if err := CheckName("token", tok.Name); err != nil {
 		return err
 	}
-	if _, err := ParseRole(t.Role); err != nil {
+	if _, err := ParseRole(tok.Role); err != nil {
 		return err
 	}
 	if len(secret) < 32 {
 		return errors.New("create token: the secret is too short; use NewSecret")
 	}
 	var account any
-	if t.Account != "" {
-		a, err := s.Account(ctx, t.Account)
+	if tok.Account != "" {
+		a, err := t.Account(ctx, tok.Account)
 		if err != nil {
 			return err
 		}
-		if a.Role != t.Role {
+		if a.Role != tok.Role {
 			return invalidf("account %q is a %s: a token tied to it must have role %s", a.Name, a.Role, a.Role)
 		}
-		account = t.Account
-	} else if t.Role == RoleReseller {
+		account = tok.Account
+	} else if tok.Role == RoleReseller {
 		return invalidf("a reseller token acts for a reseller account: name it with --account")
 	}
-	_, err := s.db.ExecContext(ctx, "INSERT INTO api_tokens (name, role, account, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-		t.Name, t.Role, account, HashSecret(secret), t.CreatedAt.UnixMilli())
+	_, err := t.tx.ExecContext(ctx, "INSERT INTO api_tokens (name, role, account, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+		tok.Name, tok.Role, account, HashSecret(secret), tok.CreatedAt.UnixMilli())
 	if isConstraint(err) {
-		return fmt.Errorf("token %q: %w", t.Name, ErrExists)
+		return fmt.Errorf("token %q: %w", tok.Name, ErrExists)
 	}
 	if err != nil {
-		return fmt.Errorf("create token %q: %w", t.Name, err)
+		return fmt.Errorf("create token %q: %w", tok.Name, err)
 	}
 	return nil
 }
@@ -526,8 +537,8 @@ func (s *Store) TouchToken(ctx context.Context, name string, at time.Time) error
 }
 
 // DeleteToken revokes a token.
-func (s *Store) DeleteToken(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, "DELETE FROM api_tokens WHERE name = ?", name)
+func (t *Tx) DeleteToken(ctx context.Context, name string) error {
+	res, err := t.tx.ExecContext(ctx, "DELETE FROM api_tokens WHERE name = ?", name)
 	if err != nil {
 		return fmt.Errorf("revoke token %q: %w", name, err)
 	}

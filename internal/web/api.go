@@ -266,56 +266,15 @@ type settingsChange struct {
 	ports, mode, allowLocal *string
 }
 
-// applySettings validates every field first, so bad input changes nothing,
-// then changes those that differ, each through the engine (one audit record
-// per setting, like the CLI).
+// applySettings changes the settings given as one engine operation: every
+// field is validated first, so bad input changes nothing, and the change is
+// one transaction with one audit record.
 func (s *Server) applySettings(ctx context.Context, id *identity, ch settingsChange) ([]string, bool, error) {
-	p, _, err := s.st.Policy(ctx)
+	res, err := s.eng.SetSettings(ctx, id.actor(), engine.Settings{Ports: ch.ports, Mode: ch.mode, AllowLocal: ch.allowLocal})
 	if err != nil {
 		return nil, false, err
 	}
-	var ops []func() (engine.Result, error)
-	if ch.ports != nil {
-		ports, err := policy.ParsePorts(*ch.ports)
-		if err != nil {
-			return nil, false, badRequest("ports: %v", err)
-		}
-		if policy.PortsString(ports) != policy.PortsString(p.Ports) {
-			ops = append(ops, func() (engine.Result, error) { return s.eng.SetPorts(ctx, id.actor(), *ch.ports) })
-		}
-	}
-	if ch.mode != nil {
-		m, err := policy.ParseMode(*ch.mode)
-		if err != nil {
-			return nil, false, badRequest("mode: %v", err)
-		}
-		if m != p.Mode {
-			ops = append(ops, func() (engine.Result, error) { return s.eng.SetMode(ctx, id.actor(), *ch.mode) })
-		}
-	}
-	if ch.allowLocal != nil {
-		on, err := policy.ParseOnOff(*ch.allowLocal)
-		if err != nil {
-			return nil, false, badRequest("allow_local: %v", err)
-		}
-		if on != p.AllowLocal {
-			ops = append(ops, func() (engine.Result, error) { return s.eng.SetAllowLocal(ctx, id.actor(), *ch.allowLocal) })
-		}
-	}
-	msgs := []string{}
-	changed := false
-	for _, op := range ops {
-		res, err := op()
-		if err != nil {
-			return msgs, changed, err
-		}
-		msgs = append(msgs, res.Message)
-		changed = changed || res.Changed
-	}
-	if len(ops) == 0 {
-		msgs = append(msgs, "settings unchanged")
-	}
-	return msgs, changed, nil
+	return []string{res.Message}, res.Changed, nil
 }
 
 func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, id *identity) error {

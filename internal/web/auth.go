@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,6 +66,11 @@ func (id *identity) actor() engine.Actor {
 	return engine.Actor{Name: "web:" + id.name, Source: "web", Remote: id.remote}
 }
 
+// signInActor names an anonymous client trying to sign in.
+func (id *identity) signInActor() engine.Actor {
+	return engine.Actor{Name: "anonymous", Source: "web", Remote: id.remote}
+}
+
 func (id *identity) actorName() string {
 	if id.anonymous() {
 		return "anonymous"
@@ -119,7 +125,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*identity
 			}
 		}
 		if tok.LastUsed == nil || now.Sub(*tok.LastUsed) >= touchEvery {
-			if err := s.st.TouchToken(ctx, tok.Name, now); err != nil {
+			if err := s.eng.TouchToken(ctx, tok.Name, now); err != nil {
 				s.log.Warn("cannot record API token use", "token", tok.Name, "err", err)
 			}
 		}
@@ -138,7 +144,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*identity
 		return nil, err
 	}
 	if !now.Before(sess.ExpiresAt) || now.Sub(sess.LastSeen) >= s.cfg.IdleTimeout {
-		if err := s.st.DeleteSession(ctx, c.Value); err != nil {
+		if err := s.eng.EndSession(ctx, c.Value); err != nil {
 			return nil, err
 		}
 		s.clearCookie(w)
@@ -149,7 +155,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*identity
 		return nil, err
 	}
 	if now.Sub(sess.LastSeen) >= touchEvery {
-		if err := s.st.TouchSession(ctx, c.Value, now); err != nil {
+		if err := s.eng.TouchSession(ctx, c.Value, now); err != nil {
 			s.log.Warn("cannot record session activity", "err", err)
 		}
 	}
@@ -205,35 +211,54 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, id *identity) err
 	}
 	now := s.cfg.Now()
 	remote := remoteAddr(r)
-	if until, locked := s.lockedOut(username, remote, now); locked {
-		s.log.Warn("sign-in refused: locked out after repeated failures", "user", username, "remote", remote)
-		return fail(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %s.", roundUp(until.Sub(now))))
-	}
-	acct, err := s.checkPassword(r.Context(), username, password)
-	if errors.Is(err, errBadCredentials) {
-		s.accountFails.fail(username, now)
-		s.addressFails.fail(remote, now)
-		s.log.Warn("failed sign-in", "user", username, "remote", remote)
-		return fail(http.StatusUnauthorized, "Wrong username or password.")
+	ctx := r.Context()
+	// Counted before the password is checked, atomically in the store: of
+	// attempts arriving at once, those beyond the limit are refused here
+	// without a check.
+	attempt, err := s.eng.BeginSignIn(ctx, s.lockout(), username, remote)
+	var refused *engine.SignInRefused
+	if errors.As(err, &refused) {
+		s.log.Warn("sign-in refused after repeated failures", "user", username, "remote", remote, "locked", refused.Locked)
+		w.Header().Set("Retry-After", strconv.Itoa(int((refused.RetryAfter+time.Second-1)/time.Second)))
+		msg := fmt.Sprintf("Too many failed sign-ins. Try again in %s.", roundUp(refused.RetryAfter))
+		if refused.Locked {
+			msg = fmt.Sprintf("Too many failed sign-ins from your address. Try again in %s, or ask an administrator to run 'smtpguard account unlock %s'.", roundUp(refused.RetryAfter), username)
+		}
+		return fail(http.StatusTooManyRequests, msg)
 	}
 	if err != nil {
 		return err
 	}
-	s.accountFails.reset(username)
+	acct, err := s.checkPassword(ctx, username, password)
+	if errors.Is(err, errBadCredentials) {
+		anon := &identity{remote: remote}
+		if ferr := s.eng.FailSignIn(ctx, anon.signInActor(), attempt); ferr != nil {
+			return ferr
+		}
+		s.log.Warn("failed sign-in", "user", username, "remote", remote)
+		return fail(http.StatusUnauthorized, "Wrong username or password.")
+	}
+	if err != nil {
+		// Not checked (the client went away, the store failed): un-count it.
+		if aerr := s.eng.AbandonSignIn(context.WithoutCancel(ctx), attempt); aerr != nil {
+			s.log.Warn("cannot release a sign-in attempt", "user", username, "err", aerr)
+		}
+		return err
+	}
 	// A fresh secret at every sign-in: a cookie planted before cannot be
 	// promoted into a signed-in session.
 	if c, err := r.Cookie(Cookie); err == nil && c.Value != "" {
-		if err := s.st.DeleteSession(r.Context(), c.Value); err != nil {
+		if err := s.eng.EndSession(ctx, c.Value); err != nil {
 			return err
 		}
 	}
 	secret := store.NewSecret("sgs_")
-	if err := s.st.CreateSession(r.Context(), secret, store.Session{
+	if err := s.eng.SignIn(ctx, attempt, secret, store.Session{
 		Account: acct.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL), LastSeen: now, Remote: remote,
 	}); err != nil {
 		return err
 	}
-	if _, err := s.st.PruneSessions(r.Context(), now, now.Add(-s.cfg.IdleTimeout)); err != nil {
+	if _, err := s.eng.PruneSessions(ctx, now, now.Add(-s.cfg.IdleTimeout)); err != nil {
 		s.log.Warn("cannot prune expired sessions", "err", err)
 	}
 	s.setCookie(w, secret)
@@ -242,13 +267,16 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, id *identity) err
 	return nil
 }
 
-func (s *Server) lockedOut(username, remote string, now time.Time) (time.Time, bool) {
-	u1, l1 := s.accountFails.locked(username, now)
-	u2, l2 := s.addressFails.locked(remote, now)
-	if u2.After(u1) {
-		u1 = u2
+// lockout is the engine's sign-in lockout with this server's limits.
+func (s *Server) lockout() engine.Lockout {
+	return engine.Lockout{
+		PairFailures: s.cfg.AccountFailures,
+		LockFor:      s.cfg.LockoutDuration,
+		Window:       s.cfg.LockoutWindow,
+		AccountFree:  s.cfg.AccountFailures,
+		AddressFree:  s.cfg.AddressFailures,
+		MaxDelay:     s.cfg.LockoutMaxDelay,
 	}
-	return u1, l1 || l2
 }
 
 // checkPassword verifies a password, taking the same time whether or not the
@@ -268,7 +296,7 @@ func (s *Server) checkPassword(ctx context.Context, username, password string) (
 	if missing {
 		hash = s.dummyHash
 	}
-	ok, err := store.VerifyPassword(hash, password)
+	ok, err := s.verify(hash, password)
 	if err != nil {
 		return store.Account{}, fmt.Errorf("account %q: %w", username, err)
 	}
@@ -280,7 +308,7 @@ func (s *Server) checkPassword(ctx context.Context, username, password string) (
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, id *identity) error {
 	if id.secret != "" {
-		if err := s.st.DeleteSession(r.Context(), id.secret); err != nil {
+		if err := s.eng.EndSession(r.Context(), id.secret); err != nil {
 			return err
 		}
 		s.log.Info("signed out", "user", id.name, "remote", id.remote)

@@ -197,7 +197,7 @@ func TestBrowserAdminAndResellers(t *testing.T) {
 		evs = append(evs, store.Event{UID: uid, User: user, Family: 4, Address: fmt.Sprintf("192.0.2.%d", 10+i%5), Port: 25,
 			Action: "blocked", Count: int64(1 + i%7), FirstSeen: at, LastSeen: at})
 	}
-	if err := e.st.RecordEvents(context.Background(), evs); err != nil {
+	if err := e.eng.RecordEvents(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(e.srv) // 127.0.0.1 only

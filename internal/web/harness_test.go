@@ -79,10 +79,13 @@ func (offlineResolver) LookupHost(_ context.Context, host string) ([]netip.Addr,
 }
 
 type testEnv struct {
-	t       testing.TB
-	srv     *Server
-	eng     *engine.Engine
-	st      *store.Store
+	t   testing.TB
+	srv *Server
+	eng *engine.Engine
+	st  store.View
+	// seeded is the last audit record of the set-up, which tests that
+	// count audit records skip.
+	seeded  int64
 	backend *fake.Backend
 	clock   *clock
 	tokens  map[string]string // token name -> secret
@@ -99,6 +102,7 @@ func newTestEnv(t testing.TB, tweak ...func(*Config)) *testEnv {
 		return p
 	}
 	b := fake.New("fake")
+	clk := &clock{t: time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)}
 	eng, err := engine.Open(context.Background(), engine.Config{
 		StateDir:   filepath.Join(dir, "state"),
 		PasswdPath: write("passwd", testPasswd),
@@ -106,13 +110,14 @@ func newTestEnv(t testing.TB, tweak ...func(*Config)) *testEnv {
 		MTA:        mta.Config{Root: filepath.Join(dir, "root")},
 		Backends:   []enforce.Backend{b},
 		Resolver:   offlineResolver{},
+		Argon2:     cheapArgon2,
+		Now:        clk.Now,
 	})
 	if err != nil {
 		t.Fatalf("engine.Open() = %v", err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	clk := &clock{t: time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)}
-	cfg := Config{Engine: eng, Now: clk.Now, Argon2: cheapArgon2, Hostname: "mail.example.test"}
+	cfg := Config{Engine: eng, Now: clk.Now, Hostname: "mail.example.test"}
 	for _, f := range tweak {
 		f(&cfg)
 	}
@@ -125,33 +130,52 @@ func newTestEnv(t testing.TB, tweak ...func(*Config)) *testEnv {
 	e.addAccount("res-no", store.RoleReseller, resellerPassword)
 	e.addAccount("res-yes", store.RoleReseller, resellerPassword)
 	ctx := context.Background()
-	if _, err := e.st.Grant(ctx, "res-yes", store.PrivSMTPRestrictions); err != nil {
+	if _, err := eng.Grant(ctx, setup, "res-yes", store.PrivSMTPRestrictions); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.SetOwnedUsers(ctx, "res-yes", []string{"alice"}); err != nil {
+	if _, err := eng.SetOwned(ctx, setup, "res-yes", []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
 	e.addToken(store.Token{Name: "ci", Role: store.RoleAdmin})
 	e.addToken(store.Token{Name: "res-bot", Role: store.RoleReseller, Account: "res-yes"})
+	if recs, err := e.st.Audit(ctx, store.AuditFilter{Limit: 1}); err != nil || len(recs) != 1 {
+		t.Fatalf("audit log after set-up = %v, %v", recs, err)
+	} else {
+		e.seeded = recs[0].ID
+	}
 	return e
+}
+
+// setup is who makes the test environment's accounts and tokens.
+var setup = engine.Actor{Name: "test-setup", Source: "cli"}
+
+// audit returns the audit records written since the set-up, newest first.
+func (e *testEnv) audit() []store.AuditRecord {
+	e.t.Helper()
+	recs, err := e.st.Audit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []store.AuditRecord
+	for _, r := range recs {
+		if r.ID > e.seeded {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (e *testEnv) addAccount(name, role, password string) {
 	e.t.Helper()
-	h, err := store.HashPassword(password, cheapArgon2)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := e.st.CreateAccount(context.Background(), name, role, h, e.clock.Now()); err != nil {
-		e.t.Fatalf("CreateAccount(%s) = %v", name, err)
+	if _, err := e.eng.AddAccount(context.Background(), setup, name, role, password); err != nil {
+		e.t.Fatalf("AddAccount(%s) = %v", name, err)
 	}
 }
 
 func (e *testEnv) addToken(tok store.Token) string {
 	e.t.Helper()
-	secret := store.NewSecret("sgt_")
-	tok.CreatedAt = e.clock.Now()
-	if err := e.st.CreateToken(context.Background(), tok, secret); err != nil {
+	secret, _, err := e.eng.CreateToken(context.Background(), setup, tok.Name, tok.Role, tok.Account)
+	if err != nil {
 		e.t.Fatalf("CreateToken(%s) = %v", tok.Name, err)
 	}
 	e.tokens[tok.Name] = secret

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/mta"
 )
 
@@ -21,7 +22,7 @@ type mtaStatus struct {
 
 // mtaInfo reads the MTA and its limits. A host without an MTA smtpguard
 // can manage is not an error: the answer says so.
-func (s *Server) mtaInfo(ctx context.Context) (mtaStatus, mta.Manager, error) {
+func (s *Server) mtaInfo(ctx context.Context) (mtaStatus, engine.MTAReader, error) {
 	m, err := s.eng.MTA(ctx, s.cfg.MTA)
 	unsupported := errors.Is(err, mta.ErrUnsupported)
 	if err != nil && !unsupported {
@@ -74,24 +75,10 @@ func (s *Server) apiPutMTA(w http.ResponseWriter, r *http.Request, id *identity)
 // setMTA changes the limits given, through the engine (validated by the MTA,
 // restored on failure, audited).
 func (s *Server) setMTA(ctx context.Context, id *identity, b mtaBody) (result mutationResult, l mta.Limits, err error) {
-	st, m, err := s.mtaInfo(ctx)
-	if err != nil {
-		return result, l, err
+	res, l, err := s.eng.SetMTALimits(ctx, id.actor(), s.cfg.MTA, engine.MTAChange{MaxConnections: b.MaxConnections, MaxPerHost: b.MaxPerHost, Reserve: b.Reserve})
+	if errors.Is(err, mta.ErrUnsupported) {
+		return result, l, &httpError{code: http.StatusConflict, msg: "cannot set connection limits: " + err.Error()}
 	}
-	if !st.Managed {
-		return result, l, &httpError{code: http.StatusConflict, msg: "cannot set connection limits: " + st.Reason}
-	}
-	l = st.Limits
-	if b.MaxConnections != nil {
-		l.MaxConnections = *b.MaxConnections
-	}
-	if b.MaxPerHost != nil {
-		l.MaxPerHost = *b.MaxPerHost
-	}
-	if b.Reserve != nil {
-		l.Reserve = *b.Reserve
-	}
-	res, err := s.eng.SetMTALimits(ctx, id.actor(), m, l)
 	if err != nil {
 		return result, l, err
 	}

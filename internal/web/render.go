@@ -145,7 +145,7 @@ func (s *Server) flash(r *http.Request, id *identity, msg string) {
 	if id.secret == "" {
 		return
 	}
-	if err := s.st.SetFlash(r.Context(), id.secret, msg); err != nil {
+	if err := s.eng.SetFlash(r.Context(), id.secret, msg); err != nil {
 		s.log.Warn("cannot keep a message for the next page", "err", err)
 	}
 }
@@ -155,7 +155,7 @@ func (s *Server) takeFlash(r *http.Request, id *identity) string {
 	if id.secret == "" {
 		return ""
 	}
-	msg, err := s.st.TakeFlash(r.Context(), id.secret)
+	msg, err := s.eng.TakeFlash(r.Context(), id.secret)
 	if err != nil {
 		s.log.Warn("cannot read the message for this page", "err", err)
 	}

@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -282,6 +281,7 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, id *identity)
 type accountsView struct {
 	Accounts   []store.Account
 	Tokens     []store.Token
+	Lockouts   []store.SignInCounter // sign-in lockouts and slow-downs in force
 	Privilege  string
 	NewToken   string // shown once, right after creation
 	NewTokenOf string
@@ -302,6 +302,9 @@ func (s *Server) renderAccounts(w http.ResponseWriter, r *http.Request, id *iden
 		return err
 	}
 	if v.Tokens, err = s.st.Tokens(r.Context()); err != nil {
+		return err
+	}
+	if v.Lockouts, err = s.st.SignInLocks(r.Context(), s.cfg.Now()); err != nil {
 		return err
 	}
 	v.Privilege = store.PrivSMTPRestrictions
@@ -325,45 +328,28 @@ func (s *Server) accountsFailed(w http.ResponseWriter, r *http.Request, id *iden
 	return s.renderAccounts(w, r, id, code, msg, v)
 }
 
-// audit records an account or token change; policy changes are recorded by
-// the engine.
-func (s *Server) audit(ctx context.Context, id *identity, op, detail string) {
-	a := id.actor()
-	rec := store.AuditRecord{At: s.cfg.Now(), Actor: a.Name, Source: a.Source, Remote: a.Remote, Operation: op, Detail: detail, Outcome: "ok"}
-	if err := s.st.AppendAudit(ctx, rec); err != nil {
-		s.log.Error("cannot record an account change in the audit log", "operation", op, "err", err)
-	}
-}
-
-// hashPassword checks and hashes a new password, within the bound on
-// concurrent argon2 computations.
-func (s *Server) hashPassword(ctx context.Context, pw, again string) (string, error) {
-	if err := store.CheckPassword(pw); err != nil {
-		return "", inputError(err)
-	}
-	if pw != again {
-		return "", badRequest("the two passwords differ")
-	}
+// withChecks runs an argon2 computation (hashing a new password) within the
+// bound on concurrent ones.
+func (s *Server) withChecks(ctx context.Context, fn func() (engine.Result, error)) (engine.Result, error) {
 	select {
 	case s.checks <- struct{}{}:
 		defer func() { <-s.checks }()
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return engine.Result{}, ctx.Err()
 	}
-	return store.HashPassword(pw, s.cfg.Argon2)
+	return fn()
 }
 
-// inputError maps the store's verdicts on input to answers: bad names and
-// duplicates are 400, missing accounts and tokens 404; anything else is a
-// failure of the system.
-func inputError(err error) error {
-	switch {
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrExists):
-		return badRequest("%v", err)
-	case errors.Is(err, store.ErrNotFound):
-		return &httpError{code: http.StatusNotFound, msg: err.Error()}
+// newPassword reads the form's two password fields.
+func newPassword(r *http.Request) (string, error) {
+	pw, again := r.PostForm.Get("password"), r.PostForm.Get("password2")
+	if err := engine.ValidatePassword(pw); err != nil {
+		return "", err
 	}
-	return err
+	if pw != again {
+		return "", badRequest("the two passwords differ")
+	}
+	return pw, nil
 }
 
 func (s *Server) addAccountUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -372,21 +358,20 @@ func (s *Server) addAccountUI(w http.ResponseWriter, r *http.Request, id *identi
 	}
 	f := accountForm{Name: strings.TrimSpace(r.PostForm.Get("name")), Role: r.PostForm.Get("role")}
 	v := accountsView{Form: f}
-	if err := store.CheckName("account", f.Name); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), v)
+	if err := engine.ValidateAccount(f.Name, f.Role); err != nil {
+		return s.accountsFailed(w, r, id, err, v)
 	}
-	if _, err := store.ParseRole(f.Role); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), v)
-	}
-	hash, err := s.hashPassword(r.Context(), r.PostForm.Get("password"), r.PostForm.Get("password2"))
+	pw, err := newPassword(r)
 	if err != nil {
 		return s.accountsFailed(w, r, id, err, v)
 	}
-	if err := s.st.CreateAccount(r.Context(), f.Name, f.Role, hash, s.cfg.Now()); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), v)
+	res, err := s.withChecks(r.Context(), func() (engine.Result, error) {
+		return s.eng.AddAccount(r.Context(), id.actor(), f.Name, f.Role, pw)
+	})
+	if err != nil {
+		return s.accountsFailed(w, r, id, err, v)
 	}
-	s.audit(r.Context(), id, "account add", f.Name+" role "+f.Role)
-	msg := fmt.Sprintf("account %s (%s) created", f.Name, f.Role)
+	msg := res.Message
 	if f.Role == store.RoleReseller {
 		msg += fmt.Sprintf(": grant it %s and give it its users below", store.PrivSMTPRestrictions)
 	}
@@ -398,11 +383,11 @@ func (s *Server) deleteAccountUI(w http.ResponseWriter, r *http.Request, id *ide
 	if !id.token && name == id.name {
 		return s.accountsFailed(w, r, id, badRequest("you cannot delete the account you are signed in with"), accountsView{})
 	}
-	if err := s.st.DeleteAccount(r.Context(), name); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	res, err := s.eng.DeleteAccount(r.Context(), id.actor(), name)
+	if err != nil {
+		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	s.audit(r.Context(), id, "account del", name)
-	return s.done(w, r, id, "/accounts", fmt.Sprintf("account %s deleted, with its sessions and tokens", name))
+	return s.done(w, r, id, "/accounts", res.Message)
 }
 
 func (s *Server) passwordUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -411,23 +396,25 @@ func (s *Server) passwordUI(w http.ResponseWriter, r *http.Request, id *identity
 	}
 	name := r.PathValue("name")
 	if _, err := s.st.Account(r.Context(), name); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	hash, err := s.hashPassword(r.Context(), r.PostForm.Get("password"), r.PostForm.Get("password2"))
+	pw, err := newPassword(r)
 	if err != nil {
 		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	if err := s.st.SetPassword(r.Context(), name, hash, s.cfg.Now()); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	res, err := s.withChecks(r.Context(), func() (engine.Result, error) {
+		return s.eng.SetPassword(r.Context(), id.actor(), name, pw)
+	})
+	if err != nil {
+		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	s.audit(r.Context(), id, "account passwd", name)
 	if !id.token && name == id.name {
 		// Our own session went with the others.
 		s.clearCookie(w)
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return nil
 	}
-	return s.done(w, r, id, "/accounts", fmt.Sprintf("password of %s changed; its sessions were signed out", name))
+	return s.done(w, r, id, "/accounts", res.Message)
 }
 
 func (s *Server) grantUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -446,20 +433,15 @@ func (s *Server) privilegeUI(w http.ResponseWriter, r *http.Request, id *identit
 	if priv == "" {
 		priv = store.PrivSMTPRestrictions
 	}
-	var err error
-	var msg, op string
-	if grant {
-		_, err = s.st.Grant(r.Context(), name, priv)
-		msg, op = fmt.Sprintf("%s granted to %s", priv, name), "account grant"
-	} else {
-		_, err = s.st.RevokePrivilege(r.Context(), name, priv)
-		msg, op = fmt.Sprintf("%s revoked from %s", priv, name), "account revoke"
+	op := s.eng.Grant
+	if !grant {
+		op = s.eng.RevokePrivilege
 	}
+	res, err := op(r.Context(), id.actor(), name, priv)
 	if err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	s.audit(r.Context(), id, op, name+" "+priv)
-	return s.done(w, r, id, "/accounts", msg)
+	return s.done(w, r, id, "/accounts", res.Message)
 }
 
 // splitList reads "alice, bob carol" as a list.
@@ -467,34 +449,15 @@ func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })
 }
 
-// checkSystemUsers verifies that every name is a user of this system.
-func (s *Server) checkSystemUsers(users []string) error {
-	dir, err := s.eng.Directory()
-	if err != nil {
-		return err
-	}
-	for _, u := range users {
-		if _, ok := dir.User(u); !ok {
-			return badRequest("no such system user %q", u)
-		}
-	}
-	return nil
-}
-
 func (s *Server) ownUsersUI(w http.ResponseWriter, r *http.Request, id *identity) error {
 	if err := parseForm(w, r); err != nil {
 		return err
 	}
-	name := r.PathValue("name")
-	users := splitList(r.PostForm.Get("users"))
-	if err := s.checkSystemUsers(users); err != nil {
+	res, err := s.eng.SetOwned(r.Context(), id.actor(), r.PathValue("name"), splitList(r.PostForm.Get("users")))
+	if err != nil {
 		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	if err := s.st.SetOwnedUsers(r.Context(), name, users); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
-	}
-	s.audit(r.Context(), id, "account own", name+" "+strings.Join(users, " "))
-	return s.done(w, r, id, "/accounts", fmt.Sprintf("%s now owns %d system user(s)", name, len(users)))
+	return s.done(w, r, id, "/accounts", res.Message)
 }
 
 func (s *Server) createTokenUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -502,25 +465,18 @@ func (s *Server) createTokenUI(w http.ResponseWriter, r *http.Request, id *ident
 		return err
 	}
 	f := tokenForm{Name: strings.TrimSpace(r.PostForm.Get("name")), Role: r.PostForm.Get("role"), Account: strings.TrimSpace(r.PostForm.Get("account"))}
-	secret := store.NewSecret("sgt_")
-	err := s.st.CreateToken(r.Context(), store.Token{Name: f.Name, Role: f.Role, Account: f.Account, CreatedAt: s.cfg.Now()}, secret)
+	secret, _, err := s.eng.CreateToken(r.Context(), id.actor(), f.Name, f.Role, f.Account)
 	if err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{TokenForm: f})
+		return s.accountsFailed(w, r, id, err, accountsView{TokenForm: f})
 	}
-	detail := f.Name + " role " + f.Role
-	if f.Account != "" {
-		detail += " account " + f.Account
-	}
-	s.audit(r.Context(), id, "token create", detail)
 	// Shown once, in this answer: never stored, never put in a flash message.
 	return s.renderAccounts(w, r, id, http.StatusOK, "", accountsView{NewToken: secret, NewTokenOf: f.Name})
 }
 
 func (s *Server) revokeTokenUI(w http.ResponseWriter, r *http.Request, id *identity) error {
-	name := r.PathValue("name")
-	if err := s.st.DeleteToken(r.Context(), name); err != nil {
-		return s.accountsFailed(w, r, id, inputError(err), accountsView{})
+	res, err := s.eng.RevokeToken(r.Context(), id.actor(), r.PathValue("name"))
+	if err != nil {
+		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	s.audit(r.Context(), id, "token revoke", name)
-	return s.done(w, r, id, "/accounts", fmt.Sprintf("token %s revoked", name))
+	return s.done(w, r, id, "/accounts", res.Message)
 }

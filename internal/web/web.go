@@ -53,22 +53,24 @@ type Config struct {
 	SessionTTL  time.Duration // absolute session lifetime (12h)
 	IdleTimeout time.Duration // a session unused this long ends (1h)
 
-	// A sign-in is refused for LockoutDuration once an account name has
-	// failed AccountFailures times, or a client address AddressFailures
-	// times, within LockoutWindow.
+	// Sign-in lockout (engine.Lockout): an account is locked for
+	// LockoutDuration from a client address that failed AccountFailures
+	// times within LockoutWindow; past AccountFailures failures from anywhere
+	// (or AddressFailures from one address, for any account) sign-ins are
+	// slowed down, never locked: a wait that doubles from 1s up to
+	// LockoutMaxDelay between checked attempts.
 	AccountFailures int           // 5
 	AddressFailures int           // 20
 	LockoutWindow   time.Duration // 15m
 	LockoutDuration time.Duration // 15m
+	LockoutMaxDelay time.Duration // 1m
 
 	// MTA says which MTA configuration to manage (as the mta command's
 	// --exim-config and --postfix-config-dir).
 	MTA mta.Options
 
-	// Argon2 are the cost parameters of passwords set from the web.
-	Argon2 store.Argon2Params
-	// MaxPasswordChecks bounds concurrent password verifications, each of
-	// which holds Argon2.Memory (2).
+	// MaxPasswordChecks bounds concurrent password hashes and verifications,
+	// each of which holds the engine's argon2 memory (2).
 	MaxPasswordChecks int
 }
 
@@ -88,9 +90,7 @@ func (c *Config) defaults() {
 	if c.AddressFailures <= 0 {
 		c.AddressFailures = 20
 	}
-	if c.Argon2 == (store.Argon2Params{}) {
-		c.Argon2 = store.DefaultArgon2()
-	}
+	def(&c.LockoutMaxDelay, time.Minute)
 	if c.MaxPasswordChecks <= 0 {
 		c.MaxPasswordChecks = 2
 	}
@@ -106,7 +106,7 @@ func (c *Config) defaults() {
 type Server struct {
 	cfg    Config
 	eng    *engine.Engine
-	st     *store.Store
+	st     store.View
 	log    *slog.Logger
 	mux    *http.ServeMux
 	routes []route
@@ -114,10 +114,11 @@ type Server struct {
 	static http.Handler
 	csrf   *http.CrossOriginProtection
 
-	accountFails *limiter // failed sign-ins per account name
-	addressFails *limiter // failed sign-ins per client address
-	checks       chan struct{}
-	host         string // this server's name, shown in the header
+	checks chan struct{} // bounds concurrent argon2 computations
+	// verify checks a password against its hash (store.VerifyPassword);
+	// tests count the checks through it.
+	verify func(encoded, password string) (bool, error)
+	host   string // this server's name, shown in the header
 	// dummyHash is verified against when the account does not exist, so a
 	// sign-in takes as long for a wrong name as for a wrong password.
 	dummyHash string
@@ -137,21 +138,20 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dummy := store.UnmatchableHash(cfg.Argon2)
+	dummy := store.UnmatchableHash(cfg.Engine.PasswordCost())
 	s := &Server{
-		cfg:          cfg,
-		eng:          cfg.Engine,
-		st:           cfg.Engine.Store(),
-		log:          cfg.Logger.With("component", "web"),
-		mux:          http.NewServeMux(),
-		views:        views,
-		static:       http.StripPrefix("/static/", http.FileServerFS(static)),
-		csrf:         http.NewCrossOriginProtection(),
-		accountFails: newLimiter(cfg.AccountFailures, cfg.LockoutWindow, cfg.LockoutDuration),
-		addressFails: newLimiter(cfg.AddressFailures, cfg.LockoutWindow, cfg.LockoutDuration),
-		checks:       make(chan struct{}, cfg.MaxPasswordChecks),
-		dummyHash:    dummy,
-		host:         cfg.Hostname,
+		cfg:       cfg,
+		eng:       cfg.Engine,
+		st:        cfg.Engine.Store(),
+		log:       cfg.Logger.With("component", "web"),
+		mux:       http.NewServeMux(),
+		views:     views,
+		static:    http.StripPrefix("/static/", http.FileServerFS(static)),
+		csrf:      http.NewCrossOriginProtection(),
+		checks:    make(chan struct{}, cfg.MaxPasswordChecks),
+		verify:    store.VerifyPassword,
+		dummyHash: dummy,
+		host:      cfg.Hostname,
 	}
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
