@@ -56,6 +56,7 @@ type Engine struct {
 	cfg   Config
 	store *store.Store
 	log   *slog.Logger
+	fresh string // how the database was found when opened, when absent or empty (guard.go)
 }
 
 // Open opens the state directory's database.
@@ -81,11 +82,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w (use --state-dir or run as root)", cfg.StateDir, err)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, store.FileName))
+	st, fresh, err := openStore(ctx, cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, store: st, log: cfg.Logger.With("component", "engine")}, nil
+	return &Engine{cfg: cfg, store: st, log: cfg.Logger.With("component", "engine"), fresh: fresh}, nil
 }
 
 // Close releases the database.

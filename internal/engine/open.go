@@ -1,0 +1,42 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/smtpguard/smtpguard/internal/statedir"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+// openStore checks that the state directory may be trusted and opens its
+// database. fresh says how the database file was found when it was absent
+// or empty, for the explanation if it turns out smtpguard's rules are in the
+// kernel.
+func openStore(ctx context.Context, dir string) (st *store.Store, fresh string, err error) {
+	if err := statedir.Check(dir); err != nil {
+		return nil, "", err
+	}
+	created, size, err := statedir.PrepareDB(dir, store.FileName)
+	if err != nil {
+		return nil, "", err
+	}
+	switch {
+	case created:
+		fresh = "was missing"
+	case size == 0:
+		fresh = "was empty"
+	}
+	path := filepath.Join(dir, store.FileName)
+	st, err = store.Open(ctx, path)
+	if err != nil {
+		if size > 0 && !errors.Is(err, context.Canceled) {
+			// A damaged database must not be mistaken for a missing one:
+			// nothing here touches the kernel, so its rules stay in force.
+			return nil, "", fmt.Errorf("%w; smtpguard's rules in the kernel stay as they are: restore %s from a backup, or move it away and run 'smtpguard disable' to lift the restriction on purpose", err, path)
+		}
+		return nil, "", err
+	}
+	return st, fresh, nil
+}
