@@ -198,8 +198,11 @@ func (e *Engine) change(ctx context.Context, actor Actor, op, detail string,
 		return Result{}, err
 	}
 	defer tx.Rollback()
-	before, _, err := tx.Policy(ctx)
+	before, meta, err := tx.Policy(ctx)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := e.guardChange(ctx, op, meta); err != nil {
 		return Result{}, err
 	}
 	for _, d := range dnsUpdates {
