@@ -87,8 +87,8 @@ lifts it.`,
 			if err != nil {
 				return err
 			}
-			eng, err := e.engineWithLogger(ctx, logger)
-			if err != nil {
+			eng, err := e.openForServe(ctx, logger, cfg.Listen, loopback)
+			if err != nil || eng == nil { // nil: stopped while the database was unreadable
 				return err
 			}
 			defer eng.Close()

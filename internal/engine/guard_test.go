@@ -165,6 +165,9 @@ func TestCorruptDatabaseIsRefusedWithTheFix(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Open(ctx, f.cfg)
+	if !errors.Is(err, ErrDatabaseUnreadable) {
+		t.Errorf("Open() of a corrupt database = %v, want ErrDatabaseUnreadable", err)
+	}
 	if err == nil || !strings.Contains(err.Error(), "from a backup") || !strings.Contains(err.Error(), "smtpguard disable") {
 		t.Errorf("Open() of a corrupt database = %v, want an error naming the fix", err)
 	}

@@ -10,6 +10,10 @@ import (
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
+// ErrDatabaseUnreadable marks a database file that exists but is damaged or
+// not a database: the daemon waits for it to be restored instead of exiting.
+var ErrDatabaseUnreadable = errors.New("the database cannot be read")
+
 // openStore checks that the state directory may be trusted and opens its
 // database. fresh says how the database file was found when it was absent
 // or empty, for the explanation if it turns out smtpguard's rules are in the
@@ -31,10 +35,10 @@ func openStore(ctx context.Context, dir string) (st *store.Store, fresh string, 
 	path := filepath.Join(dir, store.FileName)
 	st, err = store.Open(ctx, path)
 	if err != nil {
-		if size > 0 && !errors.Is(err, context.Canceled) {
+		if store.IsCorrupt(err) {
 			// A damaged database must not be mistaken for a missing one:
 			// nothing here touches the kernel, so its rules stay in force.
-			return nil, "", fmt.Errorf("%w; smtpguard's rules in the kernel stay as they are: restore %s from a backup, or move it away and run 'smtpguard disable' to lift the restriction on purpose", err, path)
+			return nil, "", fmt.Errorf("%w: %w; smtpguard's rules in the kernel stay as they are: restore %s from a backup, or move it away and run 'smtpguard disable' to lift the restriction on purpose", ErrDatabaseUnreadable, err, path)
 		}
 		return nil, "", err
 	}
