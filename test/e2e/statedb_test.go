@@ -91,7 +91,7 @@ func TestPrivilegedLostDatabaseKeepsEnforcing(t *testing.T) {
 				return err == nil
 			})
 			if w.kernelTable() == "" {
-				t.Fatalf("table inet smtpguard is gone after the daemon started on a %s database: the restriction was lifted without 'smtpguard disable'", tt.name)
+				t.Fatalf("table inet smtpguard is gone after the daemon started on the %s database: the restriction was lifted without 'smtpguard disable'", tt.name)
 			}
 			w.expectBlocked(&w.plain, remote(25)...)
 			if code, body, _ := w.healthz(); code != 503 || !strings.Contains(body, "from a backup") || !strings.Contains(body, "smtpguard disable") {
