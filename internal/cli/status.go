@@ -56,7 +56,7 @@ you restore it, import a policy, or run 'smtpguard disable'.`,
 			if st.Kernel.State == engine.KernelPolicyMissing {
 				// The stored policy does not describe what the kernel
 				// enforces: scripts and monitoring must notice.
-				return fmt.Errorf("%w: %s; %s", engine.ErrPolicyMissing, strings.Join(st.Kernel.Problems, "; "), st.Kernel.Fix)
+				return fmt.Errorf("%w: %s; to fix: %s", engine.ErrPolicyMissing, strings.Join(st.Kernel.Problems, "; "), st.Kernel.Fix)
 			}
 			return nil
 		},
@@ -150,6 +150,12 @@ func printStatus(out io.Writer, st engine.Status, max int) {
 	}
 	if st.UpdatedAt != nil {
 		fmt.Fprintf(w, "Last change:\t%s by %s\n", st.UpdatedAt.Format("2006-01-02 15:04:05 MST"), st.UpdatedBy)
+	}
+	if st.Kernel.State == engine.KernelPolicyMissing {
+		// The default policy's uids are not what the kernel enforces.
+		fmt.Fprintf(w, "May connect:\tunknown: the rules in the kernel are not in the database\n")
+		w.Flush()
+		return
 	}
 	fmt.Fprintf(w, "May connect:\t%d uid(s)\n", len(st.AllowedUIDs))
 	w.Flush()

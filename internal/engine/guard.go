@@ -61,16 +61,16 @@ func (e *Engine) missingPolicy(ctx context.Context, meta store.Meta) error {
 	if len(names) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %s; %s", ErrPolicyMissing, e.missingWhy(names), e.missingFix())
+	return fmt.Errorf("%w: %s; to fix: %s", ErrPolicyMissing, e.missingWhy(names), e.missingFix())
 }
 
 func (e *Engine) missingWhy(names []string) string {
 	path := filepath.Join(e.cfg.StateDir, store.FileName)
-	how := "holds no policy"
+	how := "holds no policy (was it deleted, emptied or replaced?)"
 	if e.fresh != "" {
 		how = e.fresh + " when opened"
 	}
-	return fmt.Sprintf("%s %s, but the %s rules in the kernel stay in force until you choose", path, how, strings.Join(names, " and "))
+	return fmt.Sprintf("%s %s; the %s rules in the kernel stay in force", path, how, strings.Join(names, " and "))
 }
 
 func (e *Engine) missingFix() string {
