@@ -92,6 +92,7 @@ lifts it.`,
 				return err
 			}
 			defer eng.Close()
+			e.stateDir = eng.StateDir() // checked, links resolved: the web certificate goes there too
 			if backend != "" && backend != policy.BackendAuto {
 				var names []string
 				for _, b := range eng.Backends() {

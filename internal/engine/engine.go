@@ -82,10 +82,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w (use --state-dir or run as root)", cfg.StateDir, err)
 	}
-	st, fresh, err := openStore(ctx, cfg.StateDir)
+	st, dir, fresh, err := openStore(ctx, cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
+	cfg.StateDir = dir // checked, links resolved: a link in the path cannot be repointed later
 	return &Engine{cfg: cfg, store: st, log: cfg.Logger.With("component", "engine"), fresh: fresh}, nil
 }
 

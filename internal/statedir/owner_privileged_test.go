@@ -41,7 +41,7 @@ func TestPrivilegedCheckRefusesForeignOwners(t *testing.T) {
 			if err := os.Lchown(p, nobody, nobody); err != nil {
 				t.Fatal(err)
 			}
-			err := Check(dir)
+			_, err := Check(dir)
 			if err == nil || !strings.Contains(err.Error(), "owned by uid 65534") || !strings.Contains(err.Error(), p) {
 				t.Errorf("Check() = %v, want an error naming %s and its owner", err, p)
 			}

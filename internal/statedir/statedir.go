@@ -43,32 +43,36 @@ func isStateFile(name string) bool {
 // owned by root or the effective uid, and none but sockets is writable by
 // group or others; the state files are regular files. The error
 // names the offending path and the command that fixes it.
-func Check(dir string) error {
+//
+// It returns dir with every symbolic link in its path resolved: use that path
+// from then on, so that a link in the path cannot be repointed after the
+// check.
+func Check(dir string) (string, error) {
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return fmt.Errorf("state directory %s: %w", dir, err)
+		return "", fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	real, err = filepath.Abs(real)
 	if err != nil {
-		return fmt.Errorf("state directory %s: %w", dir, err)
+		return "", fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	fi, err := os.Lstat(real)
 	if err != nil {
-		return fmt.Errorf("state directory %s: %w", dir, err)
+		return "", fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("state directory %s is not a directory", dir)
+		return "", fmt.Errorf("state directory %s is not a directory", dir)
 	}
 	if err := trusted(real, fi, false); err != nil {
-		return err
+		return "", err
 	}
 	for p := filepath.Dir(real); ; p = filepath.Dir(p) {
 		pfi, err := os.Lstat(p)
 		if err != nil {
-			return fmt.Errorf("state directory %s: parent %s: %w", dir, p, err)
+			return "", fmt.Errorf("state directory %s: parent %s: %w", dir, p, err)
 		}
 		if err := trusted(p, pfi, true); err != nil {
-			return fmt.Errorf("state directory %s: %w", dir, err)
+			return "", fmt.Errorf("state directory %s: %w", dir, err)
 		}
 		if p == filepath.Dir(p) {
 			break
@@ -76,7 +80,7 @@ func Check(dir string) error {
 	}
 	entries, err := os.ReadDir(real)
 	if err != nil {
-		return fmt.Errorf("read state directory %s: %w", dir, err)
+		return "", fmt.Errorf("read state directory %s: %w", dir, err)
 	}
 	for _, ent := range entries {
 		path := filepath.Join(real, ent.Name())
@@ -85,18 +89,18 @@ func Check(dir string) error {
 			continue // removed meanwhile (a WAL file at close)
 		}
 		if err != nil {
-			return fmt.Errorf("state file %s: %w", path, err)
+			return "", fmt.Errorf("state file %s: %w", path, err)
 		}
 		if isStateFile(ent.Name()) {
 			if err := regular(path, efi); err != nil {
-				return err
+				return "", err
 			}
 		}
 		if err := trusted(path, efi, false); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return nil
+	return real, nil
 }
 
 // trusted checks one path's owner and mode. Symbolic links have no mode of

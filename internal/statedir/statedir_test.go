@@ -65,7 +65,7 @@ func TestCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := newDir(t)
 			tt.setup(t, dir)
-			err := Check(dir)
+			_, err := Check(dir)
 			switch {
 			case tt.want == "" && err != nil:
 				t.Errorf("Check() = %v, want nil", err)
@@ -77,18 +77,18 @@ func TestCheck(t *testing.T) {
 }
 
 // A state directory reached through a symbolic link is checked where it
-// really is.
+// really is, and used there from then on.
 func TestCheckFollowsTheDirectoryPath(t *testing.T) {
 	dir := newDir(t)
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(dir, link); err != nil {
 		t.Fatal(err)
 	}
-	if err := Check(link); err != nil {
-		t.Errorf("Check(link to trusted dir) = %v", err)
+	if real, err := Check(link); err != nil || real != dir {
+		t.Errorf("Check(link to trusted dir) = %q, %v; want %q, nil", real, err, dir)
 	}
 	os.Chmod(dir, 0o777)
-	if err := Check(link); err == nil {
+	if _, err := Check(link); err == nil {
 		t.Error("Check(link to a world-writable dir) = nil, want an error")
 	}
 }
