@@ -79,6 +79,9 @@ func Check(dir string) (string, error) {
 		}
 	}
 	entries, err := os.ReadDir(real)
+	if errors.Is(err, fs.ErrPermission) {
+		return "", fmt.Errorf("read state directory %s: %w (needs root: run with sudo)", dir, err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("read state directory %s: %w", dir, err)
 	}
