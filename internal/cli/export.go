@@ -13,7 +13,12 @@ func newExportCmd(e *env) *cobra.Command {
 		Use:   "export",
 		Short: "Write the policy as a file (TOML or YAML) for other servers",
 		Long: `Write the stored policy as a versioned policy file, to standard output or to
---output. Apply it on any server with 'smtpguard import FILE'.`,
+--output. Apply it on any server with 'smtpguard import FILE'.
+
+--output replaces a regular file whole (a new file is written beside it and
+renamed over it); "-" and /dev/stdout mean standard output; a character device
+or a FIFO is written into as it is. A symbolic link, a directory, a socket or a
+block device is refused: smtpguard never follows a link to a file it writes.`,
 		Example: `  smtpguard export > smtpguard.toml
   smtpguard export --format yaml --output /srv/policy/smtpguard.yaml`,
 		Args: exactArgs(0, "no arguments"),
@@ -42,11 +47,17 @@ func newExportCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "" || output == "-" {
+			switch output {
+			case "", "-", "/dev/stdout":
+				// /dev/stdout is a link to whatever stdout is: write to the
+				// stream itself instead of following the link.
 				_, err := e.stdio.Out.Write(data)
 				return err
+			case "/dev/stderr":
+				_, err := e.stdio.Err.Write(data)
+				return err
 			}
-			return atomicfile.Write(output, data, 0o644)
+			return atomicfile.WriteOutput(output, data, 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "", "toml or yaml (default: from the output file's extension, else toml)")

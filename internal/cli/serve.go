@@ -87,11 +87,12 @@ lifts it.`,
 			if err != nil {
 				return err
 			}
-			eng, err := e.engineWithLogger(ctx, logger)
-			if err != nil {
+			eng, err := e.openForServe(ctx, logger, cfg.Listen, loopback)
+			if err != nil || eng == nil { // nil: stopped while the database was unreadable
 				return err
 			}
 			defer eng.Close()
+			e.stateDir = eng.StateDir() // checked, links resolved: the web certificate goes there too
 			if backend != "" && backend != policy.BackendAuto {
 				var names []string
 				for _, b := range eng.Backends() {

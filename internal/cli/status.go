@@ -21,7 +21,12 @@ func newStatusCmd(e *env) *cobra.Command {
 		Long: `Show the policy, who may connect, and whether the kernel enforces it.
 
 Long lists (allowed users and groups, the uids that may connect) show their
-first ` + fmt.Sprint(statusListMax) + ` entries and a count; --all prints every entry, --json too.`,
+first ` + fmt.Sprint(statusListMax) + ` entries and a count; --all prints every entry, --json too.
+
+Exit status 1 (after printing) when the database holds no policy while
+smtpguard's rules are in the kernel (kernel state "policy missing"): the
+database was deleted, emptied or replaced, and the rules stay in force until
+you restore it, import a policy, or run 'smtpguard disable'.`,
 		Example: `  smtpguard status
   smtpguard status --all
   smtpguard status --json | jq .allowed_users`,
@@ -38,13 +43,21 @@ first ` + fmt.Sprint(statusListMax) + ` entries and a count; --all prints every 
 				return err
 			}
 			if asJSON {
-				return writeJSON(e.stdio.Out, st)
+				if err := writeJSON(e.stdio.Out, st); err != nil {
+					return err
+				}
+			} else {
+				max := statusListMax
+				if all {
+					max = -1
+				}
+				printStatus(e.stdio.Out, st, max)
 			}
-			max := statusListMax
-			if all {
-				max = -1
+			if st.Kernel.State == engine.KernelPolicyMissing {
+				// The stored policy does not describe what the kernel
+				// enforces: scripts and monitoring must notice.
+				return fmt.Errorf("%w: %s; to fix: %s", engine.ErrPolicyMissing, strings.Join(st.Kernel.Problems, "; "), st.Kernel.Fix)
 			}
-			printStatus(e.stdio.Out, st, max)
 			return nil
 		},
 	}
@@ -62,14 +75,21 @@ const statusListMax = 20
 func printStatus(out io.Writer, st engine.Status, max int) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	state := "disabled (every user may connect to remote SMTP servers)"
-	if st.Enabled {
+	switch {
+	case st.Enabled:
 		state = fmt.Sprintf("enabled (backend %s, mode %s)", st.Backend, st.Mode)
+	case st.Kernel.State == engine.KernelPolicyMissing:
+		state = "NO STORED POLICY, but the kernel still enforces smtpguard's rules (see Kernel)"
+	case st.Kernel.State == engine.KernelLeftovers:
+		state = "disabled, but smtpguard's rules are still in the kernel (see Kernel)"
 	}
 	fmt.Fprintf(w, "SMTP restriction:\t%s\n", state)
 	kernel := st.Kernel.State
 	switch {
 	case st.Kernel.Error != "":
 		kernel += ": " + st.Kernel.Error
+	case st.Kernel.Fix != "":
+		kernel += ": " + strings.Join(st.Kernel.Problems, "; ") + "; to fix: " + st.Kernel.Fix
 	case len(st.Kernel.Problems) > 0:
 		kernel += ": " + strings.Join(st.Kernel.Problems, "; ") + " (run 'smtpguard enable' to repair)"
 	}
@@ -133,6 +153,12 @@ func printStatus(out io.Writer, st engine.Status, max int) {
 	}
 	if st.UpdatedAt != nil {
 		fmt.Fprintf(w, "Last change:\t%s by %s\n", st.UpdatedAt.Format("2006-01-02 15:04:05 MST"), st.UpdatedBy)
+	}
+	if st.Kernel.State == engine.KernelPolicyMissing {
+		// The default policy's uids are not what the kernel enforces.
+		fmt.Fprintf(w, "May connect:\tunknown: the rules in the kernel are not in the database\n")
+		w.Flush()
+		return
 	}
 	fmt.Fprintf(w, "May connect:\t%d uid(s)\n", len(st.AllowedUIDs))
 	w.Flush()

@@ -139,9 +139,40 @@ func TestDaemonConvergesAtStart(t *testing.T) {
 
 func TestDaemonRemovesLeftoversOfADisabledPolicyAtStart(t *testing.T) {
 	f := newFixture(t)
-	f.backend.Apply(context.Background(), policy.Ruleset{}) // left over by a crash
+	ctx := context.Background()
+	if _, err := f.eng.Enable(ctx, admin, "fake"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.Disable(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	f.backend.Apply(ctx, policy.Ruleset{}) // left over by a crash
 	f.start(t, Config{})
 	waitFor(t, "leftover rules removed", func() bool { return f.backend.Installed() == nil })
+}
+
+// A database that never held a policy while smtpguard's rules are in the
+// kernel is a deleted or emptied one, not a disabled policy: the daemon keeps
+// the rules and says what to do on /healthz.
+func TestDaemonKeepsRulesWhenTheDatabaseHoldsNoPolicy(t *testing.T) {
+	f := newFixture(t)
+	f.backend.Apply(context.Background(), policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25}, UIDs: []uint32{0}})
+	d := f.start(t, Config{})
+	rec := httptest.NewRecorder()
+	d.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "smtpguard disable") || !strings.Contains(rec.Body.String(), "from a backup") {
+		t.Errorf("/healthz = %d %s; want 503 naming the fix (restore from a backup, or smtpguard disable)", rec.Code, rec.Body.String())
+	}
+	if f.backend.Installed() == nil || slices.Contains(f.backend.Calls(), "remove") {
+		t.Errorf("the daemon removed the rules of a database that lost its policy (calls %v)", f.backend.Calls())
+	}
+	// An explicit disable is what lifts them.
+	if _, err := f.eng.Disable(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	if f.backend.Installed() != nil {
+		t.Error("disable left the rules in the kernel")
+	}
 }
 
 func TestDaemonRepairsDriftAndCountsIt(t *testing.T) {

@@ -38,6 +38,12 @@ type Backend interface {
 	// Remove deletes everything the backend installed. Removing what is not
 	// there is success.
 	Remove(ctx context.Context) error
+	// Present reports whether any of the backend's kernel objects exist,
+	// whatever they hold: status reports leftovers of a disabled policy with
+	// it, and the engine refuses to treat a lost database as "disabled"
+	// while they exist. A backend that cannot work on this host returns an
+	// error wrapping ErrNotSupported.
+	Present(ctx context.Context) (bool, error)
 	// Verify compares the kernel with rs and describes every difference.
 	Verify(ctx context.Context, rs policy.Ruleset) (Drift, error)
 	// Render describes rs as the backend would install it, in the backend's

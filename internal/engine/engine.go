@@ -78,6 +78,7 @@ type Engine struct {
 	cfg   Config
 	store *store.Store
 	log   *slog.Logger
+	fresh string // how the database was found when opened, when absent or empty (guard.go)
 }
 
 // Open opens the state directory's database.
@@ -109,11 +110,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w (use --state-dir or run as root)", cfg.StateDir, err)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, store.FileName))
+	st, dir, fresh, err := openStore(ctx, cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, store: st, log: cfg.Logger.With("component", "engine")}, nil
+	cfg.StateDir = dir // checked, links resolved: a link in the path cannot be repointed later
+	return &Engine{cfg: cfg, store: st, log: cfg.Logger.With("component", "engine"), fresh: fresh}, nil
 }
 
 // Close releases the database.
@@ -239,8 +241,11 @@ func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string,
 		return Result{}, err
 	}
 	defer tx.Rollback()
-	before, _, err := tx.Policy(ctx)
+	before, meta, err := tx.Policy(ctx)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := e.guardChange(ctx, op, meta); err != nil {
 		return Result{}, err
 	}
 	for _, d := range dnsUpdates {

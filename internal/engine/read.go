@@ -19,11 +19,15 @@ import (
 
 // Kernel describes what the kernel enforces compared with the stored policy.
 type Kernel struct {
-	// State is "in sync", "drift", "not enforcing" (disabled) or "unknown"
-	// (the check itself failed, usually for lack of privileges).
+	// State is "in sync", "drift", "not enforcing" (disabled), "leftovers"
+	// (disabled, but rules are still in the kernel), "policy missing" (the
+	// database holds no policy but rules are in the kernel) or "unknown" (the
+	// check itself failed, usually for lack of privileges).
 	State    string   `json:"state"`
 	Problems []string `json:"problems,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	Fix      string   `json:"fix,omitempty"`     // what to run, when not the usual "enable"
+	Present  []string `json:"present,omitempty"` // backends with rules in the kernel, when disabled
 }
 
 // Status is everything "smtpguard status" shows. The first six fields are the
@@ -90,6 +94,8 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	}
 	if p.Enabled {
 		st.Kernel = e.kernel(ctx, p, res)
+	} else {
+		st.Kernel = e.disabledKernel(ctx, meta) // leftovers, or a lost database
 	}
 	return st, nil
 }

@@ -36,6 +36,9 @@ func (e *Engine) Reconcile(ctx context.Context, removeWhenDisabled bool) (Reconc
 	}
 	r := Reconciled{Enabled: p.Enabled, Backend: p.Backend, Revision: meta.Revision}
 	if !p.Enabled {
+		if err := e.missingPolicy(ctx, meta); err != nil {
+			return r, err // never converge a lost database to "disabled"
+		}
 		if removeWhenDisabled {
 			return r, e.remove(ctx, p.Backend)
 		}

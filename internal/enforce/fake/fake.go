@@ -71,6 +71,14 @@ func (b *Backend) Remove(ctx context.Context) error {
 	return nil
 }
 
+// Present is part of enforce.Backend: whether a ruleset is installed.
+func (b *Backend) Present(ctx context.Context) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("present")
+	return b.installed != nil, nil
+}
+
 // Verify is part of enforce.Backend.
 func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift, error) {
 	b.mu.Lock()
