@@ -406,6 +406,7 @@ func (s *suite) measureDaemon() {
 
 	s.sg("import", s.writePolicy(largeUIDs))
 	repair10k := s.measureRepair(repairRuns/2, largeUIDs)
+	churnBusy, churnIdle := s.measureChurn(d)
 	api10k := s.apiAllowLatency(token, probeUID+2000, latencyRuns)
 	d.Stop()
 	owned := s.measureOwnedFlush()
@@ -448,8 +449,13 @@ func (s *suite) measureDaemon() {
 	s.rep.add("P7", "blocked connect() until ECONNREFUSED, p99", "ms", "", nil,
 		map[string]float64{colNFT: float64(percentile(p7.Samples, 99)) / float64(time.Millisecond),
 			colCSF: float64(percentile(s.csfP7, 99)) / float64(time.Millisecond)})
+	s.rep.add("P8", fmt.Sprintf("daemon CPU time during %d foreign set changes (fail2ban-like), 10,000 uids", 2*churnChanges), "ms", "", nil,
+		map[string]float64{colNFT: float64(churnBusy) / float64(time.Millisecond)})
+	s.rep.add("P8", "daemon CPU time over the same wall time, nothing changing (baseline)", "ms", "", nil,
+		map[string]float64{colNFT: float64(churnIdle) / float64(time.Millisecond)})
 	s.rep.Notes = append(s.rep.Notes,
 		fmt.Sprintf("P5: the whole ruleset of the client namespace flushed over netlink, then polled every %v over netlink until smtpguard's table has all its rules again (one atomic transaction brings the uids with them; a dump after the timing confirms every uid is back); median of %d runs at 10 uids, %d at 10,000 (a run not repaired within %v counts as infinite).", pollPeriod, repairRuns, repairRuns/2, repairBound),
 		fmt.Sprintf("P5 flushes: one blocked user loops connect() to port 25 (%d and %d attempts) while the client namespace's ruleset is flushed over netlink %d times, %v apart, starting once the block rule's counter shows the loop running; got through = connects that succeeded. Owned: an in-process nft.WithOwner backend holds the table (the daemon stopped)%s.", window.Attempts, owned.Attempts, flushRuns, flushEvery, owned.note),
+		fmt.Sprintf("P8: %d transactions adding or deleting one element of another table's set in the client namespace, as fail2ban bans and unbans, while the daemon holds 10,000 uids; CPU time is the daemon's utime+stime (10 ms ticks).", 2*churnChanges),
 		fmt.Sprintf("P6: %d attempts in %v by one blocked user; recorded = growth of the summed counts of `smtpguard events --json` for that uid; RSS peak is the daemon's VmHWM over its whole run (P5 and P7 included). P7: %d blocked connects (CSF-style column: 10,000 rules, blocked user matched by none).", flood.Attempts, flood.Elapsed.Round(time.Millisecond), blockedCount))
 }
