@@ -286,28 +286,38 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 }
 
 func readExceptions(ctx context.Context, q querier) ([]policy.Exception, error) {
-	rows, err := q.QueryContext(ctx, "SELECT kind, name, id, by_id, destination, ports FROM exceptions ORDER BY position")
+	exs, _, err := readExceptionsAfter(ctx, q, -1, -1)
+	return exs, err
+}
+
+// readExceptionsAfter reads up to limit exceptions (all when negative) after
+// the given position, with their positions.
+func readExceptionsAfter(ctx context.Context, q querier, after int64, limit int) ([]policy.Exception, []int64, error) {
+	rows, err := q.QueryContext(ctx, "SELECT position, kind, name, id, by_id, destination, ports FROM exceptions WHERE position > ? ORDER BY position LIMIT ?", after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read exceptions: %w", err)
+		return nil, nil, fmt.Errorf("read exceptions: %w", err)
 	}
 	defer rows.Close()
 	var out []policy.Exception
+	var positions []int64
 	for rows.Next() {
 		var e policy.Exception
 		var kind, ports string
 		var byID int
-		if err := rows.Scan(&kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports); err != nil {
-			return nil, fmt.Errorf("read exceptions: %w", err)
+		var pos int64
+		if err := rows.Scan(&pos, &kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports); err != nil {
+			return nil, nil, fmt.Errorf("read exceptions: %w", err)
 		}
 		e.Principal.Kind, e.Principal.ByID = policy.PrincipalKind(kind), byID != 0
 		if ports != "" {
 			if e.Ports, err = policy.ParsePorts(ports); err != nil {
-				return nil, fmt.Errorf("read exceptions: stored ports: %w", err)
+				return nil, nil, fmt.Errorf("read exceptions: stored ports: %w", err)
 			}
 		}
 		out = append(out, e)
+		positions = append(positions, pos)
 	}
-	return out, rows.Err()
+	return out, positions, rows.Err()
 }
 
 // Revision returns the stored policy's revision, cheaply, so the daemon can
