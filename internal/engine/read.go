@@ -211,10 +211,21 @@ type EventView struct {
 
 // Events returns recorded blocked attempts, newest first, explained.
 func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]EventView, error) {
-	evs, err := e.store.Events(ctx, f)
+	evs, _, err := e.EventsPage(ctx, f)
+	return evs, err
+}
+
+// EventsPage is Events for one page: at most f.Limit attempts after f.After,
+// and the cursor of the next page ("" when there is none).
+func (e *Engine) EventsPage(ctx context.Context, f store.EventFilter) ([]EventView, string, error) {
+	evs, next, err := e.store.EventsPage(ctx, f)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	return explainEvents(evs), next, nil
+}
+
+func explainEvents(evs []store.Event) []EventView {
 	out := make([]EventView, len(evs))
 	for i, ev := range evs {
 		who := ev.User
@@ -233,7 +244,7 @@ func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]EventView, 
 		}
 		out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, AllowCommand: AllowCommand(ev), Folded: Folded(ev)}
 	}
-	return out, nil
+	return out
 }
 
 // UserTotal sums one user's recorded attempts.
