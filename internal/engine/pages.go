@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"time"
 
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/store"
@@ -37,4 +38,19 @@ func (e *Engine) AllowedPage(ctx context.Context, after string, limit int) (Allo
 		Groups:     refs(page.Groups),
 		Exceptions: exceptionStatus(policy.Policy{Exceptions: page.Exceptions}, dns),
 	}, next, nil
+}
+
+// EventSums sums the recorded attempts f selects into n buckets of size from
+// start, and per user (at most maxUsers, most attempts first), without
+// reading the rows themselves.
+func (e *Engine) EventSums(ctx context.Context, f store.EventFilter, start time.Time, size time.Duration, n, maxUsers int) ([]int64, []UserTotal, error) {
+	buckets, sums, err := e.store.EventSums(ctx, f, start, size, n, maxUsers)
+	if err != nil {
+		return nil, nil, err
+	}
+	users := make([]UserTotal, len(sums))
+	for i, u := range sums {
+		users[i] = UserTotal{User: u.User, UID: u.UID, Attempts: u.Attempts, Destinations: u.Destinations}
+	}
+	return buckets, users, nil
 }

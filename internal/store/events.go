@@ -71,6 +71,83 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	return evs, err
 }
 
+// eventWhere is the WHERE clause for f's since and user filters.
+func eventWhere(f EventFilter) (string, []any, error) {
+	where, args := "last_seen >= ?", []any{f.Since.UnixMilli()}
+	if f.OnlyUsers {
+		// json_each keeps the statement the same whatever the number of users.
+		users, err := json.Marshal(append([]string{}, f.Users...))
+		if err != nil {
+			return "", nil, fmt.Errorf("read events: %w", err)
+		}
+		where += " AND user IN (SELECT value FROM json_each(?))"
+		args = append(args, string(users))
+	}
+	return where, args, nil
+}
+
+// UserSum is one uid's attempts among the events a filter selects.
+type UserSum struct {
+	UID          uint32
+	User         string // as last recorded
+	Attempts     int64
+	Destinations int // distinct destination and port pairs (a folded one counts once)
+}
+
+// EventSums sums the attempts f selects (f.Limit and f.After do not apply)
+// into n buckets of size from start, by last seen, and per uid. SQLite does
+// the sums, so the cost in memory is the same however many rows there are.
+// At most maxUsers uids are summed, those with the most attempts.
+func (s *Store) EventSums(ctx context.Context, f EventFilter, start time.Time, size time.Duration, n, maxUsers int) ([]int64, []UserSum, error) {
+	where, args, err := eventWhere(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	buckets := make([]int64, n)
+	end := start.Add(time.Duration(n) * size)
+	rows, err := s.db.QueryContext(ctx, `SELECT (last_seen - ?) / ?, SUM(count) FROM events WHERE `+where+
+		` AND last_seen >= ? AND last_seen < ? GROUP BY 1`,
+		append([]any{start.UnixMilli(), size.Milliseconds()}, append(args, start.UnixMilli(), end.UnixMilli())...)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sum events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b, sum int64
+		if err := rows.Scan(&b, &sum); err != nil {
+			return nil, nil, fmt.Errorf("sum events: %w", err)
+		}
+		if b >= 0 && b < int64(n) {
+			buckets[b] += sum
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("sum events: %w", err)
+	}
+	rows.Close()
+	// With one max() in the list, SQLite takes the bare column user from the
+	// row holding the maximum: the name last recorded.
+	urows, err := s.db.QueryContext(ctx, `SELECT uid, user, max(last_seen), SUM(count), COUNT(DISTINCT daddr || ' ' || dport)
+		FROM events WHERE `+where+` GROUP BY uid ORDER BY SUM(count) DESC, uid LIMIT ?`, append(args, maxUsers)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sum events by user: %w", err)
+	}
+	defer urows.Close()
+	var users []UserSum
+	for urows.Next() {
+		var u UserSum
+		var last int64
+		if err := urows.Scan(&u.UID, &u.User, &last, &u.Attempts, &u.Destinations); err != nil {
+			return nil, nil, fmt.Errorf("sum events by user: %w", err)
+		}
+		users = append(users, u)
+	}
+	if err := urows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("sum events by user: %w", err)
+	}
+	return buckets, users, nil
+}
+
 // eventKey is where a row stands in the order pages follow.
 type eventKey struct {
 	Minute int64  `json:"m"`
@@ -89,15 +166,9 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 	} else {
 		limit++ // one more tells whether there is a next page
 	}
-	where, args := "last_seen >= ?", []any{f.Since.UnixMilli()}
-	if f.OnlyUsers {
-		// json_each keeps the statement the same whatever the number of users.
-		users, err := json.Marshal(append([]string{}, f.Users...))
-		if err != nil {
-			return nil, "", fmt.Errorf("read events: %w", err)
-		}
-		where += " AND user IN (SELECT value FROM json_each(?))"
-		args = append(args, string(users))
+	where, args, err := eventWhere(f)
+	if err != nil {
+		return nil, "", err
 	}
 	if f.After != "" {
 		var k eventKey

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
@@ -167,6 +171,39 @@ func TestPagesListAPageWithALinkToTheNext(t *testing.T) {
 		}
 		if strings.Contains(next, `id="older"`) {
 			t.Errorf("GET %s (the last page) links to an older one", href)
+		}
+	}
+}
+
+// The events page's chart and per-user table, summed by the store, say what
+// summing the rows themselves says.
+func TestEventSumsMatchTheRows(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	e.recordEvents(700, 0)
+	now := e.clock.Now()
+	if err := e.st.RecordEvents(ctx, []store.Event{
+		{UID: 1002, User: "bob", Family: 4, Address: "192.0.2.0/24", Port: 25, Action: "blocked", Count: 40, FirstSeen: now.Add(-3 * time.Hour), LastSeen: now.Add(-3 * time.Hour)},
+		{UID: 1002, User: "bob", Family: 4, Address: "other", Port: 25, Action: "blocked", Count: 500, FirstSeen: now.Add(-2 * time.Hour), LastSeen: now.Add(-2 * time.Hour)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, window := range []time.Duration{time.Hour, 24 * time.Hour, 7 * 24 * time.Hour} {
+		f := store.EventFilter{Since: now.Add(-window)}
+		evs, err := e.eng.Events(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr := frameFor(now, window)
+		counts, users, err := e.eng.EventSums(ctx, f, fr.start, fr.size, fr.n, maxChartUsers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(buildChart(evs, now, window), drawChart(fr, counts)); diff != "" {
+			t.Errorf("window %v: chart from sums (-rows +sums):\n%s", window, diff)
+		}
+		if diff := cmp.Diff(engine.TotalsByUser(evs), users, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("window %v: per-user totals (-rows +sums):\n%s", window, diff)
 		}
 	}
 }
