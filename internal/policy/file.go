@@ -206,7 +206,7 @@ func exceptionField(e *FileException, key string) (any, string, bool) {
 }
 
 // keyName shows an unknown key in an error, quoted, when it looks like a key
-// someone mistyped (a word of at most 32 letters, digits and underscores).
+// someone mistyped (a word of at most 32 letters, digits, '_' and '-').
 // Anything else is more likely data (a password hash read as a YAML key) and
 // is not shown.
 func keyName(path, key string) string {
@@ -218,8 +218,8 @@ func keyName(path, key string) string {
 
 var keyLike = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,31}$`)
 
-// libraryLine finds "line N" in a parser's own error, whose text may quote
-// the file; only the number is kept.
+// libraryLine finds the "line N" a parser's own error starts with; the rest
+// of its text may quote the file, so only the number is kept.
 func libraryLine(err error) string {
 	m := lineNumber.FindStringSubmatch(err.Error())
 	if m == nil {
@@ -228,7 +228,7 @@ func libraryLine(err error) string {
 	return "line " + m[1] + ": "
 }
 
-var lineNumber = regexp.MustCompile(`line (\d+)`)
+var lineNumber = regexp.MustCompile(`^(?:toml|yaml): line (\d+)`)
 
 // decodeTOML fills f from a TOML file and reports which top-level keys it
 // holds.
