@@ -235,7 +235,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 
 func TestImportFromStdinAndBadFiles(t *testing.T) {
 	h := newHarness(t)
-	r := h.runIn("version = 1\nallowed_users = [\"alice\"]\n", "import", "-")
+	r := h.runIn("version = 1\nenabled = false\nallowed_users = [\"alice\"]\n", "import", "-")
 	if r.code != 0 {
 		t.Fatalf("import - : exit %d, %s", r.code, r.stderr)
 	}
@@ -245,8 +245,9 @@ func TestImportFromStdinAndBadFiles(t *testing.T) {
 	for name, content := range map[string]string{
 		"garbage":     "this is not a policy\x00\x01",
 		"no version":  "enabled = true\n",
-		"unknown key": "version = 1\nfirewall = \"off\"\n",
-		"bad values":  "version = 1\nports = [0, 70000]\nallowed_users = [\"mallory\"]\n",
+		"no enabled":  "version = 1\nallowed_users = [\"alice\"]\n",
+		"unknown key": "version = 1\nenabled = true\nfirewall = \"off\"\n",
+		"bad values":  "version = 1\nenabled = true\nports = [0, 70000]\nallowed_users = [\"mallory\"]\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := h.ok("export")

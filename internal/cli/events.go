@@ -57,7 +57,7 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 			fmt.Fprintln(w, "LAST SEEN\tUSER\tUID\tDESTINATION\tPORT\tCOUNT\tACTION\tTO ALLOW JUST THIS")
 			for _, ev := range evs {
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", ev.LastSeen.Format("2006-01-02 15:04:05"),
-					orDash(ev.User), ev.UID, ev.Address, ev.Port, ev.Count, ev.Action, ev.AllowCommand)
+					orDash(ev.User), ev.UID, ev.Address, ev.Port, ev.Count, ev.Action, orDash(ev.AllowCommand))
 			}
 			w.Flush()
 			fmt.Fprintln(out)

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -15,11 +14,11 @@ import (
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
-// aggKey is what one stored aggregate counts: one uid to one destination and
-// port within one minute, per action.
+// aggKey is what one stored aggregate counts: one uid to one destination
+// (or folded prefix, see fold.go) and port within one minute, per action.
 type aggKey struct {
 	uid    uint32
-	dst    netip.Addr
+	dst    string
 	port   uint16
 	minute int64
 	action string
@@ -37,6 +36,7 @@ type recorder struct {
 	maxAggs  int
 	maxLines int       // log lines per flush; the rest are summarised
 	notify   *notifier // nil without --notify-command
+	fold     folder    // used by the run goroutine only
 
 	mu  sync.Mutex // protects dir
 	dir *policy.Directory
@@ -108,16 +108,25 @@ func (r *recorder) add(aggs map[aggKey]*store.Event, ev enforce.Event) {
 	if !ev.HasUID {
 		uid = ^uint32(0) // no socket owner reported; shown as uid 4294967295
 	}
-	k := aggKey{uid: uid, dst: ev.Dst.Unmap(), port: ev.DstPort, minute: ev.Time.Unix() / 60, action: ev.Action}
+	minute := ev.Time.Unix() / 60
+	dst, folded, ok := r.fold.destination(uid, minute, ev.Dst.Unmap(), ev.DstPort, ev.Action)
+	if !ok {
+		r.metrics.dropped.WithLabelValues("aggregate_limit").Inc()
+		return
+	}
+	k := aggKey{uid: uid, dst: dst, port: ev.DstPort, minute: minute, action: ev.Action}
 	a, ok := aggs[k]
 	if !ok {
 		if len(aggs) >= r.maxAggs {
 			r.metrics.dropped.WithLabelValues("aggregate_limit").Inc()
 			return
 		}
-		a = &store.Event{UID: uid, User: r.userName(uid), Family: ev.Family, Address: k.dst.String(), Port: ev.DstPort,
+		a = &store.Event{UID: uid, User: r.userName(uid), Family: ev.Family, Address: dst, Port: ev.DstPort,
 			Action: ev.Action, FirstSeen: ev.Time, LastSeen: ev.Time}
 		aggs[k] = a
+	}
+	if folded != "" {
+		r.metrics.folded.WithLabelValues(folded).Inc()
 	}
 	a.Count++
 	if ev.Time.Before(a.FirstSeen) {
@@ -150,6 +159,7 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 		r.log.Error("cannot record blocked attempts", "err", err, "attempts", lost)
 		return
 	}
+	r.fold.prune()
 	for _, e := range batch {
 		r.notify.offer(e)
 	}

@@ -23,6 +23,7 @@ type metrics struct {
 	attempts       *prometheus.CounterVec
 	driftRepairs   prometheus.Counter
 	dropped        *prometheus.CounterVec
+	folded         *prometheus.CounterVec
 	applyDuration  prometheus.Histogram
 	lastVerify     prometheus.Gauge
 	reconcileFails prometheus.Counter
@@ -54,6 +55,10 @@ func newMetrics() *metrics {
 			Name: "smtpguard_events_dropped_total",
 			Help: "Blocked-attempt events not recorded (or notifications not sent), by reason (queue_full, aggregate_limit, kernel, store, notify).",
 		}, []string{"reason"}),
+		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpguard_events_folded_total",
+			Help: "Blocked-attempt events recorded under a folded destination because their uid reached the per-minute row cap, by what they were folded into (prefix: the /24 or /64, other).",
+		}, []string{"to"}),
 		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "smtpguard_apply_duration_seconds", Help: "Time to change the kernel rules.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
@@ -66,11 +71,14 @@ func newMetrics() *metrics {
 		}),
 		userLabels: map[string]bool{},
 	}
-	m.registry.MustRegister(m.enabled, m.backend, m.allowedUIDs, m.attempts, m.driftRepairs, m.dropped,
+	m.registry.MustRegister(m.enabled, m.backend, m.allowedUIDs, m.attempts, m.driftRepairs, m.dropped, m.folded,
 		m.applyDuration, m.lastVerify, m.reconcileFails,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, reason := range []string{"queue_full", "aggregate_limit", "kernel", "store", "notify"} {
 		m.dropped.WithLabelValues(reason) // export zeros so alerts can use rate()
+	}
+	for _, to := range []string{foldPrefix, foldedOther} {
+		m.folded.WithLabelValues(to)
 	}
 	return m
 }

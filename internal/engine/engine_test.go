@@ -354,7 +354,7 @@ func TestImportReplacesPolicyOrNothing(t *testing.T) {
 	if len(p.Users) != 0 || !cmp.Equal(p.Ports, []uint16{25, 2525}) || p.Backend != "fake" {
 		t.Errorf("stored policy after import = %+v", p)
 	}
-	bad, err := policy.DecodeFile([]byte("version = 1\nports = [0]\nallowed_users = [\"mallory\"]\n"), policy.FormatTOML)
+	bad, err := policy.DecodeFile([]byte("version = 1\nenabled = false\nports = [0]\nallowed_users = [\"mallory\"]\n"), policy.FormatTOML)
 	if err != nil {
 		t.Fatal(err)
 	}

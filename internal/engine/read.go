@@ -239,15 +239,30 @@ func (e *Engine) Export(ctx context.Context) (policy.File, error) {
 type EventView struct {
 	store.Event
 	BlockedBy    string `json:"blocked_by"`
-	AllowCommand string `json:"allow_command"`
+	AllowCommand string `json:"allow_command"` // "" for a folded destination
+	// Folded is set when Address is not one address but a prefix (/24, /64)
+	// or "other": the daemon folds a uid's destinations beyond a per-minute
+	// cap so that a flood cannot grow the database without bound.
+	Folded bool `json:"folded"`
 }
 
 // Events returns recorded blocked attempts, newest first, explained.
 func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]EventView, error) {
-	evs, err := e.store.Events(ctx, f)
+	evs, _, err := e.EventsPage(ctx, f)
+	return evs, err
+}
+
+// EventsPage is Events for one page: at most f.Limit attempts after f.After,
+// and the cursor of the next page ("" when there is none).
+func (e *Engine) EventsPage(ctx context.Context, f store.EventFilter) ([]EventView, string, error) {
+	evs, next, err := e.store.EventsPage(ctx, f)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	return explainEvents(evs), next, nil
+}
+
+func explainEvents(evs []store.Event) []EventView {
 	out := make([]EventView, len(evs))
 	for i, ev := range evs {
 		who := ev.User
@@ -264,9 +279,9 @@ func (e *Engine) Events(ctx context.Context, f store.EventFilter) ([]EventView, 
 		default:
 			rule = "block rule (mode reject): refused with a TCP reset"
 		}
-		out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, AllowCommand: AllowCommand(ev)}
+		out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, AllowCommand: AllowCommand(ev), Folded: Folded(ev)}
 	}
-	return out, nil
+	return out
 }
 
 // UserTotal sums one user's recorded attempts.
@@ -280,16 +295,16 @@ type UserTotal struct {
 // TotalsByUser ranks the users of evs by attempts, most first, then by uid.
 func TotalsByUser(evs []EventView) []UserTotal {
 	byUID := map[uint32]*UserTotal{}
-	dests := map[uint32]map[netip.AddrPort]bool{}
+	dests := map[uint32]map[string]bool{}
 	for _, ev := range evs {
 		u := byUID[ev.UID]
 		if u == nil {
 			u = &UserTotal{User: ev.User, UID: ev.UID}
-			byUID[ev.UID], dests[ev.UID] = u, map[netip.AddrPort]bool{}
+			byUID[ev.UID], dests[ev.UID] = u, map[string]bool{}
 		}
 		u.Attempts += ev.Count
-		addr, _ := netip.ParseAddr(ev.Address)
-		dests[ev.UID][netip.AddrPortFrom(addr, ev.Port)] = true
+		// By text: a folded destination (a prefix, "other") counts as one.
+		dests[ev.UID][ev.Address+" "+strconv.Itoa(int(ev.Port))] = true
 	}
 	out := make([]UserTotal, 0, len(byUID))
 	for uid, u := range byUID {
@@ -306,13 +321,24 @@ func TotalsByUser(evs []EventView) []UserTotal {
 }
 
 // AllowCommand is the exact command that would let this attempt through, and
-// nothing wider: the one destination on the one port.
+// nothing wider: the one destination on the one port. A folded destination
+// names no one address, so it has none.
 func AllowCommand(e store.Event) string {
+	if Folded(e) {
+		return ""
+	}
 	who := e.User
 	if who == "" {
 		who = strconv.FormatUint(uint64(e.UID), 10)
 	}
 	return "smtpguard allow user " + who + " --to " + e.Address + " --port " + strconv.Itoa(int(e.Port))
+}
+
+// Folded reports whether an event's destination stands for several
+// addresses (a prefix or "other") rather than one.
+func Folded(e store.Event) bool {
+	_, err := netip.ParseAddr(e.Address)
+	return err != nil
 }
 
 // Audit returns the audit log, newest first.

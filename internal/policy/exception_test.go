@@ -160,7 +160,7 @@ func TestExceptionsInPolicyFiles(t *testing.T) {
 			t.Errorf("%s round trip = %+v, %v\n%s", format, got.Exceptions, err, data)
 		}
 	}
-	bad := "version = 1\n[[exceptions]]\nuser = \"alice\"\ngroup = \"mailers\"\nto = \"x.example.net\"\n[[exceptions]]\nuser = \"alice\"\nto = \"0.0.0.0/0\"\n[[exceptions]]\nuser = \"alice\"\nto = \"x.example.net\"\nports = [2525]\n"
+	bad := "version = 1\nenabled = false\n[[exceptions]]\nuser = \"alice\"\ngroup = \"mailers\"\nto = \"x.example.net\"\n[[exceptions]]\nuser = \"alice\"\nto = \"0.0.0.0/0\"\n[[exceptions]]\nuser = \"alice\"\nto = \"x.example.net\"\nports = [2525]\n"
 	f, err := DecodeFile([]byte(bad), FormatTOML)
 	if err != nil {
 		t.Fatal(err)

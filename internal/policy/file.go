@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -120,35 +122,29 @@ func (f File) Encode(format Format) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// DecodeFile parses a policy file strictly: unknown keys, trailing documents and
-// a missing or unsupported version are errors. Keys left out take the defaults
-// of a fresh install.
+// DecodeFile parses a policy file strictly: unknown keys, trailing documents,
+// a missing or unsupported version and a missing enabled are errors. Other
+// keys left out take the defaults of a fresh install.
+//
+// Errors name the line and, for an unknown key, the key, but never repeat
+// what the file holds: import may be pointed at the wrong file
+// (/etc/shadow), and its error lands in terminals and logs.
 func DecodeFile(data []byte, format Format) (File, error) {
 	def := ToFile(Default())
 	def.Version = 0
 	f := def
+	var keys map[string]bool
+	var err error
 	switch format {
 	case FormatYAML:
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&f); err != nil {
+		keys, err = decodeYAML(data, &f)
+		if err != nil {
 			return File{}, fmt.Errorf("parse yaml: %w", err)
 		}
-		var extra any
-		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-			return File{}, errors.New("parse yaml: more than one document in the file")
-		}
 	default:
-		md, err := toml.Decode(string(data), &f)
+		keys, err = decodeTOML(data, &f)
 		if err != nil {
 			return File{}, fmt.Errorf("parse toml: %w", err)
-		}
-		if undec := md.Undecoded(); len(undec) > 0 {
-			keys := make([]string, len(undec))
-			for i, k := range undec {
-				keys[i] = k.String()
-			}
-			return File{}, fmt.Errorf("parse toml: unknown keys: %s", strings.Join(keys, ", "))
 		}
 	}
 	if f.Version == 0 {
@@ -157,10 +153,243 @@ func DecodeFile(data []byte, format Format) (File, error) {
 	if f.Version != FileVersion {
 		return File{}, fmt.Errorf("version: %d is not supported by this build (it reads version %d)", f.Version, FileVersion)
 	}
+	if !keys["enabled"] {
+		// A file cut short (a truncated download) must not switch
+		// enforcement off by leaving the key out.
+		return File{}, errors.New("enabled: missing: say enabled = true or enabled = false")
+	}
 	if f.Backend == "" {
 		f.Backend = BackendAuto
 	}
 	return f, nil
+}
+
+// fileField is where a top-level key of a policy file goes, and what it
+// wants, for errors that say so without showing the value.
+func fileField(f *File, key string) (any, string, bool) {
+	switch key {
+	case "version":
+		return &f.Version, "a number", true
+	case "enabled":
+		return &f.Enabled, "true or false", true
+	case "backend":
+		return &f.Backend, "a backend name", true
+	case "mode":
+		return &f.Mode, "reject, redirect or log", true
+	case "ports":
+		return &f.Ports, "a list of port numbers", true
+	case "allow_local":
+		return &f.AllowLocal, "true or false", true
+	case "allowed_users":
+		return &f.AllowedUsers, "a list of user names or uids", true
+	case "allowed_groups":
+		return &f.AllowedGroups, "a list of group names or gids", true
+	case "exceptions":
+		return &f.Exceptions, "a list of exceptions (user or group, to, ports)", true
+	}
+	return nil, "", false
+}
+
+// exceptionField is fileField for the keys of one exception.
+func exceptionField(e *FileException, key string) (any, string, bool) {
+	switch key {
+	case "user":
+		return &e.User, "a user name or uid", true
+	case "group":
+		return &e.Group, "a group name or gid", true
+	case "to":
+		return &e.To, "an address, CIDR prefix or host name", true
+	case "ports":
+		return &e.Ports, "a list of port numbers", true
+	}
+	return nil, "", false
+}
+
+// keyName shows an unknown key in an error, quoted, when it looks like a key
+// someone mistyped (a word of at most 32 letters, digits, '_' and '-').
+// Anything else is more likely data (a password hash read as a YAML key) and
+// is not shown.
+func keyName(path, key string) string {
+	if !keyLike.MatchString(key) {
+		return "(not shown: not a word)"
+	}
+	return strconv.Quote(path + key)
+}
+
+var keyLike = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,31}$`)
+
+// libraryLine finds the "line N" a parser's own error starts with; the rest
+// of its text may quote the file, so only the number is kept.
+func libraryLine(err error) string {
+	m := lineNumber.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	return "line " + m[1] + ": "
+}
+
+var lineNumber = regexp.MustCompile(`^(?:toml|yaml): line (\d+)`)
+
+// decodeTOML fills f from a TOML file and reports which top-level keys it
+// holds.
+func decodeTOML(data []byte, f *File) (map[string]bool, error) {
+	var raw map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("line %d: not valid TOML (contents not shown)", pe.Position.Line)
+		}
+		return nil, fmt.Errorf("%snot valid TOML (contents not shown)", libraryLine(err))
+	}
+	keys := make(map[string]bool, len(raw))
+	var errs []error
+	var unknown []string
+	for _, k := range md.Keys() {
+		if len(k) != 1 {
+			continue
+		}
+		name := k[0]
+		ptr, want, ok := fileField(f, name)
+		if !ok {
+			unknown = append(unknown, keyName("", name))
+			continue
+		}
+		keys[name] = true
+		if err := md.PrimitiveDecode(raw[name], ptr); err != nil {
+			errs = append(errs, fmt.Errorf("%s%s: want %s", libraryLine(err), name, want))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	// Keys inside known tables (an exception's) that nothing decoded.
+	for _, k := range md.Undecoded() {
+		if keys[k[0]] && len(k) > 1 {
+			unknown = append(unknown, keyName(strings.Join(k[:len(k)-1], ".")+".", k[len(k)-1]))
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("unknown keys: %s", strings.Join(unknown, ", "))
+	}
+	return keys, nil
+}
+
+// decodeYAML fills f from a YAML file and reports which top-level keys it
+// holds. It walks the document itself so that every error can name a line
+// and a key without quoting a value.
+func decodeYAML(data []byte, f *File) (map[string]bool, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty")
+		}
+		return nil, fmt.Errorf("%snot valid YAML (contents not shown)", libraryLine(err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one document in the file")
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	keys := map[string]bool{}
+	err := walkYAMLMapping(root, "", func(key string, value *yaml.Node) (any, string, bool) {
+		ptr, want, ok := fileField(f, key)
+		if ok {
+			keys[key] = true
+		}
+		return ptr, want, ok
+	}, func(key string, value *yaml.Node) error {
+		switch {
+		case key == "exceptions":
+			return decodeYAMLExceptions(value, &f.Exceptions)
+		case key == "enabled" && value.Kind == yaml.ScalarNode && value.Tag == "!!null":
+			// "enabled:" with nothing after it decodes as false.
+			return fmt.Errorf("line %d: enabled: want true or false", value.Line)
+		}
+		return errNotHandled
+	})
+	if err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+var errNotHandled = errors.New("not handled")
+
+// walkYAMLMapping decodes each key of a mapping node into what field gives
+// for it; special may decode a key itself (returning errNotHandled when it
+// does not). Every problem is reported, each with its line.
+func walkYAMLMapping(n *yaml.Node, path string, field func(string, *yaml.Node) (any, string, bool),
+	special func(string, *yaml.Node) error) error {
+	if n.Kind != yaml.MappingNode {
+		where := "the file"
+		if path != "" {
+			where = path
+		}
+		return fmt.Errorf("line %d: %s must be keys with values (key: value)", n.Line, where)
+	}
+	var errs []error
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			errs = append(errs, fmt.Errorf("line %d: %skeys must be plain words", k.Line, path))
+			continue
+		}
+		name := k.Value
+		if first, dup := seen[name]; dup {
+			errs = append(errs, fmt.Errorf("line %d: %s%s: given twice (first on line %d)", k.Line, path, name, first))
+			continue
+		}
+		seen[name] = k.Line
+		ptr, want, ok := field(name, v)
+		if !ok {
+			errs = append(errs, fmt.Errorf("line %d: unknown key %s", k.Line, keyName(path, name)))
+			continue
+		}
+		if special != nil {
+			if err := special(name, v); !errors.Is(err, errNotHandled) {
+				if err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+		}
+		if err := v.Decode(ptr); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %s%s: want %s", v.Line, path, name, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func decodeYAMLExceptions(n *yaml.Node, out *[]FileException) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		*out = nil
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return fmt.Errorf("line %d: exceptions: want a list of exceptions (user or group, to, ports)", n.Line)
+	}
+	var errs []error
+	list := make([]FileException, len(n.Content))
+	for i, item := range n.Content {
+		e := &list[i]
+		path := fmt.Sprintf("exceptions[%d].", i)
+		if err := walkYAMLMapping(item, path, func(key string, _ *yaml.Node) (any, string, bool) {
+			return exceptionField(e, key)
+		}, nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	*out = list
+	return nil
 }
 
 // Policy validates the file against the system accounts and converts it. All
@@ -191,26 +420,27 @@ func (f File) Policy(dir *Directory) (Policy, error) {
 		}
 		p.Ports = ports
 	}
-	for i, ref := range f.AllowedUsers {
-		pr, err := dir.ResolvePrincipal(KindUser, ref)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("allowed_users[%d]: %w", i, err))
-			continue
+	// A set rather than p.Allow, which scans the list: importing 10,000
+	// users must not cost 50 million comparisons (issue 12).
+	allow := func(field string, kind PrincipalKind, refs []string) []Principal {
+		var out []Principal
+		seen := newSameSet()
+		for i, ref := range refs {
+			pr, err := dir.ResolvePrincipal(kind, ref)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s[%d]: %w", field, i, err))
+				continue
+			}
+			if seen.add(pr) {
+				errs = append(errs, fmt.Errorf("%s[%d]: %s: %w", field, i, pr, ErrAlreadyAllowed))
+				continue
+			}
+			out = append(out, pr)
 		}
-		if err := p.Allow(pr); err != nil {
-			errs = append(errs, fmt.Errorf("allowed_users[%d]: %w", i, err))
-		}
+		return out
 	}
-	for i, ref := range f.AllowedGroups {
-		pr, err := dir.ResolvePrincipal(KindGroup, ref)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("allowed_groups[%d]: %w", i, err))
-			continue
-		}
-		if err := p.Allow(pr); err != nil {
-			errs = append(errs, fmt.Errorf("allowed_groups[%d]: %w", i, err))
-		}
-	}
+	p.Users = allow("allowed_users", KindUser, f.AllowedUsers)
+	p.Groups = allow("allowed_groups", KindGroup, f.AllowedGroups)
 	for i, fe := range f.Exceptions {
 		e, err := fe.exception(dir, p.Ports)
 		if err != nil {

@@ -28,8 +28,12 @@ func FuzzDecodeFileBothFormats(f *testing.F) {
 	}{
 		{"version = 1\n", false},
 		{"version: 1\n", true},
+		{"version = 1\nenabled = false\n", false},
+		{"version: 1\nenabled: true\n", true},
+		{"version: 1\nenabled: true\nexceptions:\n  - user: alice\n    to: 192.0.2.0/24\n    ports: [587]\n", true},
+		{"root:$y$j9T$salt$hash:19700:0:99999:7:::\n", true},
 		{"version = 1\nenabled = true\nmode = \"LOG\"\nports = [587, 25]\nallowed_users = [\" alice \", \"4242\"]\nallowed_groups = [\"3000\"]\n", false},
-		{"version: 1\nbackend: nft\nports: [2525]\nallowed_users: [1001, bob]\nallowed_groups: [mailers]\n", true},
+		{"version: 1\nenabled: false\nbackend: nft\nports: [2525]\nallowed_users: [1001, bob]\nallowed_groups: [mailers]\n", true},
 		{"version = 1\nports = [70000, 0, -1]\nallowed_users = [\"ghost\"]\n", false},
 		{"version: 1\nmode: redirect\n", true},
 		{"version = 2\n", false},

@@ -1,8 +1,12 @@
 package store
 
 import (
+	"context"
+	"database/sql"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,4 +121,94 @@ func TestPolicyCacheFollowsOtherWritersAndRollbacks(t *testing.T) {
 	if again, _, _ := a.Policy(ctx); again.Users[0].Name != "alice" {
 		t.Fatalf("editing a returned policy changed the next read: %+v", again.Users)
 	}
+}
+
+// countingQuerier counts the statements run through it, by their first word.
+type countingQuerier struct {
+	querier
+	verbs map[string]int
+}
+
+func (c *countingQuerier) count(query string) {
+	verb, _, _ := strings.Cut(strings.TrimSpace(query), " ")
+	c.verbs[strings.ToUpper(verb)]++
+}
+
+func (c *countingQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	c.count(query)
+	return c.querier.ExecContext(ctx, query, args...)
+}
+
+func (c *countingQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	c.count(query)
+	return c.querier.QueryContext(ctx, query, args...)
+}
+
+func (c *countingQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	c.count(query)
+	return c.querier.QueryRowContext(ctx, query, args...)
+}
+
+// Large changes of the allowed list cost a fixed number of statements and
+// keep exactly the wanted principals (issue 12, hole 7: going from 10,000
+// users to 3 ran 9,997 DELETEs, each scanning the table).
+func TestPutAllowedLargeChangesAreFewStatements(t *testing.T) {
+	many := numberedUsers(10000)
+	reversed := slices.Clone(many)
+	slices.Reverse(reversed)
+	for _, tt := range []struct {
+		name      string
+		was, want []policy.Principal
+	}{
+		{"10,000 to their first 3", many, many[:3]},
+		{"10,000 to their last 3", many, many[len(many)-3:]},
+		{"10,000 to every other one", many, everyOther(many)},
+		{"3 to 10,000", many[:3], many},
+		{"10,000 reversed", many, reversed},
+		{"10,000 to none", many, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newTestStore(t)
+			ctx := t.Context()
+			p := policy.Default()
+			p.Users = tt.was
+			putPolicy(t, s, p, time.Now(), "test")
+
+			tx, err := s.db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			q := &countingQuerier{querier: tx, verbs: map[string]int{}}
+			if err := putAllowed(ctx, q, policy.KindUser, tt.was, tt.want); err != nil {
+				t.Fatalf("putAllowed() = %v", err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			total := 0
+			for _, n := range q.verbs {
+				total += n
+			}
+			if q.verbs["DELETE"] > 1 || q.verbs["INSERT"] > 1 || total > 4 {
+				t.Errorf("putAllowed ran %v statements; want at most one DELETE, one INSERT and 4 in all", q.verbs)
+			}
+			s.cache = policyCache{} // the store was written behind its back
+			got, _, err := s.Policy(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.Users, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("users after putAllowed (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func everyOther(prs []policy.Principal) []policy.Principal {
+	var out []policy.Principal
+	for i := 0; i < len(prs); i += 2 {
+		out = append(out, prs[i])
+	}
+	return out
 }

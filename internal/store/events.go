@@ -53,6 +53,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 type EventFilter struct {
 	Since time.Time // zero: everything kept
 	Limit int       // zero: no limit
+	// After is the Next of a previous page: the rows that follow it. Rows are
+	// ordered by minute (newest first), then uid, destination, port and
+	// action, which never change once a row exists, so following Next visits
+	// every row once even while new ones arrive.
+	After string
 	// OnlyUsers restricts the answer to attempts by the user names in Users;
 	// with OnlyUsers set and Users empty, nothing matches. A reseller sees
 	// the users they own this way.
@@ -60,42 +65,145 @@ type EventFilter struct {
 	Users     []string
 }
 
-// Events returns aggregates, most recently seen first.
+// Events returns aggregates, newest minute first.
 func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = -1
-	}
+	evs, _, err := s.EventsPage(ctx, f)
+	return evs, err
+}
+
+// eventWhere is the WHERE clause for f's since and user filters.
+func eventWhere(f EventFilter) (string, []any, error) {
 	where, args := "last_seen >= ?", []any{f.Since.UnixMilli()}
 	if f.OnlyUsers {
 		// json_each keeps the statement the same whatever the number of users.
 		users, err := json.Marshal(append([]string{}, f.Users...))
 		if err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
+			return "", nil, fmt.Errorf("read events: %w", err)
 		}
 		where += " AND user IN (SELECT value FROM json_each(?))"
 		args = append(args, string(users))
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, action, count, first_seen, last_seen
-		FROM events WHERE `+where+` ORDER BY last_seen DESC, uid, daddr, dport LIMIT ?`, append(args, limit)...)
+	return where, args, nil
+}
+
+// UserSum is one uid's attempts among the events a filter selects.
+type UserSum struct {
+	UID          uint32
+	User         string // as last recorded
+	Attempts     int64
+	Destinations int // distinct destination and port pairs (a folded one counts once)
+}
+
+// EventSums sums the attempts f selects (f.Limit and f.After do not apply)
+// into n buckets of size from start, by last seen, and per uid. SQLite does
+// the sums, so the cost in memory is the same however many rows there are.
+// At most maxUsers uids are summed, those with the most attempts.
+func (s *Store) EventSums(ctx context.Context, f EventFilter, start time.Time, size time.Duration, n, maxUsers int) ([]int64, []UserSum, error) {
+	where, args, err := eventWhere(f)
 	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+		return nil, nil, err
+	}
+	buckets := make([]int64, n)
+	end := start.Add(time.Duration(n) * size)
+	rows, err := s.db.QueryContext(ctx, `SELECT (last_seen - ?) / ?, SUM(count) FROM events WHERE `+where+
+		` AND last_seen >= ? AND last_seen < ? GROUP BY 1`,
+		append([]any{start.UnixMilli(), size.Milliseconds()}, append(args, start.UnixMilli(), end.UnixMilli())...)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sum events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b, sum int64
+		if err := rows.Scan(&b, &sum); err != nil {
+			return nil, nil, fmt.Errorf("sum events: %w", err)
+		}
+		if b >= 0 && b < int64(n) {
+			buckets[b] += sum
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("sum events: %w", err)
+	}
+	rows.Close()
+	// With one max() in the list, SQLite takes the bare column user from the
+	// row holding the maximum: the name last recorded.
+	urows, err := s.db.QueryContext(ctx, `SELECT uid, user, max(last_seen), SUM(count), COUNT(DISTINCT daddr || ' ' || dport)
+		FROM events WHERE `+where+` GROUP BY uid ORDER BY SUM(count) DESC, uid LIMIT ?`, append(args, maxUsers)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sum events by user: %w", err)
+	}
+	defer urows.Close()
+	var users []UserSum
+	for urows.Next() {
+		var u UserSum
+		var last int64
+		if err := urows.Scan(&u.UID, &u.User, &last, &u.Attempts, &u.Destinations); err != nil {
+			return nil, nil, fmt.Errorf("sum events by user: %w", err)
+		}
+		users = append(users, u)
+	}
+	if err := urows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("sum events by user: %w", err)
+	}
+	return buckets, users, nil
+}
+
+// eventKey is where a row stands in the order pages follow.
+type eventKey struct {
+	Minute int64  `json:"m"`
+	UID    uint32 `json:"u"`
+	Addr   string `json:"a"`
+	Port   uint16 `json:"p"`
+	Action string `json:"x"`
+}
+
+// EventsPage returns up to f.Limit aggregates after f.After, and the cursor
+// of the next page ("" when there is none).
+func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = -1
+	} else {
+		limit++ // one more tells whether there is a next page
+	}
+	where, args, err := eventWhere(f)
+	if err != nil {
+		return nil, "", err
+	}
+	if f.After != "" {
+		var k eventKey
+		if err := decodeCursor(f.After, &k); err != nil {
+			return nil, "", err
+		}
+		where += " AND (minute < ? OR (minute = ? AND (uid, daddr, dport, action) > (?, ?, ?, ?)))"
+		args = append(args, k.Minute, k.Minute, k.UID, k.Addr, k.Port, k.Action)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen
+		FROM events WHERE `+where+` ORDER BY minute DESC, uid, daddr, dport, action LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, "", fmt.Errorf("read events: %w", err)
 	}
 	defer rows.Close()
 	var out []Event
+	var last eventKey
 	for rows.Next() {
-		var e Event
-		var first, last int64
-		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &e.Action, &e.Count, &first, &last); err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
+		if f.Limit > 0 && len(out) == f.Limit {
+			next, err := encodeCursor(last)
+			return out, next, err
 		}
-		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(last)
+		var e Event
+		var first, lastSeen int64
+		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &last.Minute, &e.Action, &e.Count, &first, &lastSeen); err != nil {
+			return nil, "", fmt.Errorf("read events: %w", err)
+		}
+		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(lastSeen)
+		last.UID, last.Addr, last.Port, last.Action = e.UID, e.Address, e.Port, e.Action
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+		return nil, "", fmt.Errorf("read events: %w", err)
 	}
-	return out, nil
+	return out, "", nil
 }
 
 // PruneEvents deletes aggregates last seen before the cutoff and returns how

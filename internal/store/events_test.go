@@ -73,9 +73,10 @@ func TestRecordEventsAggregates(t *testing.T) {
 				bobBlocked(3, 10*time.Second, 20*time.Second),
 				withEvent(bobBlocked(2, 10*time.Second, 30*time.Second), func(e *Event) { e.Action = "logged" }),
 			}},
+			// Within a minute rows are ordered by uid, destination, port, action.
 			want: []Event{
-				withEvent(bobBlocked(2, 10*time.Second, 30*time.Second), func(e *Event) { e.Action = "logged" }),
 				bobBlocked(3, 10*time.Second, 20*time.Second),
+				withEvent(bobBlocked(2, 10*time.Second, 30*time.Second), func(e *Event) { e.Action = "logged" }),
 			},
 		},
 		{
@@ -86,7 +87,7 @@ func TestRecordEventsAggregates(t *testing.T) {
 				withEvent(bobBlocked(3, 0, 10*time.Second), func(e *Event) { e.Address = "192.0.2.26" }),
 				withEvent(bobBlocked(4, 0, 10*time.Second), func(e *Event) { e.UID, e.User = 1004, "dave" }),
 			}},
-			// Equal last-seen times are ordered by uid, destination, port.
+			// Within a minute rows are ordered by uid, destination, port.
 			want: []Event{
 				bobBlocked(1, 0, 10*time.Second),
 				withEvent(bobBlocked(2, 0, 10*time.Second), func(e *Event) { e.Port = 587 }),

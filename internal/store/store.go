@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -286,28 +287,38 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 }
 
 func readExceptions(ctx context.Context, q querier) ([]policy.Exception, error) {
-	rows, err := q.QueryContext(ctx, "SELECT kind, name, id, by_id, destination, ports FROM exceptions ORDER BY position")
+	exs, _, err := readExceptionsAfter(ctx, q, -1, -1)
+	return exs, err
+}
+
+// readExceptionsAfter reads up to limit exceptions (all when negative) after
+// the given position, with their positions.
+func readExceptionsAfter(ctx context.Context, q querier, after int64, limit int) ([]policy.Exception, []int64, error) {
+	rows, err := q.QueryContext(ctx, "SELECT position, kind, name, id, by_id, destination, ports FROM exceptions WHERE position > ? ORDER BY position LIMIT ?", after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read exceptions: %w", err)
+		return nil, nil, fmt.Errorf("read exceptions: %w", err)
 	}
 	defer rows.Close()
 	var out []policy.Exception
+	var positions []int64
 	for rows.Next() {
 		var e policy.Exception
 		var kind, ports string
 		var byID int
-		if err := rows.Scan(&kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports); err != nil {
-			return nil, fmt.Errorf("read exceptions: %w", err)
+		var pos int64
+		if err := rows.Scan(&pos, &kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports); err != nil {
+			return nil, nil, fmt.Errorf("read exceptions: %w", err)
 		}
 		e.Principal.Kind, e.Principal.ByID = policy.PrincipalKind(kind), byID != 0
 		if ports != "" {
 			if e.Ports, err = policy.ParsePorts(ports); err != nil {
-				return nil, fmt.Errorf("read exceptions: stored ports: %w", err)
+				return nil, nil, fmt.Errorf("read exceptions: stored ports: %w", err)
 			}
 		}
 		out = append(out, e)
+		positions = append(positions, pos)
 	}
-	return out, rows.Err()
+	return out, positions, rows.Err()
 }
 
 // Revision returns the stored policy's revision, cheaply, so the daemon can
@@ -403,10 +414,10 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 	if err != nil {
 		return 0, fmt.Errorf("write policy: %w", err)
 	}
-	if err := t.putAllowed(ctx, policy.KindUser, old.Users, p.Users); err != nil {
+	if err := putAllowed(ctx, t.tx, policy.KindUser, old.Users, p.Users); err != nil {
 		return 0, err
 	}
-	if err := t.putAllowed(ctx, policy.KindGroup, old.Groups, p.Groups); err != nil {
+	if err := putAllowed(ctx, t.tx, policy.KindGroup, old.Groups, p.Groups); err != nil {
 		return 0, err
 	}
 	if _, err := t.tx.ExecContext(ctx, "DELETE FROM exceptions"); err != nil {
@@ -424,52 +435,76 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 }
 
 // putAllowed replaces the stored principals of one kind, was, by want. The
-// usual change, some removed and some appended, costs a statement per
-// principal changed rather than per principal allowed; any other change
-// rewrites the kind's rows. Positions only order the rows, so they may have
-// gaps.
-func (t *Tx) putAllowed(ctx context.Context, k policy.PrincipalKind, was, want []policy.Principal) error {
+// usual change, some removed and some appended, touches only the rows that
+// change; any other change rewrites the kind's rows. Either way it is a fixed
+// number of statements, each passing its principals as one JSON array, so
+// going from 10,000 allowed users to 3 costs no more statements than going
+// from 4 to 3 (issue 12: row-by-row deletes made that quadratic). Positions
+// only order the rows, so they may have gaps.
+func putAllowed(ctx context.Context, q querier, k policy.PrincipalKind, was, want []policy.Principal) error {
 	kind := string(k)
-	insert := func(pos int64, pr policy.Principal) error {
-		if _, err := t.tx.ExecContext(ctx, "INSERT INTO allowed (kind, position, name, id, by_id) VALUES (?, ?, ?, ?, ?)",
-			kind, pos, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
-			return fmt.Errorf("write allowed %s: %w", pr, err)
-		}
-		return nil
-	}
 	gone, kept, ok := removedThenAppended(was, want)
-	if !ok {
-		if _, err := t.tx.ExecContext(ctx, "DELETE FROM allowed WHERE kind = ?", kind); err != nil {
-			return fmt.Errorf("write allowed principals: %w", err)
+	if !ok || kept == 0 {
+		if _, err := q.ExecContext(ctx, "DELETE FROM allowed WHERE kind = ?", kind); err != nil {
+			return fmt.Errorf("write allowed %ss: %w", kind, err)
 		}
-		for i, pr := range want {
-			if err := insert(int64(i), pr); err != nil {
-				return err
-			}
-		}
-		return nil
+		return insertAllowed(ctx, q, kind, 0, want)
 	}
-	for _, i := range gone {
-		pr := was[i]
-		if _, err := t.tx.ExecContext(ctx, "DELETE FROM allowed WHERE kind = ? AND name = ? AND id = ? AND by_id = ?",
-			kind, pr.Name, pr.ID, boolInt(pr.ByID)); err != nil {
-			return fmt.Errorf("write allowed principals: %w", err)
+	if len(gone) > 0 {
+		rows := make([]policy.Principal, len(gone))
+		for i, g := range gone {
+			rows[i] = was[g]
+		}
+		list, err := principalsJSON(rows)
+		if err != nil {
+			return err
+		}
+		// Uses the allowed_principal index: one lookup per principal removed.
+		if _, err := q.ExecContext(ctx, `DELETE FROM allowed WHERE kind = ? AND (name, id, by_id) IN
+			(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?))`,
+			kind, list); err != nil {
+			return fmt.Errorf("write allowed %ss: remove %d: %w", kind, len(rows), err)
 		}
 	}
 	if kept == len(want) {
 		return nil
 	}
 	var next int64
-	if err := t.tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(position), -1) + 1 FROM allowed WHERE kind = ?", kind).Scan(&next); err != nil {
-		return fmt.Errorf("write allowed principals: %w", err)
+	if err := q.QueryRowContext(ctx, "SELECT COALESCE(MAX(position), -1) + 1 FROM allowed WHERE kind = ?", kind).Scan(&next); err != nil {
+		return fmt.Errorf("write allowed %ss: %w", kind, err)
 	}
-	for _, pr := range want[kept:] {
-		if err := insert(next, pr); err != nil {
-			return err
-		}
-		next++
+	return insertAllowed(ctx, q, kind, next, want[kept:])
+}
+
+// insertAllowed appends principals at positions from, from+1, ... in one
+// statement.
+func insertAllowed(ctx context.Context, q querier, kind string, from int64, prs []policy.Principal) error {
+	if len(prs) == 0 {
+		return nil
+	}
+	list, err := principalsJSON(prs)
+	if err != nil {
+		return err
+	}
+	if _, err := q.ExecContext(ctx, `INSERT INTO allowed (kind, position, name, id, by_id)
+		SELECT ?, ? + key, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)`,
+		kind, from, list); err != nil {
+		return fmt.Errorf("write allowed %ss: add %d: %w", kind, len(prs), err)
 	}
 	return nil
+}
+
+// principalsJSON encodes principals as [[name, id, by_id], ...] for json_each.
+func principalsJSON(prs []policy.Principal) (string, error) {
+	rows := make([][3]any, len(prs))
+	for i, pr := range prs {
+		rows[i] = [3]any{pr.Name, pr.ID, boolInt(pr.ByID)}
+	}
+	b, err := json.Marshal(rows)
+	if err != nil {
+		return "", fmt.Errorf("encode allowed principals: %w", err)
+	}
+	return string(b), nil
 }
 
 // removedThenAppended reports whether want is was with some entries removed

@@ -20,8 +20,11 @@ import (
 // maxBody bounds request bodies: every request we accept is small.
 const maxBody = 64 << 10
 
-// defaultAPILimit caps list answers when the caller names no limit.
-const defaultAPILimit = 1000
+// maxAPIPage caps every list answer of the API: limit=0, no limit or a
+// larger one mean this many. Lists are read a page at a time, so what one
+// request costs does not depend on how large the table has grown (issue 12:
+// five parallel ?limit=0 calls pushed the daemon to 793 MB).
+const maxAPIPage = 1000
 
 // resellerStatus is what a reseller may see of the status: no other
 // customers' user names, no MTA or uid details.
@@ -112,12 +115,23 @@ type allowedList struct {
 	Exceptions []engine.ExceptionStatus `json:"exceptions"`
 }
 
+// allowedPage is allowedList with the cursor of the next page.
+type allowedPage struct {
+	allowedList
+	Next string `json:"next"` // "" on the last page
+}
+
 func (s *Server) apiAllowed(w http.ResponseWriter, r *http.Request, id *identity) error {
-	st, err := s.eng.Status(r.Context())
+	f, err := listFilter(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, allowedList{Users: st.AllowedUsers, Groups: st.AllowedGroups, Exceptions: st.Exceptions})
+	v, next, err := s.eng.AllowedPage(r.Context(), f.cursor, f.limit)
+	if err != nil {
+		return pageError(err)
+	}
+	setNext(w, r, next)
+	writeJSON(w, http.StatusOK, allowedPage{allowedList{Users: v.Users, Groups: v.Groups, Exceptions: v.Exceptions}, next})
 	return nil
 }
 
@@ -282,13 +296,15 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, id *identity)
 	if err != nil {
 		return err
 	}
-	evs, err := s.eng.Events(r.Context(), id.eventFilter(store.EventFilter{Since: f.since(s.cfg.Now()), Limit: f.limit}, r.URL.Query().Get("user")))
+	ef := id.eventFilter(store.EventFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor}, r.URL.Query().Get("user"))
+	evs, next, err := s.eng.EventsPage(r.Context(), ef)
 	if err != nil {
-		return err
+		return pageError(err)
 	}
 	if evs == nil {
 		evs = []engine.EventView{}
 	}
+	setNext(w, r, next)
 	writeJSON(w, http.StatusOK, evs)
 	return nil
 }
@@ -298,21 +314,44 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, id *identity) 
 	if err != nil {
 		return err
 	}
-	recs, err := s.eng.Audit(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit})
+	recs, next, err := s.eng.AuditPage(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor})
 	if err != nil {
-		return err
+		return pageError(err)
 	}
 	if recs == nil {
 		recs = []store.AuditRecord{}
 	}
+	setNext(w, r, next)
 	writeJSON(w, http.StatusOK, recs)
 	return nil
 }
 
-// filter is the since and limit query parameters of list endpoints.
+// setNext tells a client where the next page is, when there is one: the
+// cursor in X-Next-Cursor and the whole URL as a Link with rel="next" (as
+// GitHub's API does), so the lists stay the JSON arrays scripts already read.
+func setNext(w http.ResponseWriter, r *http.Request, next string) {
+	if next == "" {
+		return
+	}
+	q := r.URL.Query()
+	q.Set("cursor", next)
+	w.Header().Set("X-Next-Cursor", next)
+	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+}
+
+// pageError answers a cursor the store did not hand out with 400.
+func pageError(err error) error {
+	if errors.Is(err, store.ErrBadCursor) {
+		return badRequest("cursor: %v", err)
+	}
+	return err
+}
+
+// filter is the since, limit and cursor query parameters of list endpoints.
 type filter struct {
 	window time.Duration // 0: everything kept
-	limit  int
+	limit  int           // 1 to maxAPIPage
+	cursor string        // the "next" of the previous page
 }
 
 func (f filter) since(now time.Time) time.Time {
@@ -323,7 +362,7 @@ func (f filter) since(now time.Time) time.Time {
 }
 
 func listFilter(q url.Values) (filter, error) {
-	f := filter{limit: defaultAPILimit}
+	f := filter{limit: maxAPIPage, cursor: q.Get("cursor")}
 	if v := q.Get("since"); v != "" {
 		d, err := parseWindow(v)
 		if err != nil {
@@ -336,7 +375,9 @@ func listFilter(q url.Values) (filter, error) {
 		if err != nil || n < 0 {
 			return f, badRequest("limit: want a number of rows, not %q", v)
 		}
-		f.limit = n
+		if n > 0 && n < maxAPIPage {
+			f.limit = n
+		}
 	}
 	return f, nil
 }

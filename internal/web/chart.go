@@ -8,8 +8,8 @@ import (
 	"github.com/smtpguard/smtpguard/internal/engine"
 )
 
-// maxChartRows bounds the aggregates read to draw one chart.
-const maxChartRows = 50000
+// maxChartUsers bounds the rows of the page's per-user table.
+const maxChartUsers = 200
 
 // chartWindows are the periods the blocked attempts page offers.
 func chartWindows() []string { return []string{"1h", "24h", "7d", "30d"} }
@@ -49,24 +49,46 @@ func bucketing(window time.Duration) (time.Duration, string, string) {
 	return 24 * time.Hour, "day", "Jan 2"
 }
 
-// buildChart sums attempts into buckets ending at now.
-func buildChart(evs []engine.EventView, now time.Time, window time.Duration) chart {
+// chartFrame is the buckets of a chart for a window ending at now.
+type chartFrame struct {
+	start      time.Time
+	size       time.Duration
+	n          int
+	sizeName   string
+	tickLayout string
+}
+
+func frameFor(now time.Time, window time.Duration) chartFrame {
 	size, sizeName, layout := bucketing(window)
 	n := int(window / size)
 	if n < 1 {
 		n = 1
 	}
 	end := now.Truncate(size).Add(size)
-	start := end.Add(-time.Duration(n) * size)
-	counts := make([]int64, n)
-	c := chart{Width: 900, Height: 240, Left: 56, Top: 12, Right: 890, Bottom: 204, Bucket: sizeName}
+	return chartFrame{start: end.Add(-time.Duration(n) * size), size: size, n: n, sizeName: sizeName, tickLayout: layout}
+}
+
+// buildChart sums attempts into buckets ending at now.
+func buildChart(evs []engine.EventView, now time.Time, window time.Duration) chart {
+	fr := frameFor(now, window)
+	end := fr.start.Add(time.Duration(fr.n) * fr.size)
+	counts := make([]int64, fr.n)
 	for _, ev := range evs {
 		at := ev.LastSeen
-		if at.Before(start) || !at.Before(end) {
+		if at.Before(fr.start) || !at.Before(end) {
 			continue
 		}
-		counts[int(at.Sub(start)/size)] += ev.Count
-		c.Total += ev.Count
+		counts[int(at.Sub(fr.start)/fr.size)] += ev.Count
+	}
+	return drawChart(fr, counts)
+}
+
+// drawChart lays out bars for counts, one per bucket of fr.
+func drawChart(fr chartFrame, counts []int64) chart {
+	start, size, n, layout := fr.start, fr.size, fr.n, fr.tickLayout
+	c := chart{Width: 900, Height: 240, Left: 56, Top: 12, Right: 890, Bottom: 204, Bucket: fr.sizeName}
+	for _, v := range counts {
+		c.Total += v
 	}
 	var highest int64
 	for _, v := range counts {

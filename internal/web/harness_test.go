@@ -83,6 +83,9 @@ type testEnv struct {
 	srv *Server
 	eng *engine.Engine
 	st  store.View
+	// raw writes the same database directly, for tests that seed more
+	// rows than engine operations would make in reasonable time.
+	raw *store.Store
 	// seeded is the last audit record of the set-up, which tests that
 	// count audit records skip.
 	seeded  int64
@@ -125,7 +128,12 @@ func newTestEnv(t testing.TB, tweak ...func(*Config)) *testEnv {
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
-	e := &testEnv{t: t, srv: srv, eng: eng, st: eng.Store(), backend: b, clock: clk, tokens: map[string]string{}}
+	raw, err := store.Open(context.Background(), filepath.Join(eng.StateDir(), store.FileName))
+	if err != nil {
+		t.Fatalf("store.Open() = %v", err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	e := &testEnv{t: t, srv: srv, eng: eng, st: eng.Store(), raw: raw, backend: b, clock: clk, tokens: map[string]string{}}
 	e.addAccount("admin", store.RoleAdmin, adminPassword)
 	e.addAccount("res-no", store.RoleReseller, resellerPassword)
 	e.addAccount("res-yes", store.RoleReseller, resellerPassword)

@@ -236,10 +236,15 @@ type eventsView struct {
 	ByUser  []engine.UserTotal
 	Shown   int
 	More    bool
+	Next    string // cursor of the next page of the table
 	Chart   chart
 }
 
-const eventsShown = 200
+// eventsShown and auditShown are the rows of one page of the tables.
+const (
+	eventsShown = 200
+	auditShown  = 200
+)
 
 func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity) error {
 	q := r.URL.Query()
@@ -252,28 +257,36 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity
 	}
 	window, _ := parseWindow(v.Window)
 	now := s.cfg.Now()
-	f := id.eventFilter(store.EventFilter{Since: now.Add(-window), Limit: maxChartRows}, v.User)
-	evs, err := s.eng.Events(r.Context(), f)
+	f := id.eventFilter(store.EventFilter{Since: now.Add(-window)}, v.User)
+	// Summed by the store: the page costs the same however many rows there are.
+	fr := frameFor(now, window)
+	counts, byUser, err := s.eng.EventSums(r.Context(), f, fr.start, fr.size, fr.n, maxChartUsers)
 	if err != nil {
 		return err
 	}
-	v.Chart = buildChart(evs, now, window)
-	v.ByUser = engine.TotalsByUser(evs)
-	v.Events, v.More = evs, len(evs) > eventsShown
-	if v.More {
-		v.Events = evs[:eventsShown]
+	v.Chart, v.ByUser = drawChart(fr, counts), byUser
+	f.Limit, f.After = eventsShown, q.Get("cursor")
+	if v.Events, v.Next, err = s.eng.EventsPage(r.Context(), f); err != nil {
+		return pageError(err)
 	}
-	v.Shown = len(v.Events)
+	v.Shown, v.More = len(v.Events), v.Next != ""
 	s.render(w, r, http.StatusOK, "events", &page{Title: "Blocked attempts", Nav: "events", Me: id, Data: v})
 	return nil
 }
 
+// auditView is one page of the audit log page.
+type auditView struct {
+	Records []store.AuditRecord
+	Next    string // cursor of the next, older page
+}
+
 func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, id *identity) error {
-	recs, err := s.eng.Audit(r.Context(), store.AuditFilter{Limit: 500})
-	if err != nil {
-		return err
+	var v auditView
+	var err error
+	if v.Records, v.Next, err = s.eng.AuditPage(r.Context(), store.AuditFilter{Limit: auditShown, After: r.URL.Query().Get("cursor")}); err != nil {
+		return pageError(err)
 	}
-	s.render(w, r, http.StatusOK, "audit", &page{Title: "Audit log", Nav: "audit", Me: id, Data: recs})
+	s.render(w, r, http.StatusOK, "audit", &page{Title: "Audit log", Nav: "audit", Me: id, Data: v})
 	return nil
 }
 

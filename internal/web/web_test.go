@@ -521,7 +521,7 @@ func TestResellerSeesOnlyTheirUsers(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := e.do(req{method: "GET", path: "/api/v1/events" + tt.query, bearer: e.tokens[tt.token]})
-			if got := users(decode[[]engine.EventView](t, w)); !cmp.Equal(got, tt.want) {
+			if got := users(decodeEventsPage(t, w).Events); !cmp.Equal(got, tt.want) {
 				t.Errorf("GET /api/v1/events%s as %s: users %v, want %v", tt.query, tt.token, got, tt.want)
 			}
 		})
