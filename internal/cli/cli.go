@@ -13,10 +13,12 @@ import (
 	"os"
 	"os/user"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/mta"
 )
@@ -38,7 +40,10 @@ type Stdio struct {
 // Options are the seams to the system; tests replace them.
 type Options struct {
 	// Backends returns the enforcement candidates, best first.
-	Backends   func(logger *slog.Logger) []enforce.Backend
+	Backends func(logger *slog.Logger) []enforce.Backend
+	// ServeBackends are the backends the daemon (serve) enforces with and
+	// serves to the CLI on its socket (default: Backends).
+	ServeBackends func(logger *slog.Logger) []enforce.Backend
 	PasswdPath string
 	GroupPath  string
 	MTA        mta.Config
@@ -60,6 +65,10 @@ type env struct {
 	stateDir string
 	verbose  bool
 	resolver engine.Resolver // set by serve --dns-server
+	// daemon is what the state directory's daemon said of itself, once
+	// asked (daemonChecked); nil when none runs.
+	daemon        *remote.Info
+	daemonChecked bool
 }
 
 // usageError marks bad command lines (exit 2).
@@ -78,7 +87,8 @@ func Run(ctx context.Context, args []string, stdio Stdio) int {
 // DefaultOptions wires the real system.
 func DefaultOptions() Options {
 	return Options{
-		Backends:   systemBackends,
+		Backends:      systemBackends,
+		ServeBackends: serveBackends,
 		Getenv:     os.Getenv,
 		Actor:      currentActor,
 		Executable: os.Executable,
@@ -95,6 +105,9 @@ func RunWith(ctx context.Context, args []string, stdio Stdio, opts Options) int 
 	}
 	if opts.Executable == nil {
 		opts.Executable = os.Executable
+	}
+	if opts.ServeBackends == nil {
+		opts.ServeBackends = opts.Backends
 	}
 	e := &env{opts: opts, stdio: stdio}
 	root := newRootCmd(e)
@@ -187,11 +200,49 @@ func (e *env) engine(ctx context.Context) (*engine.Engine, error) {
 	return e.engineWithLogger(ctx, slog.New(slog.NewTextHandler(e.stdio.Err, &slog.HandlerOptions{Level: level})))
 }
 
+// engineWithLogger opens the engine for a command. While the state
+// directory's daemon runs, the engine's backends are the daemon's, reached
+// over its socket (the daemon may be the only process allowed to change the
+// table, and it keeps the kernel state cached); otherwise the command works
+// on the kernel directly.
 func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engine.Engine, error) {
 	var backends []enforce.Backend
 	if e.opts.Backends != nil {
 		backends = e.opts.Backends(logger)
 	}
+	if info := e.runningDaemon(ctx, logger); info != nil {
+		logger.Debug("changing the kernel through the daemon", "pid", info.PID, "socket", remote.SocketPath(e.stateDir))
+		backends = remote.Wrap(remote.SocketPath(e.stateDir), backends)
+	}
+	return e.openEngine(ctx, logger, backends)
+}
+
+// daemonPingTimeout bounds the check for a running daemon: its socket
+// answers pings without waiting for anything.
+const daemonPingTimeout = 2 * time.Second
+
+// runningDaemon asks the state directory's daemon about itself, once per
+// command. A missing socket, or one left by a daemon that died, means none
+// runs; a daemon that cannot be reached is reported and worked around.
+func (e *env) runningDaemon(ctx context.Context, logger *slog.Logger) *remote.Info {
+	if e.daemonChecked {
+		return e.daemon
+	}
+	e.daemonChecked = true
+	ctx, cancel := context.WithTimeout(ctx, daemonPingTimeout)
+	defer cancel()
+	info, err := remote.Ping(ctx, remote.SocketPath(e.stateDir))
+	switch {
+	case err == nil:
+		e.daemon = &info
+	case !errors.Is(err, remote.ErrNoDaemon):
+		logger.Warn("cannot reach the smtpguard daemon; working on the kernel directly", "err", err)
+	}
+	return e.daemon
+}
+
+// openEngine opens the engine with the given backends.
+func (e *env) openEngine(ctx context.Context, logger *slog.Logger, backends []enforce.Backend) (*engine.Engine, error) {
 	eng, err := engine.Open(ctx, engine.Config{
 		StateDir:   e.stateDir,
 		PasswdPath: e.opts.PasswdPath,
