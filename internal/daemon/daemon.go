@@ -162,17 +162,22 @@ func (d *Daemon) Kick() {
 // Run converges, then serves until ctx ends. It returns an error only when it
 // cannot start; later failures are logged, counted and retried.
 func (d *Daemon) Run(ctx context.Context) error {
-	var ctl *net.UnixListener
 	if d.cfg.StateDir != "" {
 		release, err := lockPIDFile(filepath.Join(d.cfg.StateDir, PIDFile))
 		if err != nil {
 			return err
 		}
 		defer release()
-		if ctl, err = remote.Listen(remote.SocketPath(d.cfg.StateDir)); err != nil {
+		ctl, err := remote.Listen(remote.SocketPath(d.cfg.StateDir))
+		if err != nil {
 			return err
 		}
-		defer ctl.Close()
+		// Answer the CLI from the start: a command run while we converge
+		// must find the daemon, not change the kernel behind its back.
+		ctlCtx, stop := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() { defer close(served); d.serveSocket(ctlCtx, ctl) }()
+		defer func() { stop(); <-served }()
 	}
 	// Stamp the account files and policy revision before converging, so a
 	// change made while we start is seen either by the first reconcile or by
@@ -224,9 +229,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.rec.run(ctx, d.cfg.FlushInterval) })
 	wg.Go(func() { d.pruneLoop(ctx) })
 	wg.Go(func() { d.dnsLoop(ctx) })
-	if ctl != nil {
-		wg.Go(func() { d.serveSocket(ctx, ctl) })
-	}
 	if d.rec.notify != nil {
 		wg.Go(func() { d.rec.notify.run(ctx) })
 	}
