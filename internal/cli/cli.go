@@ -1,6 +1,7 @@
 // Package cli is smtpguard's command line. Each subcommand lives in its own file
 // and calls the engine directly (serialised by the engine's lock file), so the
-// CLI works whether or not the daemon runs.
+// CLI works whether or not the daemon runs; while the daemon runs, the engine's
+// kernel calls go to it over its socket (internal/enforce/remote).
 package cli
 
 import (

@@ -34,7 +34,12 @@ func (d *Daemon) serveSocket(ctx context.Context, ln *net.UnixListener) {
 // repairLast restores what the kernel last enforced while a change holds the
 // state lock, so a slow change never leaves a flushed ruleset unrepaired.
 func (d *Daemon) repairLast(ctx context.Context) {
-	if d.cfg.Kernel == nil {
+	d.mu.Lock()
+	enabled := d.lastEnabled
+	d.mu.Unlock()
+	// Only an enabled policy is restored: rules a disabled policy left
+	// behind (and a verify happened to match) are not to be brought back.
+	if d.cfg.Kernel == nil || !enabled {
 		return
 	}
 	repaired, err := d.cfg.Kernel.RepairLast(ctx)

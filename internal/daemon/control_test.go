@@ -193,3 +193,22 @@ func TestMetricsAuthentication(t *testing.T) {
 		})
 	}
 }
+
+func TestNoRepairOfADisabledPolicyWhileTheLockIsHeld(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	d := f.start(t, Config{})
+	// Rules a disabled policy left behind, which a plan happened to verify as
+	// matching: known to the Kernel, but not to be restored.
+	leftover := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25}, UIDs: []uint32{0}}
+	f.backend.Apply(ctx, leftover)
+	if drift, err := f.kernel.Backends()[0].Verify(ctx, leftover); err != nil || !drift.InSync() {
+		t.Fatalf("Verify(leftover) = %v, %v", drift, err)
+	}
+	f.holdLock(t)
+	f.backend.Tamper(nil)
+	settle(t, d)
+	if got := f.backend.Installed(); got != nil {
+		t.Errorf("kernel after a flush of a disabled policy's leftovers = %+v, want nothing restored", got)
+	}
+}

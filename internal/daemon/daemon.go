@@ -119,6 +119,7 @@ type Daemon struct {
 	lastErr      error
 	lastRevision int64
 	lastRuleset  *policy.Ruleset
+	lastEnabled  bool // the policy of the last reconcile was enabled
 }
 
 // New prepares a daemon; Run starts it.
@@ -354,6 +355,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 	d.lastRevision = r.Revision
 	rs := r.Ruleset
 	d.lastRuleset = &rs
+	d.lastEnabled = r.Enabled
 	d.mu.Unlock()
 
 	d.metrics.lastVerify.SetToCurrentTime()
