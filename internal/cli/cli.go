@@ -45,10 +45,10 @@ type Options struct {
 	// ServeBackends are the backends the daemon (serve) enforces with and
 	// serves to the CLI on its socket (default: Backends).
 	ServeBackends func(logger *slog.Logger) []enforce.Backend
-	PasswdPath string
-	GroupPath  string
-	MTA        mta.Config
-	Getenv     func(string) string
+	PasswdPath    string
+	GroupPath     string
+	MTA           mta.Config
+	Getenv        func(string) string
 	// Actor names the person running the command, for the audit log.
 	Actor func() string
 	// UnitDir and Systemctl are where install-service writes the unit and
@@ -90,9 +90,9 @@ func DefaultOptions() Options {
 	return Options{
 		Backends:      systemBackends,
 		ServeBackends: serveBackends,
-		Getenv:     os.Getenv,
-		Actor:      currentActor,
-		Executable: os.Executable,
+		Getenv:        os.Getenv,
+		Actor:         currentActor,
+		Executable:    os.Executable,
 	}
 }
 

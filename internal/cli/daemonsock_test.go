@@ -17,7 +17,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 )
 
-// serveInProcess runs "serve --listen ''" on the harness's state directory
+// serveInProcess runs "serve --listen ”" on the harness's state directory
 // with its own backend, the daemon's kernel, until stop is called.
 func (h *harness) serveInProcess(t *testing.T) (kernel *fake.Backend, stop func()) {
 	t.Helper()
