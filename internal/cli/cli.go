@@ -41,14 +41,11 @@ type Stdio struct {
 // Options are the seams to the system; tests replace them.
 type Options struct {
 	// Backends returns the enforcement candidates, best first.
-	Backends func(logger *slog.Logger) []enforce.Backend
-	// ServeBackends are the backends the daemon (serve) enforces with and
-	// serves to the CLI on its socket (default: Backends).
-	ServeBackends func(logger *slog.Logger) []enforce.Backend
-	PasswdPath    string
-	GroupPath     string
-	MTA           mta.Config
-	Getenv        func(string) string
+	Backends   func(logger *slog.Logger) []enforce.Backend
+	PasswdPath string
+	GroupPath  string
+	MTA        mta.Config
+	Getenv     func(string) string
 	// Actor names the person running the command, for the audit log.
 	Actor func() string
 	// UnitDir and Systemctl are where install-service writes the unit and
@@ -57,6 +54,10 @@ type Options struct {
 	Systemctl string
 	// Executable is the binary path written into the unit (default: this one).
 	Executable func() (string, error)
+
+	// ServeBackends are the backends the daemon (serve) enforces with and
+	// serves to the CLI on its socket (default: Backends).
+	ServeBackends func(logger *slog.Logger) []enforce.Backend
 }
 
 // env is what every subcommand gets.
@@ -88,11 +89,12 @@ func Run(ctx context.Context, args []string, stdio Stdio) int {
 // DefaultOptions wires the real system.
 func DefaultOptions() Options {
 	return Options{
-		Backends:      systemBackends,
+		Backends:   systemBackends,
+		Getenv:     os.Getenv,
+		Actor:      currentActor,
+		Executable: os.Executable,
+
 		ServeBackends: serveBackends,
-		Getenv:        os.Getenv,
-		Actor:         currentActor,
-		Executable:    os.Executable,
 	}
 }
 
