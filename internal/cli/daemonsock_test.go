@@ -32,8 +32,8 @@ func (h *harness) serveInProcess(t *testing.T) (kernel *fake.Backend, stop func(
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := remote.Ping(ctx, remote.SocketPath(h.stateDir)); err == nil {
-			break
+		if info, err := remote.Ping(ctx, remote.SocketPath(h.stateDir)); err == nil && info.Recording {
+			break // converged, and reading events
 		}
 		select {
 		case code := <-done:
@@ -41,7 +41,7 @@ func (h *harness) serveInProcess(t *testing.T) (kernel *fake.Backend, stop func(
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("serve did not answer on its socket within 5s")
+			t.Fatal("serve did not answer on its socket, recording, within 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -77,8 +77,13 @@ func TestPrivilegedCLIChangesGoThroughTheDaemon(t *testing.T) {
 		t.Fatalf("allow without netfilter while the daemon runs: exit %d: %s", r.code, r.stderr)
 	}
 	w.expectReach(&w.plain, remote(25)...)
-	r := w.sgWithoutNetfilter("status", "--json")
-	kernel, ds := w.daemonStatus(r)
+	var kernel string
+	var ds daemonStatus
+	// The event stream attaches just after the daemon's first converge.
+	w.waitUntil(t, "status to report the daemon recording", 2*time.Second, func() bool {
+		kernel, ds = w.daemonStatus(w.sgWithoutNetfilter("status", "--json"))
+		return ds.Recording
+	})
 	if want := (daemonStatus{Running: true, PID: d.Cmd.Process.Pid, Recording: true}); kernel != "in sync" || ds != want {
 		t.Errorf("status --json without netfilter: kernel %q, daemon %+v; want in sync, %+v", kernel, ds, want)
 	}
