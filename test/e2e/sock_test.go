@@ -22,24 +22,6 @@ import (
 	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
-// sgWithoutNetfilter runs the CLI where creating a NETLINK_NETFILTER socket
-// fails, as on a kernel without nf_tables (see nonftables_test.go): such a
-// process can change the kernel only through the daemon.
-func (w *world) sgWithoutNetfilter(args ...string) cmdResult {
-	w.t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cmd := w.client.Command(self, append([]string{binary, "--state-dir", w.stateDir}, args...)...)
-	cmd.Env = append(os.Environ(), noNetfilterEnv+"=1")
-	r := run(w.t, cmd)
-	if r.code == 97 {
-		w.t.Fatalf("the no-netfilter wrapper failed: %s", r.stderr)
-	}
-	return r
-}
-
 type daemonStatus struct {
 	Running   bool `json:"running"`
 	PID       int  `json:"pid"`
