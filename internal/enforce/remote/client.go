@@ -61,11 +61,14 @@ func call(ctx context.Context, socket string, req request) (response, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return response{}, fmt.Errorf("send %s to the smtpguard daemon at %s: %w", req.Op, socket, err)
-	}
+	sendErr := json.NewEncoder(conn).Encode(req)
 	var resp response
 	if err := json.NewDecoder(io.LimitReader(conn, maxResponse)).Decode(&resp); err != nil {
+		if sendErr != nil {
+			// The daemon hung up before taking the whole request, without
+			// saying why (a refusal would have been read above).
+			return response{}, fmt.Errorf("send %s to the smtpguard daemon at %s: %w", req.Op, socket, sendErr)
+		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}

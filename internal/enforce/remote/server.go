@@ -131,10 +131,15 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 		conn.SetWriteDeadline(time.Now().Add(s.IdleTimeout))
 		json.NewEncoder(conn).Encode(resp)
 	}
-	uid, err := peerUID(conn)
-	if err != nil {
-		s.Logger.Warn("daemon socket: cannot identify the peer; refused", "err", err)
-		write(response{Error: fmt.Sprintf("smtpguard daemon cannot identify the connecting process: %v", err)})
+	// Read the request before answering even a refusal: closing on a
+	// client still writing would hand it "broken pipe" instead of the reason.
+	uid, peerErr := peerUID(conn)
+	conn.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+	var req request
+	decodeErr := json.NewDecoder(io.LimitReader(conn, s.MaxRequest)).Decode(&req)
+	if peerErr != nil {
+		s.Logger.Warn("daemon socket: cannot identify the peer; refused", "err", peerErr)
+		write(response{Error: fmt.Sprintf("smtpguard daemon cannot identify the connecting process: %v", peerErr)})
 		return
 	}
 	// Root, or the daemon's own user (who could take over the daemon
@@ -144,12 +149,9 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 		write(response{Error: fmt.Sprintf("uid %d may not use the smtpguard daemon's socket: only root may change smtpguard's rules (run with sudo)", uid)})
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(s.IdleTimeout))
-	var req request
-	dec := json.NewDecoder(io.LimitReader(conn, s.MaxRequest))
-	if err := dec.Decode(&req); err != nil {
-		msg := fmt.Sprintf("bad request: %v", err)
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+	if decodeErr != nil {
+		msg := fmt.Sprintf("bad request: %v", decodeErr)
+		if errors.Is(decodeErr, io.ErrUnexpectedEOF) || errors.Is(decodeErr, io.EOF) {
 			msg = fmt.Sprintf("bad request: incomplete (at most %d bytes, sent within %v)", s.MaxRequest, s.IdleTimeout)
 		}
 		write(response{Error: msg})
