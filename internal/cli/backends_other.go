@@ -10,3 +10,6 @@ import (
 
 // systemBackends is empty off Linux: there is no kernel to enforce with.
 func systemBackends(logger *slog.Logger) []enforce.Backend { return nil }
+
+// serveBackends is empty off Linux too.
+func serveBackends(logger *slog.Logger) []enforce.Backend { return nil }

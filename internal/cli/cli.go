@@ -1,6 +1,7 @@
 // Package cli is smtpguard's command line. Each subcommand lives in its own file
 // and calls the engine directly (serialised by the engine's lock file), so the
-// CLI works whether or not the daemon runs.
+// CLI works whether or not the daemon runs; while the daemon runs, the engine's
+// kernel calls go to it over its socket (internal/enforce/remote).
 package cli
 
 import (
@@ -13,11 +14,13 @@ import (
 	"os"
 	"os/user"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/conflicts"
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/sockdiag"
@@ -58,6 +61,9 @@ type Options struct {
 	Sessions engine.SessionEnder
 	// Conflicts finds other tools' SMTP blocks for status (nil: none).
 	Conflicts engine.ConflictDetector
+	// ServeBackends are the backends the daemon (serve) enforces with and
+	// serves to the CLI on its socket (default: Backends).
+	ServeBackends func(logger *slog.Logger) []enforce.Backend
 }
 
 // env is what every subcommand gets.
@@ -67,6 +73,10 @@ type env struct {
 	stateDir string
 	verbose  bool
 	resolver engine.Resolver // set by serve --dns-server
+	// daemon is what the state directory's daemon said of itself, once
+	// asked (daemonChecked); nil when none runs.
+	daemon        *remote.Info
+	daemonChecked bool
 }
 
 // usageError marks bad command lines (exit 2).
@@ -91,6 +101,7 @@ func DefaultOptions() Options {
 		Executable: os.Executable,
 		Sessions:   sockdiag.Ender{},
 		Conflicts:  conflicts.Detector{},
+		ServeBackends: serveBackends,
 	}
 }
 
@@ -104,6 +115,9 @@ func RunWith(ctx context.Context, args []string, stdio Stdio, opts Options) int 
 	}
 	if opts.Executable == nil {
 		opts.Executable = os.Executable
+	}
+	if opts.ServeBackends == nil {
+		opts.ServeBackends = opts.Backends
 	}
 	e := &env{opts: opts, stdio: stdio}
 	root := newRootCmd(e)
@@ -196,11 +210,49 @@ func (e *env) engine(ctx context.Context) (*engine.Engine, error) {
 	return e.engineWithLogger(ctx, slog.New(slog.NewTextHandler(e.stdio.Err, &slog.HandlerOptions{Level: level})))
 }
 
+// engineWithLogger opens the engine for a command. While the state
+// directory's daemon runs, the engine's backends are the daemon's, reached
+// over its socket (the daemon may be the only process allowed to change the
+// table, and it keeps the kernel state cached); otherwise the command works
+// on the kernel directly.
 func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engine.Engine, error) {
 	var backends []enforce.Backend
 	if e.opts.Backends != nil {
 		backends = e.opts.Backends(logger)
 	}
+	if info := e.runningDaemon(ctx, logger); info != nil {
+		logger.Debug("changing the kernel through the daemon", "pid", info.PID, "socket", remote.SocketPath(e.stateDir))
+		backends = remote.Wrap(remote.SocketPath(e.stateDir), backends)
+	}
+	return e.openEngine(ctx, logger, backends)
+}
+
+// daemonPingTimeout bounds the check for a running daemon: its socket
+// answers pings without waiting for anything.
+const daemonPingTimeout = 2 * time.Second
+
+// runningDaemon asks the state directory's daemon about itself, once per
+// command. A missing socket, or one left by a daemon that died, means none
+// runs; a daemon that cannot be reached is reported and worked around.
+func (e *env) runningDaemon(ctx context.Context, logger *slog.Logger) *remote.Info {
+	if e.daemonChecked {
+		return e.daemon
+	}
+	e.daemonChecked = true
+	ctx, cancel := context.WithTimeout(ctx, daemonPingTimeout)
+	defer cancel()
+	info, err := remote.Ping(ctx, remote.SocketPath(e.stateDir))
+	switch {
+	case err == nil:
+		e.daemon = &info
+	case !errors.Is(err, remote.ErrNoDaemon):
+		logger.Warn("cannot reach the smtpguard daemon; working on the kernel directly", "err", err)
+	}
+	return e.daemon
+}
+
+// openEngine opens the engine with the given backends.
+func (e *env) openEngine(ctx context.Context, logger *slog.Logger, backends []enforce.Backend) (*engine.Engine, error) {
 	eng, err := engine.Open(ctx, engine.Config{
 		StateDir:   e.stateDir,
 		PasswdPath: e.opts.PasswdPath,

@@ -34,6 +34,12 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 				return err
 			}
 			defer eng.Close()
+			switch d := e.daemonState(ctx); {
+			case !d.Running:
+				fmt.Fprintln(e.stdio.Err, "smtpguard: warning: no daemon is running, so blocked attempts are not being recorded: systemctl start smtpguard")
+			case !d.Recording:
+				fmt.Fprintf(e.stdio.Err, "smtpguard: warning: the daemon (pid %d) is not recording blocked attempts: see journalctl -u smtpguard\n", d.PID)
+			}
 			f := store.EventFilter{Limit: limit}
 			if since > 0 {
 				f.Since = time.Now().Add(-since)

@@ -28,7 +28,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var cfg daemon.Config
 	var logFormat string
 	var dnsServers []string
-	var tlsCert, tlsKey, backend string
+	var tlsCert, tlsKey, backend, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: enforce, repair drift, record blocked attempts, serve metrics",
@@ -87,12 +87,24 @@ lifts it.`,
 			if err != nil {
 				return err
 			}
-			eng, err := e.openForServe(ctx, logger, cfg.Listen, loopback)
+			token, err := readMetricsToken(tokenFile)
+			if err != nil {
+				return err
+			}
+			cfg.MetricsToken, cfg.RequireMetricsToken = token, !loopback
+			if !loopback && token == "" {
+				logger.Warn("/metrics answers 401 to everyone: it names blocked users, and --listen is not loopback; give --metrics-token-file to let a scraper in", "listen", cfg.Listen)
+			}
+			// The daemon's own backends, never the remote ones: it is the
+			// process the CLI talks to.
+			kernel := daemon.NewKernel(e.opts.ServeBackends(logger))
+			eng, err := e.openForServe(ctx, logger, kernel.Backends(), cfg.Listen, loopback)
 			if err != nil || eng == nil { // nil: stopped while the database was unreadable
 				return err
 			}
 			defer eng.Close()
 			e.stateDir = eng.StateDir() // checked, links resolved: the web certificate goes there too
+			cfg.Kernel, cfg.StateDir = kernel, e.stateDir
 			if backend != "" && backend != policy.BackendAuto {
 				var names []string
 				for _, b := range eng.Backends() {
@@ -135,6 +147,7 @@ lifts it.`,
 	cmd.Flags().StringVar(&backend, "backend", "", "backend an Enable from the web UI or API uses: "+strings.Join(policy.SupportedBackends(), "|")+" (default: the one last enabled with)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, chain included)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+	cmd.Flags().StringVar(&tokenFile, "metrics-token-file", "", "require \"Authorization: Bearer TOKEN\" on /metrics, TOKEN being this file's first line (always required when --listen is not loopback)")
 	cmd.Flags().DurationVar(&cfg.Retention, "retention", 30*24*time.Hour, "keep blocked-attempt events this long")
 	cmd.Flags().DurationVar(&cfg.VerifyInterval, "verify-interval", 30*time.Second, "also verify the kernel rules this often (changes are noticed at once anyway)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
@@ -144,6 +157,24 @@ lifts it.`,
 	cmd.Flags().StringVar(&cfg.NotifyCommand, "notify-command", "", "run this for users whose connections were blocked: args USER DESTINATION:PORT COUNT, JSON on stdin")
 	cmd.Flags().DurationVar(&cfg.NotifyInterval, "notify-interval", 10*time.Minute, "notify each user at most this often")
 	return cmd
+}
+
+// readMetricsToken reads the bearer token /metrics requires from the first
+// line of path ("" when no file is given). The token is never echoed.
+func readMetricsToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read --metrics-token-file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	token := strings.TrimSpace(line)
+	if len(token) < 16 {
+		return "", usagef("--metrics-token-file %s: want a token of at least 16 characters on its first line (e.g. from 'openssl rand -hex 32')", path)
+	}
+	return token, nil
 }
 
 // loopbackListen reports whether addr only listens on loopback, where plain

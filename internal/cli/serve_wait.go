@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/engine"
 )
 
@@ -24,8 +25,8 @@ const serveRetry = 2 * time.Second
 // force; the daemon logs the error, answers /healthz with 503 and the error
 // when it listens on loopback, and retries until the database opens
 // (restored from a backup) or ctx ends, when it returns a nil engine.
-func (e *env) openForServe(ctx context.Context, logger *slog.Logger, listen string, loopback bool) (*engine.Engine, error) {
-	eng, err := e.engineWithLogger(ctx, logger)
+func (e *env) openForServe(ctx context.Context, logger *slog.Logger, backends []enforce.Backend, listen string, loopback bool) (*engine.Engine, error) {
+	eng, err := e.openEngine(ctx, logger, backends)
 	if err == nil || !errors.Is(err, engine.ErrDatabaseUnreadable) {
 		return eng, err
 	}
@@ -46,7 +47,7 @@ func (e *env) openForServe(ctx context.Context, logger *slog.Logger, listen stri
 			return nil, nil
 		case <-tick.C:
 		}
-		eng, err := e.engineWithLogger(ctx, logger)
+		eng, err := e.openEngine(ctx, logger, backends)
 		switch {
 		case err == nil:
 			logger.Info("the database is readable again; starting")

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 
@@ -42,8 +44,9 @@ you restore it, import a policy, or run 'smtpguard disable'.`,
 			if err != nil {
 				return err
 			}
+			view := statusView{Status: st, Daemon: e.daemonState(ctx)}
 			if asJSON {
-				if err := writeJSON(e.stdio.Out, st); err != nil {
+				if err := writeJSON(e.stdio.Out, view); err != nil {
 					return err
 				}
 			} else {
@@ -51,7 +54,7 @@ you restore it, import a policy, or run 'smtpguard disable'.`,
 				if all {
 					max = -1
 				}
-				printStatus(e.stdio.Out, st, max)
+				printStatus(e.stdio.Out, view, max)
 			}
 			if st.Kernel.State == engine.KernelPolicyMissing {
 				// The stored policy does not describe what the kernel
@@ -71,8 +74,42 @@ you restore it, import a policy, or run 'smtpguard disable'.`,
 // state.
 const statusListMax = 20
 
+// statusView is status --json: the engine's status, and the daemon's.
+type statusView struct {
+	engine.Status
+	Daemon daemonState `json:"daemon"`
+}
+
+// daemonState says whether the state directory's daemon runs, and whether it
+// records blocked attempts.
+type daemonState struct {
+	Running   bool `json:"running"`
+	PID       int  `json:"pid,omitempty"`
+	Recording bool `json:"recording"`
+}
+
+// daemonState asks the daemon (once per command).
+func (e *env) daemonState(ctx context.Context) daemonState {
+	info := e.runningDaemon(ctx, slog.New(slog.NewTextHandler(e.stdio.Err, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if info == nil {
+		return daemonState{}
+	}
+	return daemonState{Running: true, PID: info.PID, Recording: info.Recording}
+}
+
+func (d daemonState) String() string {
+	switch {
+	case !d.Running:
+		return "not running: blocked attempts are not recorded and drift is not repaired (systemctl start smtpguard)"
+	case !d.Recording:
+		return fmt.Sprintf("running (pid %d), but not recording blocked attempts (see its log: journalctl -u smtpguard)", d.PID)
+	}
+	return fmt.Sprintf("running (pid %d), recording blocked attempts", d.PID)
+}
+
 // printStatus prints st for a person; max bounds long lists (-1: no bound).
-func printStatus(out io.Writer, st engine.Status, max int) {
+func printStatus(out io.Writer, view statusView, max int) {
+	st := view.Status
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	state := "disabled (every user may connect to remote SMTP servers)"
 	switch {
@@ -94,6 +131,7 @@ func printStatus(out io.Writer, st engine.Status, max int) {
 		kernel += ": " + strings.Join(st.Kernel.Problems, "; ") + " (run 'smtpguard enable' to repair)"
 	}
 	fmt.Fprintf(w, "Kernel:\t%s\n", kernel)
+	fmt.Fprintf(w, "Daemon:\t%s\n", view.Daemon)
 	fmt.Fprintf(w, "Restricted ports:\t%s\n", policy.PortsString(st.Ports))
 	local := "restricted like remote ones"
 	if st.AllowLocal {

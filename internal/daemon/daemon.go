@@ -18,13 +18,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
@@ -40,6 +43,19 @@ type Config struct {
 	// TLS, when set, serves Listen over HTTPS with this configuration
 	// (certificates included).
 	TLS *tls.Config
+	// MetricsToken, when set, is the bearer token /metrics requires: it lists
+	// blocked users' names. RequireMetricsToken refuses /metrics (401)
+	// without it, for a Listen address that is not loopback.
+	MetricsToken        string
+	RequireMetricsToken bool
+
+	// StateDir, when set, is where the daemon takes its pid file (refusing to
+	// start while another daemon holds it) and serves its socket, through
+	// which the CLI changes the kernel while the daemon runs.
+	StateDir string
+	// Kernel holds the engine's backends (NewKernel) so drift can be repaired
+	// while a change holds the state lock; nil repairs only between changes.
+	Kernel *Kernel
 
 	VerifyInterval time.Duration // periodic verify backstop (30s)
 	PollInterval   time.Duration // store revision and account files (250ms)
@@ -91,12 +107,19 @@ type Daemon struct {
 	metrics *metrics
 	rec     *recorder
 	kick    chan struct{} // coalesced requests to reconcile
+	// kicks counts Kick calls; passed is the value of kicks when the latest
+	// finished reconcile pass (or lock-free repair) started. Tests wait for
+	// passed to reach a kick of theirs: the pass that proves a negative.
+	kicks, passed atomic.Int64
+	// eventStreams counts the backend event streams running now.
+	eventStreams atomic.Int32
 
 	mu sync.Mutex // protects the following fields
 	// lastErr is the most recent reconcile error, for /healthz.
 	lastErr      error
 	lastRevision int64
 	lastRuleset  *policy.Ruleset
+	lastEnabled  bool // the policy of the last reconcile was enabled
 }
 
 // New prepares a daemon; Run starts it.
@@ -130,6 +153,7 @@ func New(cfg Config) (*Daemon, error) {
 
 // Kick asks for a reconcile soon; many kicks coalesce into one.
 func (d *Daemon) Kick() {
+	d.kicks.Add(1)
 	select {
 	case d.kick <- struct{}{}:
 	default:
@@ -139,6 +163,23 @@ func (d *Daemon) Kick() {
 // Run converges, then serves until ctx ends. It returns an error only when it
 // cannot start; later failures are logged, counted and retried.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.cfg.StateDir != "" {
+		release, err := lockPIDFile(filepath.Join(d.cfg.StateDir, PIDFile))
+		if err != nil {
+			return err
+		}
+		defer release()
+		ctl, err := remote.Listen(remote.SocketPath(d.cfg.StateDir))
+		if err != nil {
+			return err
+		}
+		// Answer the CLI from the start: a command run while we converge
+		// must find the daemon, not change the kernel behind its back.
+		ctlCtx, stop := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() { defer close(served); d.serveSocket(ctlCtx, ctl) }()
+		defer func() { stop(); <-served }()
+	}
 	// Stamp the account files and policy revision before converging, so a
 	// change made while we start is seen either by the first reconcile or by
 	// the poll loop, never by neither.
@@ -197,7 +238,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.supervise(ctx, b.Name()+" watch", func(ctx context.Context) error { return b.Watch(ctx, d.Kick) })
 		})
 		wg.Go(func() {
-			d.supervise(ctx, b.Name()+" events", func(ctx context.Context) error { return b.Events(ctx, d.rec.sink) })
+			d.supervise(ctx, b.Name()+" events", func(ctx context.Context) error {
+				d.eventStreams.Add(1)
+				defer d.eventStreams.Add(-1)
+				return b.Events(ctx, d.rec.sink)
+			})
 		})
 	}
 	if srv != nil {
@@ -266,9 +311,18 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		case <-verify.C:
 		case <-retry:
 		}
-		r, err := d.eng.Reconcile(ctx, false)
+		started := d.kicks.Load()
+		r, err := d.eng.TryReconcile(ctx, false)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, engine.ErrBusy) {
+			// A change holds the lock, maybe for seconds: repair from what
+			// was last enforced now, reconcile properly once it is free.
+			d.repairLast(ctx)
+			d.passed.Store(started)
+			retry = time.After(busyRetry)
+			continue
 		}
 		if err != nil {
 			d.metrics.reconcileFails.Inc()
@@ -277,11 +331,13 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			if d.setErr(err) {
 				d.log.Error("cannot make the kernel match the policy; retrying", "err", err, "retry_in", backoff)
 			}
+			d.passed.Store(started)
 			continue
 		}
 		backoff, retry = 0, nil
 		d.setErr(nil)
 		d.observe(r, false)
+		d.passed.Store(started)
 		select {
 		case <-ctx.Done():
 			return
@@ -299,6 +355,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 	d.lastRevision = r.Revision
 	rs := r.Ruleset
 	d.lastRuleset = &rs
+	d.lastEnabled = r.Enabled
 	d.mu.Unlock()
 
 	d.metrics.lastVerify.SetToCurrentTime()
@@ -414,7 +471,7 @@ func (d *Daemon) Handler() http.Handler {
 	if d.cfg.Web != nil {
 		mux.Handle("/", d.cfg.Web)
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", d.metricsAuth(promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
 		err := d.lastErr

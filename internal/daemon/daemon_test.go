@@ -37,6 +37,7 @@ type fixture struct {
 	cfg     engine.Config
 	eng     *engine.Engine
 	backend *fake.Backend
+	kernel  *Kernel // holds backend, as serve wires it
 	dir     string
 }
 
@@ -46,19 +47,20 @@ func newFixture(t *testing.T) *fixture {
 	write(t, filepath.Join(dir, "passwd"), testPasswd)
 	write(t, filepath.Join(dir, "group"), testGroup)
 	b := fake.New("fake")
+	k := NewKernel([]enforce.Backend{b})
 	cfg := engine.Config{
 		StateDir:   filepath.Join(dir, "state"),
 		PasswdPath: filepath.Join(dir, "passwd"),
 		GroupPath:  filepath.Join(dir, "group"),
 		MTA:        mta.Config{Root: filepath.Join(dir, "root")},
-		Backends:   []enforce.Backend{b},
+		Backends:   k.Backends(),
 	}
 	eng, err := engine.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	return &fixture{cfg: cfg, eng: eng, backend: b, dir: dir}
+	return &fixture{cfg: cfg, eng: eng, backend: b, kernel: k, dir: dir}
 }
 
 func write(t *testing.T, path, content string) {
@@ -79,6 +81,9 @@ var admin = engine.Actor{Name: "root", Source: "cli"}
 func (f *fixture) start(t *testing.T, cfg Config) *Daemon {
 	t.Helper()
 	cfg.Engine = f.eng
+	if cfg.Kernel == nil {
+		cfg.Kernel = f.kernel
+	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 10 * time.Millisecond
 	}
@@ -113,6 +118,16 @@ func (f *fixture) enabled(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	return p.Enabled
+}
+
+// settle kicks d and waits until a reconcile pass that started after the kick
+// has finished: the pass that would have acted on whatever the test did
+// before, so a negative assertion after it means something.
+func settle(t *testing.T, d *Daemon) {
+	t.Helper()
+	d.Kick()
+	target := d.kicks.Load()
+	waitFor(t, "a reconcile pass after the kick", func() bool { return d.passed.Load() >= target })
 }
 
 // waitFor polls cond for up to 5 s.
@@ -214,7 +229,7 @@ func TestPolicyChangesFromOtherProcessesAreNotDrift(t *testing.T) {
 		}
 	}
 	f.backend.Tamper(f.backend.Installed()) // the CLI's own apply notifies watchers too
-	time.Sleep(100 * time.Millisecond)      // several poll and reconcile rounds
+	settle(t, d)
 	if got := f.backend.Installed().UIDs; !slices.Equal(got, []uint32{0, 1001, 1002}) {
 		t.Errorf("kernel uids = %v: the daemon reverted or lost a CLI change", got)
 	}
@@ -253,7 +268,7 @@ func TestStoppingLeavesEnforcementInPlace(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.Run(ctx) }()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, "the daemon to converge and attach", f.backend.Attached)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -133,7 +133,7 @@ func TestNotifyCommandIsRunAndRateLimited(t *testing.T) {
 	out := filepath.Join(f.dir, "notified")
 	script := filepath.Join(f.dir, "notify.sh")
 	os.WriteFile(script, []byte("#!/bin/sh\n{ echo \"$@\"; cat; echo; } >> "+out+"\n"), 0o755)
-	f.start(t, Config{NotifyCommand: script, NotifyInterval: time.Hour})
+	d := f.start(t, Config{NotifyCommand: script, NotifyInterval: time.Hour})
 	ev := enforce.Event{Time: time.Now(), UID: 1002, HasUID: true, Family: 4, Dst: netip.MustParseAddr("192.0.2.3"), DstPort: 587, Action: enforce.ActionBlocked}
 	f.backend.Emit(ev)
 	var data []byte
@@ -145,7 +145,7 @@ func TestNotifyCommandIsRunAndRateLimited(t *testing.T) {
 		t.Errorf("notify command got:\n%s", data)
 	}
 	f.backend.Emit(ev) // within the interval: no second run
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "the second attempt to reach the notifier", func() bool { return d.rec.notify.suppressed.Load() == 1 })
 	if again, _ := os.ReadFile(out); strings.Count(string(again), "bob 192.0.2.3:587") != 1 {
 		t.Errorf("user notified twice within the interval:\n%s", again)
 	}

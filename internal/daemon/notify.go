@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smtpguard/smtpguard/internal/engine"
@@ -40,6 +41,10 @@ type notifier struct {
 	log      *slog.Logger
 	metrics  *metrics
 
+	// suppressed counts notifications skipped because the user was notified
+	// within the interval.
+	suppressed atomic.Int64
+
 	mu   sync.Mutex // protects last
 	last map[uint32]time.Time
 }
@@ -56,6 +61,7 @@ func (n *notifier) offer(e store.Event) {
 	n.mu.Lock()
 	if last, ok := n.last[e.UID]; ok && time.Since(last) < n.interval {
 		n.mu.Unlock()
+		n.suppressed.Add(1)
 		return
 	}
 	n.last[e.UID] = time.Now()

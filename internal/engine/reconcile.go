@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -30,6 +31,26 @@ func (e *Engine) Reconcile(ctx context.Context, removeWhenDisabled bool) (Reconc
 		return Reconciled{}, err
 	}
 	defer unlock()
+	return e.reconcile(ctx, removeWhenDisabled)
+}
+
+// ErrBusy is returned by TryReconcile while another change holds the state
+// lock.
+var ErrBusy = errors.New("another smtpguard change holds the state lock")
+
+// TryReconcile is Reconcile without waiting: while a change holds the state
+// lock it returns ErrBusy at once, so the daemon can repair the kernel from
+// what it last enforced instead of waiting seconds for a large change.
+func (e *Engine) TryReconcile(ctx context.Context, removeWhenDisabled bool) (Reconciled, error) {
+	unlock, err := tryLockFile(filepath.Join(e.cfg.StateDir, "lock"))
+	if err != nil {
+		return Reconciled{}, err
+	}
+	defer unlock()
+	return e.reconcile(ctx, removeWhenDisabled)
+}
+
+func (e *Engine) reconcile(ctx context.Context, removeWhenDisabled bool) (Reconciled, error) {
 	p, meta, err := e.store.Policy(ctx)
 	if err != nil {
 		return Reconciled{}, err

@@ -71,6 +71,24 @@ func runWithoutNetfilter() {
 	os.Exit(97)
 }
 
+// sgWithoutNetfilter runs the CLI where creating a NETLINK_NETFILTER socket
+// fails, as on a kernel without nf_tables (see nonftables_test.go): such a
+// process can change the kernel only through the daemon.
+func (w *world) sgWithoutNetfilter(args ...string) cmdResult {
+	w.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cmd := w.client.Command(self, append([]string{binary, "--state-dir", w.stateDir}, args...)...)
+	cmd.Env = append(os.Environ(), noNetfilterEnv+"=1")
+	r := run(w.t, cmd)
+	if r.code == 97 {
+		w.t.Fatalf("the no-netfilter wrapper failed: %s", r.stderr)
+	}
+	return r
+}
+
 // TestPrivilegedKernelWithoutNFTables runs the CLI where the kernel has no
 // nf_tables: every command says so in one line with what to do, and nothing
 // is stored as if it had worked.
@@ -79,20 +97,7 @@ func TestPrivilegedKernelWithoutNFTables(t *testing.T) {
 		t.Skipf("the seccomp filter of this test knows amd64 and arm64, not %s", runtime.GOARCH)
 	}
 	w := newWorld(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	without := func(args ...string) cmdResult {
-		t.Helper()
-		cmd := w.client.Command(self, append([]string{binary, "--state-dir", w.stateDir}, args...)...)
-		cmd.Env = append(os.Environ(), noNetfilterEnv+"=1")
-		r := run(t, cmd)
-		if r.code == 97 {
-			t.Fatalf("the no-netfilter wrapper failed: %s", r.stderr)
-		}
-		return r
-	}
+	without := w.sgWithoutNetfilter
 	before := w.sgOK("export")
 	for _, args := range [][]string{{"enable", "--backend", "nft"}, {"enable"}} {
 		r := without(args...)
