@@ -15,7 +15,12 @@ func systemBackends(logger *slog.Logger) []enforce.Backend {
 }
 
 // serveBackends lists the backends the daemon enforces with and serves to the
-// CLI on its socket: switch the daemon to another backend here.
-func serveBackends(logger *slog.Logger) []enforce.Backend {
-	return systemBackends(logger)
+// CLI on its socket. The daemon owns its nftables table (where the kernel
+// supports owner+persist tables), so while it runs nobody else can flush or
+// edit it; the CLI's changes come through the socket.
+func serveBackends(logger *slog.Logger, owned bool) []enforce.Backend {
+	if !owned {
+		return systemBackends(logger)
+	}
+	return []enforce.Backend{nft.New(logger, nft.WithOwner())}
 }

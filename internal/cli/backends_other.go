@@ -12,4 +12,4 @@ import (
 func systemBackends(logger *slog.Logger) []enforce.Backend { return nil }
 
 // serveBackends is empty off Linux too.
-func serveBackends(logger *slog.Logger) []enforce.Backend { return nil }
+func serveBackends(logger *slog.Logger, owned bool) []enforce.Backend { return nil }

@@ -63,7 +63,9 @@ type Options struct {
 	Conflicts engine.ConflictDetector
 	// ServeBackends are the backends the daemon (serve) enforces with and
 	// serves to the CLI on its socket (default: Backends).
-	ServeBackends func(logger *slog.Logger) []enforce.Backend
+	// owned asks for backends that keep their kernel objects to themselves
+	// while the daemon runs (serve --own-table).
+	ServeBackends func(logger *slog.Logger, owned bool) []enforce.Backend
 }
 
 // env is what every subcommand gets.
@@ -116,8 +118,9 @@ func RunWith(ctx context.Context, args []string, stdio Stdio, opts Options) int 
 	if opts.Executable == nil {
 		opts.Executable = os.Executable
 	}
-	if opts.ServeBackends == nil {
-		opts.ServeBackends = opts.Backends
+	if opts.ServeBackends == nil && opts.Backends != nil {
+		backends := opts.Backends
+		opts.ServeBackends = func(logger *slog.Logger, _ bool) []enforce.Backend { return backends(logger) }
 	}
 	e := &env{opts: opts, stdio: stdio}
 	root := newRootCmd(e)

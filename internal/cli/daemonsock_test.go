@@ -23,7 +23,7 @@ func (h *harness) serveInProcess(t *testing.T) (kernel *fake.Backend, stop func(
 	t.Helper()
 	kernel = fake.New("fake")
 	opts := h.opts
-	opts.ServeBackends = func(*slog.Logger) []enforce.Backend { return []enforce.Backend{kernel} }
+	opts.ServeBackends = func(*slog.Logger, bool) []enforce.Backend { return []enforce.Backend{kernel} }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

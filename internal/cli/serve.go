@@ -29,6 +29,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var logFormat string
 	var dnsServers []string
 	var tlsCert, tlsKey, backend, tokenFile string
+	ownTable := true
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: enforce, repair drift, record blocked attempts, serve metrics",
@@ -97,7 +98,8 @@ lifts it.`,
 			}
 			// The daemon's own backends, never the remote ones: it is the
 			// process the CLI talks to.
-			kernel := daemon.NewKernel(e.opts.ServeBackends(logger))
+			kernel := daemon.NewKernel(e.opts.ServeBackends(logger, ownTable))
+			defer kernel.Close() // the rules stay; an owned table is left orphaned and persistent
 			eng, err := e.openForServe(ctx, logger, kernel.Backends(), cfg.Listen, loopback)
 			if err != nil || eng == nil { // nil: stopped while the database was unreadable
 				return err
@@ -148,6 +150,7 @@ lifts it.`,
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, chain included)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	cmd.Flags().StringVar(&tokenFile, "metrics-token-file", "", "require \"Authorization: Bearer TOKEN\" on /metrics, TOKEN being this file's first line (always required when --listen is not loopback)")
+	cmd.Flags().BoolVar(&ownTable, "own-table", true, "own the nftables table while running, so no other process can flush or edit it (kernels with owner+persist tables, Linux 6.9+); false: others can change it and the daemon repairs it")
 	cmd.Flags().DurationVar(&cfg.Retention, "retention", 30*24*time.Hour, "keep blocked-attempt events this long")
 	cmd.Flags().DurationVar(&cfg.VerifyInterval, "verify-interval", 30*time.Second, "also verify the kernel rules this often (changes are noticed at once anyway)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")

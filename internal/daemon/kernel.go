@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -37,6 +38,18 @@ func (k *Kernel) Backends() []enforce.Backend {
 		out[i] = b
 	}
 	return out
+}
+
+// Close releases what the backends hold open (the nft owner's netlink
+// connection); the rules stay in the kernel. It is for the daemon's exit.
+func (k *Kernel) Close() error {
+	var errs []error
+	for _, b := range k.backends {
+		if c, ok := b.Backend.(interface{ Close() error }); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // heldBackend serialises the calls that read or change kernel state. Watch

@@ -80,7 +80,10 @@ func TestPrivilegedDaemon(t *testing.T) {
 	w := newWorld(t)
 	w.sgOK("enable", "--backend", "nft")
 	w.sgOK("allow", "group", w.group)
-	d := w.startDaemon(t)
+	// Repair is what keeps the rules on kernels without owned tables
+	// (before Linux 6.9, Debian 12's 6.1 among them); TestPrivilegedDaemonOwnsItsTable
+	// covers the owned table.
+	d := w.startDaemon(t, "--own-table=false")
 
 	t.Run("a flushed ruleset is restored at once", func(t *testing.T) {
 		w.t = t
@@ -243,4 +246,60 @@ func ruleComments(table string) []string {
 		out = append(out, f[:8])
 	}
 	return out
+}
+
+// ownedTable reports whether nft lists the table with the owner flag (nft
+// 1.0.6 names "owner" but prints persist as an unnamed flag).
+func ownedTable(listing string) bool {
+	for _, line := range strings.Split(listing, "\n") {
+		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "flags "); ok && strings.Contains(f, "owner") {
+			return true
+		}
+	}
+	return false
+}
+
+// While the daemon runs it owns its table (Linux 6.9+): another process's
+// flush or delete cannot lift the restriction even for the milliseconds a
+// repair takes, the CLI's changes reach the kernel through the daemon, and a
+// stopped daemon leaves the table enforcing for the next one to take over.
+func TestPrivilegedDaemonOwnsItsTable(t *testing.T) {
+	w := newWorld(t)
+	w.sgOK("enable", "--backend", "nft")
+	d := w.startDaemon(t)
+	w.waitUntil(t, "the daemon owns its table", 5*time.Second, func() bool {
+		return ownedTable(w.kernelTable())
+	})
+
+	w.client.Exec(t, "nft", "flush", "ruleset")
+	if !w.blocked(&w.plain, testutil.HostPort("192.0.2.2", 25)) {
+		t.Errorf("after a foreign nft flush ruleset, %s reached port 25", w.plain.Name)
+	}
+	if out, err := w.client.Command("nft", "delete", "table", "inet", "smtpguard").CombinedOutput(); err == nil || !strings.Contains(string(out), "Operation not permitted") {
+		t.Errorf("foreign nft delete table inet smtpguard = %v %s, want refused with EPERM", err, out)
+	}
+	if st := w.status(); st.Kernel.State != "in sync" {
+		t.Errorf("status with the daemon owning the table: kernel %q, want in sync", st.Kernel.State)
+	}
+
+	w.sgOK("allow", "user", w.plain.Name)
+	w.expectReach(&w.plain, testutil.HostPort("192.0.2.2", 25))
+	w.sgOK("revoke", "user", w.plain.Name)
+	w.expectBlocked(&w.plain, testutil.HostPort("192.0.2.2", 25))
+
+	d.Stop()
+	if table := w.kernelTable(); table == "" || ownedTable(table) {
+		t.Fatalf("after the daemon stopped the table should stay, orphaned and persistent:\n%s", table)
+	}
+	w.expectBlocked(&w.plain, testutil.HostPort("192.0.2.2", 25))
+	w.sgOK("allow", "user", w.plain.Name) // no daemon: the CLI changes the orphaned table itself
+	w.expectReach(&w.plain, testutil.HostPort("192.0.2.2", 25))
+	w.startDaemon(t)
+	w.waitUntil(t, "the restarted daemon takes the table over", 5*time.Second, func() bool {
+		return ownedTable(w.kernelTable())
+	})
+	w.sgOK("disable")
+	if table := w.kernelTable(); table != "" {
+		t.Errorf("disable through the daemon left:\n%s", table)
+	}
 }
