@@ -28,7 +28,8 @@ import (
 // sets a flag nobody looks at until the next connection. So while no new
 // socket appears the daemon is signalled again every r.resignal, but only
 // while it has a SIGHUP handler installed: a daemon between exec and its
-// handler would ignore the signal at best.
+// handler would ignore the signal at best. A daemon whose sockets cannot be
+// seen gets one signal and a second to settle, as before.
 func (r reloader) hangupAndWait(ctx context.Context, pid int) error {
 	before := listeningSockets(r.procRoot, pid)
 	if err := hangup(pid); err != nil {
@@ -63,7 +64,11 @@ func (r reloader) hangupAndWait(ctx context.Context, pid int) error {
 			if lastGreet = r.greets(ctx, pid, fresh, deadline); lastGreet == nil {
 				return nil
 			}
-		} else if time.Since(lastSignal) >= resignal && catchesHangup(r.procRoot, pid) {
+		} else if len(before) > 0 && time.Since(lastSignal) >= resignal && catchesHangup(r.procRoot, pid) {
+			// Only a daemon seen listening before is signalled again: one
+			// that listens nowhere, or whose sockets this process may not
+			// see (no CAP_SYS_PTRACE for /proc/PID/fd), would be reloaded
+			// every time.
 			if err := hangup(pid); err != nil {
 				return fmt.Errorf("SIGHUP to pid %d: %w", pid, err)
 			}
