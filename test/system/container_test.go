@@ -32,10 +32,18 @@ import (
 // The root is built once with mmdebstrap and cached: Debian 12 minbase plus
 // what the test uses inside. The MTA is installed in the root only.
 const (
-	rootCacheDir  = "/var/cache/smtpguard-test"
-	rootCacheName = "systemd-root-bookworm.tar"
-	rootPackages  = "systemd,systemd-sysv,dbus,nftables,iproute2,exim4-daemon-light"
-	debianMirror  = "http://deb.debian.org/debian"
+	rootCacheDir = "/var/cache/smtpguard-test"
+	debianMirror = "http://deb.debian.org/debian"
+	basePackages = "systemd,systemd-sysv,dbus,nftables,iproute2"
+)
+
+// rootImage is a cached container root: its tarball's name and the packages
+// on top of minbase.
+type rootImage struct{ name, packages string }
+
+var (
+	eximRoot    = rootImage{"systemd-root-bookworm.tar", basePackages + ",exim4-daemon-light"}
+	postfixRoot = rootImage{"systemd-postfix-root-bookworm.tar", basePackages + ",postfix"}
 )
 
 // containerPath is PATH for commands run inside.
@@ -85,9 +93,9 @@ func requireTool(t *testing.T, name, pkg string) string {
 }
 
 // cachedRoot returns the root tarball, building it when it is missing.
-func cachedRoot(t *testing.T, ctx context.Context) string {
+func cachedRoot(t *testing.T, ctx context.Context, img rootImage) string {
 	t.Helper()
-	path := filepath.Join(rootCacheDir, rootCacheName)
+	path := filepath.Join(rootCacheDir, img.name)
 	if _, err := os.Stat(path); err == nil {
 		return path
 	}
@@ -97,10 +105,10 @@ func cachedRoot(t *testing.T, ctx context.Context) string {
 	}
 	tmp := filepath.Join(rootCacheDir, ".build-"+randomSuffix(t)+".tar")
 	defer os.Remove(tmp)
-	t.Logf("building the container root once (cached in %s): mmdebstrap --variant=minbase --include=%s bookworm", path, rootPackages)
+	t.Logf("building the container root once (cached in %s): mmdebstrap --variant=minbase --include=%s bookworm", path, img.packages)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+rootPackages, "bookworm", tmp, debianMirror)
+	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+img.packages, "bookworm", tmp, debianMirror)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mmdebstrap: %v\n%s", err, out)
 	}

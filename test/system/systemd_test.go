@@ -72,6 +72,17 @@ func (c *container) api(ctx context.Context, token, method, path, body string) (
 	return resp.StatusCode, string(b), nil
 }
 
+// token creates an admin API token inside.
+func (c *container) token(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	var tok struct{ Token string }
+	out := c.ok(ctx, "/usr/sbin/smtpguard", "token", "create", name, "--role", "admin", "--json")
+	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token create --json = %q: %v", out, err)
+	}
+	return tok.Token
+}
+
 // show is a property of the smtpguard unit.
 func (c *container) show(ctx context.Context, prop string) string {
 	c.t.Helper()
@@ -89,7 +100,7 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
 	bin := buildBinary(t, ctx)
-	c := boot(t, ctx, cachedRoot(t, ctx), map[string]string{"usr/sbin/smtpguard": bin})
+	c := boot(t, ctx, cachedRoot(t, ctx, eximRoot), map[string]string{"usr/sbin/smtpguard": bin})
 
 	out := c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
 	if !strings.Contains(out, "/etc/systemd/system/smtpguard.service") {
@@ -131,15 +142,11 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 		if got := c.ok(ctx, "systemctl", "is-active", "exim4"); got != "active" {
 			t.Fatalf("the container's exim4 is %q", got)
 		}
-		var tok struct{ Token string }
-		out := c.ok(ctx, "/usr/sbin/smtpguard", "token", "create", "systemd-test", "--role", "admin", "--json")
-		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
-			t.Fatalf("token create --json = %q: %v", out, err)
-		}
+		token := c.token(t, ctx, "systemd-test")
 		// Back to back, through the daemon, so the sandboxed process edits
 		// /etc/exim4 and /var/lib/exim4 and signals Exim.
 		for i, max := range []int{7, 2, 3, 2} {
-			code, body, err := c.api(ctx, tok.Token, "PUT", "/api/v1/mta", fmt.Sprintf(`{"max_connections": %d}`, max))
+			code, body, err := c.api(ctx, token, "PUT", "/api/v1/mta", fmt.Sprintf(`{"max_connections": %d}`, max))
 			if err != nil || code != http.StatusOK {
 				t.Fatalf("change %d: PUT /api/v1/mta max %d = %d %s (%v)\njournal:\n%s", i+1, max, code, body, err,
 					c.ok(ctx, "journalctl", "-u", "smtpguard", "--no-pager", "-n", "30"))
@@ -185,12 +192,8 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 			c.run(ctx, time.Minute, "systemctl", "daemon-reload")
 			c.run(ctx, time.Minute, "systemctl", "restart", "smtpguard")
 		})
-		var tok struct{ Token string }
-		out := c.ok(ctx, "/usr/sbin/smtpguard", "token", "create", "systemd-test-rhel", "--role", "admin", "--json")
-		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
-			t.Fatalf("token create --json = %q: %v", out, err)
-		}
-		code, body, err := c.api(ctx, tok.Token, "PUT", "/api/v1/mta", `{"max_connections": 9}`)
+		token := c.token(t, ctx, "systemd-test-rhel")
+		code, body, err := c.api(ctx, token, "PUT", "/api/v1/mta", `{"max_connections": 9}`)
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("PUT /api/v1/mta for /etc/exim.conf = %d %s (%v)", code, body, err)
 		}
@@ -247,4 +250,39 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 			t.Errorf("rules after systemctl stop:\n%s", table)
 		}
 	})
+}
+
+// TestPrivilegedSystemdUnitPostfix: on a Postfix host the daemon, inside the
+// unit's sandbox, changes Postfix's limits (main.cf, master.cf, postfix
+// check) and Postfix really reloads.
+func TestPrivilegedSystemdUnitPostfix(t *testing.T) {
+	testutil.Privileged(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
+	defer cancel()
+	bin := buildBinary(t, ctx)
+	c := boot(t, ctx, cachedRoot(t, ctx, postfixRoot), map[string]string{"usr/sbin/smtpguard": bin})
+	c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
+	if got := c.show(ctx, "ActiveState"); got != "active" {
+		t.Fatalf("ActiveState = %q, want active", got)
+	}
+	if got := c.ok(ctx, "systemctl", "is-active", "postfix@-"); got != "active" {
+		t.Fatalf("the container's postfix is %q", got)
+	}
+	reloads := func() int {
+		return strings.Count(c.ok(ctx, "journalctl", "--no-pager", "-o", "cat", "-t", "postfix/master"), "reload -- version")
+	}
+	before := reloads()
+	token := c.token(t, ctx, "systemd-test-postfix")
+	code, body, err := c.api(ctx, token, "PUT", "/api/v1/mta", `{"max_connections": 7, "max_per_host": 3}`)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("PUT /api/v1/mta = %d %s (%v)\njournal:\n%s", code, body, err,
+			c.ok(ctx, "journalctl", "-u", "smtpguard", "--no-pager", "-n", "30"))
+	}
+	if got := c.ok(ctx, "postconf", "-h", "smtpd_client_connection_count_limit"); got != "3" {
+		t.Errorf("smtpd_client_connection_count_limit = %q, want 3", got)
+	}
+	if got := strings.Fields(c.ok(ctx, "postconf", "-M", "smtp/inet")); len(got) < 7 || got[6] != "7" {
+		t.Errorf("postconf -M smtp/inet = %q, want maxproc 7", got)
+	}
+	waitFor(t, 10*time.Second, "postfix's master to log its reload", func() bool { return reloads() > before })
 }
