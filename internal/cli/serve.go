@@ -138,6 +138,9 @@ lifts it.`,
 				}
 				cfg.Web = ui
 			}
+			if cfg.Service, err = daemon.NewServiceNotifier(logger); err != nil {
+				return err
+			}
 			d, err := daemon.New(cfg)
 			if err != nil {
 				return err

@@ -70,6 +70,9 @@ type Config struct {
 	// blocked, at most once per NotifyInterval per user (10m).
 	NotifyCommand  string
 	NotifyInterval time.Duration
+	// Service, when set, tells systemd when the daemon is ready and feeds
+	// its watchdog from the reconcile loop (systemd.go).
+	Service *ServiceNotifier
 }
 
 func (c *Config) defaults() {
@@ -259,6 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 		d.log.Info("serving metrics", "addr", ln.Addr().String(), "tls", srv.TLSConfig != nil, "web", d.cfg.Web != nil)
 	}
+	d.notifyReady()
 	d.log.Info("smtpguard daemon running", "enabled", r.Enabled, "backend", r.Backend)
 	<-ctx.Done()
 	if srv != nil {
@@ -303,10 +307,15 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	defer verify.Stop()
 	backoff := time.Duration(0)
 	var retry <-chan time.Time
+	alive, stopAlive := d.cfg.Service.heartbeat()
+	defer stopAlive()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-alive: // a loop stuck in Reconcile stops feeding the watchdog
+			d.cfg.Service.alive()
+			continue
 		case <-d.kick:
 		case <-verify.C:
 		case <-retry:

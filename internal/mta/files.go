@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // tempPrefix starts the names of the candidate files smtpguard writes next
@@ -71,8 +72,17 @@ func (s fileSnapshot) replace(data []byte) error {
 // writeTemp writes data to a new file next to the snapshot's file, with
 // its mode and owner, and returns the new file's path. The caller renames
 // it into place with install or removes it.
+//
+// Where the file's directory is read-only but the file itself is writable
+// (systemd's ReadWritePaths=-/etc/exim.conf under ProtectSystem=strict bind-
+// mounts just the file), the new file is made in the temporary directory
+// instead and install writes it over the file in place.
 func (s fileSnapshot) writeTemp(data []byte) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(s.path), tempPrefix+filepath.Base(s.path)+"-*")
+	pattern := tempPrefix + filepath.Base(s.path) + "-*"
+	f, err := os.CreateTemp(filepath.Dir(s.path), pattern)
+	if errors.Is(err, syscall.EROFS) && s.exists {
+		f, err = os.CreateTemp("", pattern)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -105,11 +115,42 @@ func (s fileSnapshot) writeTemp(data []byte) (string, error) {
 
 // install renames tmp over the snapshot's file and makes the rename durable.
 func (s fileSnapshot) install(tmp string) error {
-	if err := os.Rename(tmp, s.path); err != nil {
+	err := os.Rename(tmp, s.path)
+	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EBUSY) {
+		// The file is a mount point of its own (see writeTemp): a rename
+		// cannot replace it, so its content is rewritten in place. Not
+		// atomic against a crash, but the MTA has checked the new content
+		// and any failure after this restores the previous bytes.
+		err = s.overwrite(tmp)
+		os.Remove(tmp)
+		return err
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return syncDir(filepath.Dir(s.path))
+}
+
+// overwrite copies the file tmp over the snapshot's file, in place.
+func (s fileSnapshot) overwrite(tmp string) error {
+	data, err := os.ReadFile(tmp)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("rewriting %s in place: %w", s.path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("rewriting %s in place: %w", s.path, err)
+	}
+	return f.Close()
 }
 
 func syncDir(dir string) error {

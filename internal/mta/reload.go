@@ -104,6 +104,7 @@ type reloader struct {
 	systemctl  string // "" = find it in PATH
 	run        execer
 	timeout    time.Duration // how long a signalled daemon may take to come back
+	resignal   time.Duration // how long to wait for a re-exec before signalling again
 }
 
 func newReloader(opts Options, run execer) reloader {
@@ -113,6 +114,7 @@ func newReloader(opts Options, run execer) reloader {
 		systemctl:  opts.Systemctl,
 		run:        run,
 		timeout:    10 * time.Second,
+		resignal:   250 * time.Millisecond,
 	}
 }
 
@@ -167,43 +169,6 @@ func (r reloader) reloadUnit(ctx context.Context, unit string) error {
 		return fmt.Errorf("systemctl reload %s: %w", unit, err)
 	}
 	return nil
-}
-
-// hangupAndWait sends SIGHUP to a daemon that re-executes itself on it
-// (Exim) and waits until the new image has read its configuration, which
-// shows as a listening TCP socket that did not exist before the signal: Exim
-// closes its listening sockets before re-executing and binds them again
-// after reading the configuration. A daemon that exits instead is an error.
-func (r reloader) hangupAndWait(ctx context.Context, pid int) error {
-	before := listeningSockets(r.procRoot, pid)
-	if err := hangup(pid); err != nil {
-		return fmt.Errorf("SIGHUP to pid %d: %w", pid, err)
-	}
-	deadline := time.Now().Add(r.timeout)
-	settle := time.Now().Add(time.Second) // for a daemon that listens nowhere
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if !processAlive(r.procRoot, pid) {
-			return fmt.Errorf("daemon pid %d exited after SIGHUP instead of reloading", pid)
-		}
-		if len(before) == 0 && time.Now().After(settle) {
-			return nil
-		}
-		for ino := range listeningSockets(r.procRoot, pid) {
-			if !before[ino] {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("daemon pid %d did not listen again within %v after SIGHUP", pid, r.timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
 }
 
 // listeningSockets are the inodes of the listening TCP sockets process pid

@@ -1,0 +1,288 @@
+//go:build linux
+
+package system
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
+)
+
+// buildBinary builds smtpguard as a static binary.
+func buildBinary(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "smtpguard")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/smtpguard/smtpguard/cmd/smtpguard")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// greeting reads the SMTP greeting of addr inside the container.
+func (c *container) greeting(ctx context.Context, addr string) (string, net.Conn, error) {
+	conn, err := c.dial(ctx, addr)
+	if err != nil {
+		return "", nil, err
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		return "", nil, fmt.Errorf("reading the greeting of %s: %w", addr, err)
+	}
+	return strings.TrimSpace(line), conn, nil
+}
+
+// api calls the daemon's JSON API inside the container.
+func (c *container) api(ctx context.Context, token, method, path, body string) (int, string, error) {
+	client := &http.Client{
+		Timeout: time.Minute,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return c.dial(ctx, addr) },
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://127.0.0.1:9725"+path, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// token creates an admin API token inside.
+func (c *container) token(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	var tok struct{ Token string }
+	out := c.ok(ctx, "/usr/sbin/smtpguard", "token", "create", name, "--role", "admin", "--json")
+	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token create --json = %q: %v", out, err)
+	}
+	return tok.Token
+}
+
+// show is a property of the smtpguard unit.
+func (c *container) show(ctx context.Context, prop string) string {
+	c.t.Helper()
+	return c.ok(ctx, "systemctl", "show", "--property="+prop, "--value", "smtpguard.service")
+}
+
+// TestPrivilegedSystemdUnit installs the unit install-service writes into a
+// booted Debian 12 and checks what an administrator relies on: it runs (and
+// said READY=1 after converging), enforcement works from inside, the web
+// API's MTA change works under the unit's sandbox with the container's own
+// Exim, a killed daemon is restarted, a hung daemon is restarted by the
+// watchdog, and stopping the service leaves the rules in force.
+func TestPrivilegedSystemdUnit(t *testing.T) {
+	testutil.Privileged(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
+	defer cancel()
+	bin := buildBinary(t, ctx)
+	c := boot(t, ctx, cachedRoot(t, ctx, eximRoot), map[string]string{"usr/sbin/smtpguard": bin})
+
+	out := c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
+	if !strings.Contains(out, "/etc/systemd/system/smtpguard.service") {
+		t.Errorf("install-service printed %q", out)
+	}
+	unit := c.ok(ctx, "cat", "/etc/systemd/system/smtpguard.service")
+	if !strings.Contains(unit, "\nExecStart=/usr/sbin/smtpguard --state-dir /var/lib/smtpguard serve") {
+		t.Errorf("unit does not run the installed binary:\n%s", unit)
+	}
+	if out, err := c.run(ctx, time.Minute, "systemd-analyze", "verify", "/etc/systemd/system/smtpguard.service"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify in the container: %v\n%s", err, out)
+	}
+
+	t.Run("active after READY=1", func(t *testing.T) {
+		if got := c.show(ctx, "ActiveState"); got != "active" {
+			t.Fatalf("ActiveState = %q, want active", got)
+		}
+		if out, _ := c.run(ctx, time.Minute, "systemctl", "is-active", "smtpguard"); strings.TrimSpace(out) != "active" {
+			t.Errorf("systemctl is-active smtpguard = %q", out)
+		}
+		// STATUS= comes with READY=1 after the first converge.
+		if got, want := c.show(ctx, "StatusText"), "kernel rules converged to the stored policy"; got != want {
+			t.Errorf("StatusText = %q, want %q", got, want)
+		}
+		if fi, err := os.Stat(filepath.Join(c.root, "var/lib/smtpguard")); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("state directory: %v, mode %v; want 0700", err, fi.Mode().Perm())
+		}
+	})
+
+	t.Run("enable enforces", func(t *testing.T) {
+		c.ok(ctx, "/usr/sbin/smtpguard", "enable")
+		table := c.ok(ctx, "nft", "list", "table", "inet", "smtpguard")
+		if !strings.Contains(table, "elements = { 25, 465, 587 }") {
+			t.Errorf("nft list table inet smtpguard inside:\n%s", table)
+		}
+	})
+
+	t.Run("mta set under the sandbox", func(t *testing.T) {
+		if got := c.ok(ctx, "systemctl", "is-active", "exim4"); got != "active" {
+			t.Fatalf("the container's exim4 is %q", got)
+		}
+		token := c.token(t, ctx, "systemd-test")
+		// Back to back, through the daemon, so the sandboxed process edits
+		// /etc/exim4 and /var/lib/exim4 and signals Exim.
+		for i, max := range []int{7, 2, 3, 2} {
+			code, body, err := c.api(ctx, token, "PUT", "/api/v1/mta", fmt.Sprintf(`{"max_connections": %d}`, max))
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("change %d: PUT /api/v1/mta max %d = %d %s (%v)\njournal:\n%s", i+1, max, code, body, err,
+					c.ok(ctx, "journalctl", "-u", "smtpguard", "--no-pager", "-n", "30"))
+			}
+			if got := c.ok(ctx, "exim4", "-bP", "smtp_accept_max"); got != "smtp_accept_max = "+strconv.Itoa(max) {
+				t.Fatalf("change %d: exim4 -bP = %q, want %d", i+1, got, max)
+			}
+		}
+		// The running Exim enforces the last value, 2: a third session is refused.
+		var conns []net.Conn
+		defer func() {
+			for _, conn := range conns {
+				conn.Close()
+			}
+		}()
+		for i := range 2 {
+			g, conn, err := c.greeting(ctx, "127.0.0.1:25")
+			if err != nil || !strings.HasPrefix(g, "220") {
+				t.Fatalf("session %d: greeting %q, %v", i+1, g, err)
+			}
+			conns = append(conns, conn)
+		}
+		g, conn, err := c.greeting(ctx, "127.0.0.1:25")
+		if err == nil {
+			conn.Close()
+		}
+		if !strings.HasPrefix(g, "421") {
+			t.Errorf("third session: greeting %q (%v), want Exim's 421 under max 2", g, err)
+		}
+	})
+
+	t.Run("mta set of /etc/exim.conf under the sandbox", func(t *testing.T) {
+		// RHEL's and cPanel's layout: one file in /etc, which the unit makes
+		// writable on its own (ReadWritePaths=-/etc/exim.conf); /etc stays
+		// read-only. The daemon manages it through $SMTPGUARD_EXIM_CONFIG.
+		c.ok(ctx, "cp", "-p", "/var/lib/exim4/config.autogenerated", "/etc/exim.conf")
+		c.ok(ctx, "mkdir", "-p", "/etc/systemd/system/smtpguard.service.d")
+		c.ok(ctx, "sh", "-c", "printf '[Service]\\nEnvironment=SMTPGUARD_EXIM_CONFIG=/etc/exim.conf\\n' > /etc/systemd/system/smtpguard.service.d/exim-conf.conf")
+		c.ok(ctx, "systemctl", "daemon-reload")
+		c.ok(ctx, "systemctl", "restart", "smtpguard")
+		t.Cleanup(func() {
+			c.run(ctx, time.Minute, "rm", "-r", "/etc/systemd/system/smtpguard.service.d", "/etc/exim.conf")
+			c.run(ctx, time.Minute, "systemctl", "daemon-reload")
+			c.run(ctx, time.Minute, "systemctl", "restart", "smtpguard")
+		})
+		token := c.token(t, ctx, "systemd-test-rhel")
+		code, body, err := c.api(ctx, token, "PUT", "/api/v1/mta", `{"max_connections": 9}`)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("PUT /api/v1/mta for /etc/exim.conf = %d %s (%v)", code, body, err)
+		}
+		if got := c.ok(ctx, "exim4", "-C", "/etc/exim.conf", "-bP", "smtp_accept_max"); got != "smtp_accept_max = 9" {
+			t.Errorf("exim4 -C /etc/exim.conf -bP = %q, want 9", got)
+		}
+		if left := c.ok(ctx, "sh", "-c", "ls -a /etc /tmp | grep smtpguard- || true"); left != "" {
+			t.Errorf("candidate files left behind: %s", left)
+		}
+	})
+
+	t.Run("SIGKILL restarts it", func(t *testing.T) {
+		pid := c.show(ctx, "MainPID")
+		restarts := c.show(ctx, "NRestarts")
+		c.ok(ctx, "systemctl", "kill", "--signal=SIGKILL", "--kill-whom=main", "smtpguard")
+		waitFor(t, 60*time.Second, "systemd to restart the killed daemon", func() bool {
+			return c.show(ctx, "NRestarts") != restarts && c.show(ctx, "ActiveState") == "active" && c.show(ctx, "MainPID") != pid
+		})
+		c.ok(ctx, "nft", "list", "table", "inet", "smtpguard")
+	})
+
+	t.Run("a hung daemon is restarted by the watchdog", func(t *testing.T) {
+		// The unit's 60 s shortened so the test is quick; the rest is the unit.
+		c.ok(ctx, "mkdir", "-p", "/etc/systemd/system/smtpguard.service.d")
+		c.ok(ctx, "sh", "-c", "printf '[Service]\\nWatchdogSec=3\\n' > /etc/systemd/system/smtpguard.service.d/watchdog.conf")
+		c.ok(ctx, "systemctl", "daemon-reload")
+		c.ok(ctx, "systemctl", "restart", "smtpguard")
+		t.Cleanup(func() {
+			c.run(ctx, time.Minute, "rm", "-r", "/etc/systemd/system/smtpguard.service.d")
+			c.run(ctx, time.Minute, "systemctl", "daemon-reload")
+		})
+		first := c.show(ctx, "WatchdogTimestampMonotonic")
+		waitFor(t, 10*time.Second, "the daemon to feed the watchdog", func() bool {
+			return c.show(ctx, "WatchdogTimestampMonotonic") != first
+		})
+		pid := c.show(ctx, "MainPID")
+		restarts := c.show(ctx, "NRestarts")
+		c.ok(ctx, "systemctl", "kill", "--signal=SIGSTOP", "--kill-whom=main", "smtpguard")
+		waitFor(t, 60*time.Second, "the watchdog to restart the stopped daemon", func() bool {
+			return c.show(ctx, "NRestarts") != restarts && c.show(ctx, "ActiveState") == "active" && c.show(ctx, "MainPID") != pid
+		})
+		if j := c.ok(ctx, "journalctl", "-u", "smtpguard", "--no-pager"); !strings.Contains(j, "Watchdog timeout") {
+			t.Errorf("journal does not show a watchdog timeout:\n%s", j)
+		}
+	})
+
+	t.Run("stop leaves the rules in force", func(t *testing.T) {
+		c.ok(ctx, "systemctl", "stop", "smtpguard")
+		if got := c.show(ctx, "ActiveState"); got != "inactive" {
+			t.Errorf("ActiveState after stop = %q, want inactive", got)
+		}
+		table := c.ok(ctx, "nft", "list", "table", "inet", "smtpguard")
+		if !strings.Contains(table, "elements = { 25, 465, 587 }") {
+			t.Errorf("rules after systemctl stop:\n%s", table)
+		}
+	})
+}
+
+// TestPrivilegedSystemdUnitPostfix: on a Postfix host the daemon, inside the
+// unit's sandbox, changes Postfix's limits (main.cf, master.cf, postfix
+// check) and Postfix really reloads.
+func TestPrivilegedSystemdUnitPostfix(t *testing.T) {
+	testutil.Privileged(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
+	defer cancel()
+	bin := buildBinary(t, ctx)
+	c := boot(t, ctx, cachedRoot(t, ctx, postfixRoot), map[string]string{"usr/sbin/smtpguard": bin})
+	c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
+	if got := c.show(ctx, "ActiveState"); got != "active" {
+		t.Fatalf("ActiveState = %q, want active", got)
+	}
+	if got := c.ok(ctx, "systemctl", "is-active", "postfix@-"); got != "active" {
+		t.Fatalf("the container's postfix is %q", got)
+	}
+	reloads := func() int {
+		return strings.Count(c.ok(ctx, "journalctl", "--no-pager", "-o", "cat", "-t", "postfix/master"), "reload -- version")
+	}
+	before := reloads()
+	token := c.token(t, ctx, "systemd-test-postfix")
+	code, body, err := c.api(ctx, token, "PUT", "/api/v1/mta", `{"max_connections": 7, "max_per_host": 3}`)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("PUT /api/v1/mta = %d %s (%v)\njournal:\n%s", code, body, err,
+			c.ok(ctx, "journalctl", "-u", "smtpguard", "--no-pager", "-n", "30"))
+	}
+	if got := c.ok(ctx, "postconf", "-h", "smtpd_client_connection_count_limit"); got != "3" {
+		t.Errorf("smtpd_client_connection_count_limit = %q, want 3", got)
+	}
+	if got := strings.Fields(c.ok(ctx, "postconf", "-M", "smtp/inet")); len(got) < 7 || got[6] != "7" {
+		t.Errorf("postconf -M smtp/inet = %q, want maxproc 7", got)
+	}
+	waitFor(t, 10*time.Second, "postfix's master to log its reload", func() bool { return reloads() > before })
+}
