@@ -97,12 +97,12 @@ func Run(ctx context.Context, args []string, stdio Stdio) int {
 // DefaultOptions wires the real system.
 func DefaultOptions() Options {
 	return Options{
-		Backends:   systemBackends,
-		Getenv:     os.Getenv,
-		Actor:      currentActor,
-		Executable: os.Executable,
-		Sessions:   sockdiag.Ender{},
-		Conflicts:  conflicts.Detector{},
+		Backends:      systemBackends,
+		Getenv:        os.Getenv,
+		Actor:         currentActor,
+		Executable:    os.Executable,
+		Sessions:      sockdiag.Ender{},
+		Conflicts:     conflicts.Detector{},
 		ServeBackends: serveBackends,
 	}
 }
