@@ -17,9 +17,12 @@ IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 all: build
 
 # The version and commit come from git (see `smtpguard version`); outside a
-# checkout they stay empty and the binary reports "devel".
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
-COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+# checkout they stay empty and the binary reports "devel". safe.directory lets
+# `sudo make install` read a checkout that another user owns: whoever owns it
+# already decides what this Makefile runs.
+GIT     := git -c safe.directory=$(CURDIR)
+VERSION ?= $(shell $(GIT) describe --tags --always --dirty 2>/dev/null)
+COMMIT  ?= $(shell $(GIT) rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X github.com/smtpguard/smtpguard/internal/cli.linkVersion=$(VERSION) -X github.com/smtpguard/smtpguard/internal/cli.linkCommit=$(COMMIT)
 
 build:
@@ -88,7 +91,7 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN         ?= bin/gen
 
 # Reproducible output: file dates are the commit's, not the build's.
-SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+SOURCE_DATE_EPOCH ?= $(shell $(GIT) log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 
 .PHONY: docs install uninstall package package-check distclean
