@@ -145,15 +145,25 @@ package:
 			$(NFPM) package --config packaging/nfpm.yaml --packager $$p --target $(DIST)/; \
 	done
 
-# Build the packages and check the .deb: its files and control fields, and
-# lintian (installed when missing, as root with apt-get) with no errors.
+# Build the packages and check the .deb: its files and control fields,
+# lintian with no errors or warnings, and a real dpkg install, reinstall,
+# remove and purge in a throwaway Debian 12 root (packaging/chroot-check),
+# never on this host. Needs root; installs lintian and mmdebstrap if missing.
+PKG_CHECK_DEBS := lintian mmdebstrap
 package-check: package
 ifeq ($(IS_ROOT),yes)
-	@command -v lintian >/dev/null || { echo "installing: lintian"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lintian >/dev/null; }
-endif
+	@missing=""; for p in $(PKG_CHECK_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	@deb=$$(ls $(DIST)/smtpguard_*.deb); set -ex; \
 	dpkg-deb -I $$deb; dpkg-deb -c $$deb; \
-	lintian --fail-on error,warning --display-info $$deb
+	lintian --fail-on error,warning --display-info $$deb; \
+	packaging/chroot-check $$deb
+else
+	@echo "make package-check needs root (lintian's install, dpkg in a throwaway root)"; exit 1
+endif
 
 distclean: clean
 	rm -rf dist

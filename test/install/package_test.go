@@ -143,6 +143,18 @@ func TestPrivilegedPackage(t *testing.T) {
 		}
 	})
 
+	t.Run("dpkg in a throwaway root", func(t *testing.T) {
+		if _, err := exec.LookPath("mmdebstrap"); err != nil {
+			t.Skip("mmdebstrap is not installed, so there is no Debian root to install into; `make package-check` installs it and runs this check")
+		}
+		// Install, reinstall, remove and purge with the real dpkg in a
+		// chroot: the Debian root is built once and cached.
+		out := run(t, 10*time.Minute, "packaging/chroot-check", deb)
+		if !strings.Contains(out, "chroot-check: ok") {
+			t.Errorf("packaging/chroot-check did not finish:\n%s", out)
+		}
+	})
+
 	t.Run("lintian", func(t *testing.T) {
 		if _, err := exec.LookPath("lintian"); err != nil {
 			t.Skip("lintian is not installed; `make package-check` installs it and runs this check")
