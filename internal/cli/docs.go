@@ -25,8 +25,12 @@ func NewDocsCommand() *cobra.Command {
 // at exe and the default state directory and listen address: what `make
 // install` and the packages install, so there is one unit text, not two.
 func ServiceUnit(exe string) ([]byte, error) {
+	// The same data as install-service gives the template for the default
+	// state directory (TestUnitIsInstallServicesUnit in tools/gendocs holds
+	// the two to one text).
 	var unit bytes.Buffer
-	if err := unitTemplate.Execute(&unit, map[string]string{"Exec": exe, "StateDir": engine.DefaultStateDir, "Listen": DefaultListen}); err != nil {
+	data := map[string]any{"Exec": exe, "StateDir": engine.DefaultStateDir, "Listen": DefaultListen, "Default": true}
+	if err := unitTemplate.Execute(&unit, data); err != nil {
 		return nil, err
 	}
 	// install-service's header says how to remove what it wrote; an installed
