@@ -90,16 +90,16 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN         ?= bin/gen
 
-# Reproducible output: file dates are the commit's, not the build's.
+# Reproducible output: the man pages' and packages' dates are the commit's,
+# not the build's (given to gendocs and nfpm only).
 SOURCE_DATE_EPOCH ?= $(shell $(GIT) log -1 --format=%ct 2>/dev/null || date +%s)
-export SOURCE_DATE_EPOCH
 
 .PHONY: docs install uninstall package package-check distclean
 
 # Man pages, completion scripts and the unit for this PREFIX, into bin/gen.
 docs:
 	rm -rf $(GEN)
-	$(GO) run ./tools/gendocs -out $(GEN) -exec $(SBINDIR)/smtpguard -version '$(VERSION)'
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/gendocs -out $(GEN) -exec $(SBINDIR)/smtpguard -version '$(VERSION)'
 
 install: build docs
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 \
@@ -121,10 +121,10 @@ uninstall:
 		$(DESTDIR)$(BASHCOMPDIR)/smtpguard $(DESTDIR)$(ZSHCOMPDIR)/_smtpguard \
 		$(DESTDIR)$(FISHCOMPDIR)/smtpguard.fish
 
-# .deb and .rpm into dist/, with the nfpm pinned in tools/nfpm/go.mod (its
+# .deb and .rpm into DIST, with the nfpm pinned in tools/nfpm/go.mod (its
 # dependencies stay out of smtpguard's module), from files staged in PKG_ROOT.
-# The package version is
-# git describe made valid for dpkg and rpm (tools/pkgversion).
+# The package version is git describe made valid for dpkg and rpm
+# (tools/pkgversion); built twice from one commit, the packages are identical.
 PKG_ARCH       ?= $(shell $(GO) env GOARCH)
 PKG_MAINTAINER ?= smtpguard developers <smtpguard@users.noreply.github.com>
 PKG_ROOT       ?= bin/pkg
@@ -133,7 +133,7 @@ NFPM           := $(GO) tool -modfile=tools/nfpm/go.mod nfpm
 package:
 	rm -rf $(PKG_ROOT) $(DIST)/smtpguard[-_]* && mkdir -p $(PKG_ROOT)/man $(DIST)
 	GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(PKG_ROOT)/smtpguard ./cmd/smtpguard
-	$(GO) run ./tools/gendocs -out $(PKG_ROOT)/gen -exec /usr/sbin/smtpguard -version '$(VERSION)'
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/gendocs -out $(PKG_ROOT)/gen -exec /usr/sbin/smtpguard -version '$(VERSION)'
 	for f in $(PKG_ROOT)/gen/man/*.8; do gzip -9n < $$f > $(PKG_ROOT)/man/$${f##*/}.gz; done
 	@set -e; v=$$($(GO) run ./tools/pkgversion '$(VERSION)' "$$(TZ=UTC date -d @$(SOURCE_DATE_EPOCH) +%Y%m%d)"); \
 	{ printf 'smtpguard (%s-1) unstable; urgency=medium\n\n' "$$v"; \
@@ -141,7 +141,7 @@ package:
 	  printf ' -- %s  %s\n' '$(PKG_MAINTAINER)' "$$(LC_ALL=C TZ=UTC date -R -d @$(SOURCE_DATE_EPOCH))"; \
 	} | gzip -9n > $(PKG_ROOT)/changelog.Debian.gz; \
 	for p in deb rpm; do \
-		PKG_VERSION=$$v PKG_ARCH=$(PKG_ARCH) PKG_ROOT=$(PKG_ROOT) PKG_MAINTAINER='$(PKG_MAINTAINER)' \
+		SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PKG_VERSION=$$v PKG_ARCH=$(PKG_ARCH) PKG_ROOT=$(PKG_ROOT) PKG_MAINTAINER='$(PKG_MAINTAINER)' \
 			$(NFPM) package --config packaging/nfpm.yaml --packager $$p --target $(DIST)/; \
 	done
 
