@@ -1,6 +1,7 @@
 package install
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,6 +141,26 @@ func TestPrivilegedPackage(t *testing.T) {
 		)
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("rpm -qpl (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("reproducible", func(t *testing.T) {
+		// Same commit, same bytes: a second build elsewhere matches.
+		tmp2 := t.TempDir()
+		dist2 := filepath.Join(tmp2, "dist")
+		run(t, 15*time.Minute, "make", makeArgs(t, "package", "PKG_ROOT="+filepath.Join(tmp2, "stage"), "DIST="+dist2)...)
+		for _, p := range []string{deb, rpm} {
+			a, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(filepath.Join(dist2, filepath.Base(p)))
+			if err != nil {
+				t.Fatalf("the second build has no %s: %v", filepath.Base(p), err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s differs between two builds of one commit", filepath.Base(p))
+			}
 		}
 	})
 
