@@ -160,7 +160,7 @@ ifeq ($(IS_ROOT),yes)
 	@deb=$$(ls $(DIST)/smtpguard_*.deb); set -ex; \
 	dpkg-deb -I $$deb; dpkg-deb -c $$deb; \
 	lintian --fail-on error,warning --display-info $$deb; \
-	packaging/chroot-check $$deb
+	packaging/chroot-check $$deb $$(ls $(DIST)/smtpguard-*.rpm)
 else
 	@echo "make package-check needs root (lintian's install, dpkg in a throwaway root)"; exit 1
 endif

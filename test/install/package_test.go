@@ -142,6 +142,16 @@ func TestPrivilegedPackage(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("rpm -qpl (-want +got):\n%s", diff)
 		}
+		scripts := run(t, time.Minute, "rpm", "-qp", "--scripts", rpm)
+		for _, script := range []string{"postinst", "preun", "postun"} {
+			want, err := os.ReadFile(filepath.Join(repoRoot, "packaging/rpm", script))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(scripts, strings.TrimSpace(string(want))) {
+				t.Errorf("the .rpm's scriptlets do not include packaging/rpm/%s:\n%s", script, scripts)
+			}
+		}
 	})
 
 	t.Run("reproducible", func(t *testing.T) {
@@ -169,10 +179,14 @@ func TestPrivilegedPackage(t *testing.T) {
 			t.Skip("mmdebstrap is not installed, so there is no Debian root to install into; `make package-check` installs it and runs this check")
 		}
 		// Install, reinstall, remove and purge with the real dpkg in a
-		// chroot: the Debian root is built once and cached.
-		out := run(t, 10*time.Minute, "packaging/chroot-check", deb)
+		// chroot (and the .rpm with rpm --root, when rpm is installed): the
+		// Debian root is built once and cached.
+		out := run(t, 10*time.Minute, "packaging/chroot-check", deb, rpm)
 		if !strings.Contains(out, "chroot-check: ok") {
-			t.Errorf("packaging/chroot-check did not finish:\n%s", out)
+			t.Errorf("packaging/chroot-check did not finish the .deb:\n%s", out)
+		}
+		if _, err := exec.LookPath("rpm"); err == nil && !strings.Contains(out, "chroot-check: rpm: ok") {
+			t.Errorf("packaging/chroot-check did not finish the .rpm:\n%s", out)
 		}
 	})
 
