@@ -23,10 +23,10 @@ all: build
 GIT     := git -c safe.directory=$(CURDIR)
 VERSION ?= $(shell $(GIT) describe --tags --always --dirty 2>/dev/null)
 COMMIT  ?= $(shell $(GIT) rev-parse HEAD 2>/dev/null)
-LDFLAGS := -s -w -X github.com/smtpguard/smtpguard/internal/cli.linkVersion=$(VERSION) -X github.com/smtpguard/smtpguard/internal/cli.linkCommit=$(COMMIT)
+GOLDFLAGS := -s -w -X github.com/smtpguard/smtpguard/internal/cli.linkVersion=$(VERSION) -X github.com/smtpguard/smtpguard/internal/cli.linkCommit=$(COMMIT)
 
 build:
-	$(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN) ./cmd/smtpguard
+	$(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o $(BIN) ./cmd/smtpguard
 
 # Build and run the main job: `make run` starts the daemon (`smtpguard serve`,
 # state in /var/lib/smtpguard; needs root). Other commands: ARGS, e.g. ARGS=status.
@@ -132,7 +132,7 @@ DIST           ?= dist
 NFPM           := $(GO) tool -modfile=tools/nfpm/go.mod nfpm
 package:
 	rm -rf $(PKG_ROOT) $(DIST)/smtpguard[-_]* && mkdir -p $(PKG_ROOT)/man $(DIST)
-	GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(PKG_ROOT)/smtpguard ./cmd/smtpguard
+	GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o $(PKG_ROOT)/smtpguard ./cmd/smtpguard
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/gendocs -out $(PKG_ROOT)/gen -exec /usr/sbin/smtpguard -version '$(VERSION)'
 	for f in $(PKG_ROOT)/gen/man/*.8; do gzip -9n < $$f > $(PKG_ROOT)/man/$${f##*/}.gz; done
 	@set -e; v=$$($(GO) run ./tools/pkgversion '$(VERSION)' "$$(TZ=UTC date -d @$(SOURCE_DATE_EPOCH) +%Y%m%d)"); \
