@@ -16,8 +16,17 @@ IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 all: build
 
+# The version and commit come from git (see `smtpguard version`); outside a
+# checkout they stay empty and the binary reports "devel". safe.directory lets
+# `sudo make install` read a checkout that another user owns: whoever owns it
+# already decides what this Makefile runs.
+GIT     := git -c safe.directory=$(CURDIR)
+VERSION ?= $(shell $(GIT) describe --tags --always --dirty 2>/dev/null)
+COMMIT  ?= $(shell $(GIT) rev-parse HEAD 2>/dev/null)
+GOLDFLAGS := -s -w -X github.com/smtpguard/smtpguard/internal/cli.linkVersion=$(VERSION) -X github.com/smtpguard/smtpguard/internal/cli.linkCommit=$(COMMIT)
+
 build:
-	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/smtpguard
+	$(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o $(BIN) ./cmd/smtpguard
 
 # Build and run the main job: `make run` starts the daemon (`smtpguard serve`,
 # state in /var/lib/smtpguard; needs root). Other commands: ARGS, e.g. ARGS=status.
@@ -64,3 +73,97 @@ endif
 
 clean:
 	rm -rf bin
+
+# ---- Install and packages -------------------------------------------------
+# `make install` is for a local install (PREFIX=/usr/local: paths systemd, man,
+# bash-completion, zsh and fish all search by default); the packages install to
+# the distribution's own paths (/usr/sbin, /lib/systemd/system on Debian,
+# /usr/lib/systemd/system on RPM systems). DESTDIR stages either elsewhere.
+# The man pages, completion scripts and unit are generated from the code
+# (tools/gendocs): the unit is install-service's own, with ExecStart at SBINDIR.
+PREFIX      ?= /usr/local
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+GEN         ?= bin/gen
+
+# Reproducible output: the man pages' and packages' dates are the commit's,
+# not the build's (given to gendocs and nfpm only).
+SOURCE_DATE_EPOCH ?= $(shell $(GIT) log -1 --format=%ct 2>/dev/null || date +%s)
+
+.PHONY: docs install uninstall package package-check distclean
+
+# Man pages, completion scripts and the unit for this PREFIX, into bin/gen.
+docs:
+	rm -rf $(GEN)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/gendocs -out $(GEN) -exec $(SBINDIR)/smtpguard -version '$(VERSION)'
+
+install: build docs
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/smtpguard
+	install -m 0644 $(GEN)/smtpguard.service $(DESTDIR)$(UNITDIR)/smtpguard.service
+	install -m 0644 $(GEN)/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(GEN)/completion/smtpguard.bash $(DESTDIR)$(BASHCOMPDIR)/smtpguard
+	install -m 0644 $(GEN)/completion/_smtpguard $(DESTDIR)$(ZSHCOMPDIR)/_smtpguard
+	install -m 0644 $(GEN)/completion/smtpguard.fish $(DESTDIR)$(FISHCOMPDIR)/smtpguard.fish
+	@echo "installed $(SBINDIR)/smtpguard and $(UNITDIR)/smtpguard.service; start it with:"
+	@echo "  systemctl daemon-reload && systemctl enable --now smtpguard   (it enforces nothing until 'smtpguard enable')"
+
+# Removes what install wrote; the state in /var/lib/smtpguard and the kernel
+# rules stay (run 'smtpguard disable' first to lift the restriction).
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/smtpguard $(DESTDIR)$(UNITDIR)/smtpguard.service \
+		$(DESTDIR)$(MANDIR)/man8/smtpguard.8 $(DESTDIR)$(MANDIR)/man8/smtpguard-*.8 \
+		$(DESTDIR)$(BASHCOMPDIR)/smtpguard $(DESTDIR)$(ZSHCOMPDIR)/_smtpguard \
+		$(DESTDIR)$(FISHCOMPDIR)/smtpguard.fish
+
+# .deb and .rpm into DIST, with the nfpm pinned in tools/nfpm/go.mod (its
+# dependencies stay out of smtpguard's module), from files staged in PKG_ROOT.
+# The package version is git describe made valid for dpkg and rpm
+# (tools/pkgversion); built twice from one commit, the packages are identical.
+PKG_ARCH       ?= $(shell $(GO) env GOARCH)
+PKG_MAINTAINER ?= smtpguard developers <smtpguard@users.noreply.github.com>
+PKG_ROOT       ?= bin/pkg
+DIST           ?= dist
+NFPM           := $(GO) tool -modfile=tools/nfpm/go.mod nfpm
+package:
+	rm -rf $(PKG_ROOT) $(DIST)/smtpguard[-_]* && mkdir -p $(PKG_ROOT)/man $(DIST)
+	GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o $(PKG_ROOT)/smtpguard ./cmd/smtpguard
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/gendocs -out $(PKG_ROOT)/gen -exec /usr/sbin/smtpguard -version '$(VERSION)'
+	for f in $(PKG_ROOT)/gen/man/*.8; do gzip -9n < $$f > $(PKG_ROOT)/man/$${f##*/}.gz; done
+	@set -e; v=$$($(GO) run ./tools/pkgversion '$(VERSION)' "$$(TZ=UTC date -d @$(SOURCE_DATE_EPOCH) +%Y%m%d)"); \
+	{ printf 'smtpguard (%s-1) unstable; urgency=medium\n\n' "$$v"; \
+	  printf '  * Built from git describe %s,\n    commit %s.\n\n' '$(VERSION)' '$(COMMIT)'; \
+	  printf ' -- %s  %s\n' '$(PKG_MAINTAINER)' "$$(LC_ALL=C TZ=UTC date -R -d @$(SOURCE_DATE_EPOCH))"; \
+	} | gzip -9n > $(PKG_ROOT)/changelog.Debian.gz; \
+	for p in deb rpm; do \
+		SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PKG_VERSION=$$v PKG_ARCH=$(PKG_ARCH) PKG_ROOT=$(PKG_ROOT) PKG_MAINTAINER='$(PKG_MAINTAINER)' \
+			$(NFPM) package --config packaging/nfpm.yaml --packager $$p --target $(DIST)/; \
+	done
+
+# Build the packages and check the .deb: its files and control fields,
+# lintian with no errors or warnings, and a real dpkg install, reinstall,
+# remove and purge in a throwaway Debian 12 root (packaging/chroot-check),
+# never on this host. Needs root; installs lintian and mmdebstrap if missing.
+PKG_CHECK_DEBS := lintian mmdebstrap
+package-check: package
+ifeq ($(IS_ROOT),yes)
+	@missing=""; for p in $(PKG_CHECK_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@deb=$$(ls $(DIST)/smtpguard_*.deb); set -ex; \
+	dpkg-deb -I $$deb; dpkg-deb -c $$deb; \
+	lintian --fail-on error,warning --display-info $$deb; \
+	packaging/chroot-check $$deb $$(ls $(DIST)/smtpguard-*.rpm)
+else
+	@echo "make package-check needs root (lintian's install, dpkg in a throwaway root)"; exit 1
+endif
+
+distclean: clean
+	rm -rf dist

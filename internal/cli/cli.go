@@ -200,6 +200,7 @@ State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
 		newServeCmd(e), newInstallServiceCmd(e), newUninstallServiceCmd(e),
 		newMTACmd(e), newAccountCmd(e), newTokenCmd(e),
 	)
+	addVersion(root, e)
 	return root
 }
 
