@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // notifySocket is a stand-in for systemd's notification socket: it
@@ -92,9 +90,9 @@ func TestServiceNotifierWithoutSystemdIsNil(t *testing.T) {
 }
 
 // The daemon says READY=1 once it has converged, then feeds the watchdog
-// from the reconcile loop; when the loop hangs (here: in Reconcile, waiting
-// for a state lock someone else holds) the pings stop, so systemd would
-// restart it; when the loop moves again, they resume.
+// from the reconcile loop; when the loop hangs (here: in a kernel call that
+// does not return) the pings stop, so systemd would restart it; when the
+// loop moves again, they resume.
 func TestDaemonNotifiesSystemdAndFeedsWatchdogFromReconcileLoop(t *testing.T) {
 	const watchdog = 300 * time.Millisecond
 	sock := newNotifySocket(t, watchdog)
@@ -122,15 +120,9 @@ func TestDaemonNotifiesSystemdAndFeedsWatchdogFromReconcileLoop(t *testing.T) {
 		}
 	}
 
-	// Wedge the loop: hold the state lock and make it reconcile.
-	lock, err := os.OpenFile(filepath.Join(f.cfg.StateDir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	// Wedge the loop: its next verify hangs.
+	release := f.backend.Hang()
+	defer release()
 	f.backend.Tamper(nil)
 	// Pings already on their way may still come; then silence for longer
 	// than the watchdog timeout, which is what makes systemd act.
@@ -145,7 +137,7 @@ func TestDaemonNotifiesSystemdAndFeedsWatchdogFromReconcileLoop(t *testing.T) {
 		t.Fatalf("watchdog still fed while the reconcile loop is stuck")
 	}
 
-	unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	release()
 	if m := sock.next(t, 5*time.Second); m != "WATCHDOG=1" {
 		t.Fatalf("after the loop moved again: notification = %q, want WATCHDOG=1", m)
 	}

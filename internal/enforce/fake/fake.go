@@ -25,6 +25,9 @@ type Backend struct {
 	probeErr  error
 	watchers  []func()
 	sinks     []func(enforce.Event)
+	// gate, while set, makes Verify wait until it is closed: a kernel
+	// call that hangs.
+	gate chan struct{}
 }
 
 // New returns a fake backend that reports the given name.
@@ -82,6 +85,15 @@ func (b *Backend) Present(ctx context.Context) (bool, error) {
 // Verify is part of enforce.Backend.
 func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift, error) {
 	b.mu.Lock()
+	if gate := b.gate; gate != nil {
+		b.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return enforce.Drift{}, ctx.Err()
+		}
+		b.mu.Lock()
+	}
 	defer b.mu.Unlock()
 	b.record("verify")
 	if b.installed == nil {
@@ -172,6 +184,24 @@ func (b *Backend) Calls() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(b.calls)
+}
+
+// Hang makes every later Verify wait, as a hung kernel call would, until
+// the returned release is called.
+func (b *Backend) Hang() (release func()) {
+	gate := make(chan struct{})
+	b.mu.Lock()
+	b.gate = gate
+	b.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.gate = nil
+			b.mu.Unlock()
+			close(gate)
+		})
+	}
 }
 
 // FailApply makes every later Apply return err (nil to stop failing).
