@@ -73,13 +73,17 @@ func refuse(path string, m fs.FileMode) error {
 	if m&fs.ModeSymlink != 0 {
 		return fmt.Errorf("write %s: it is a symbolic link: refusing to follow it (name its target, or remove the link)", path)
 	}
-	return fmt.Errorf("write %s: it is %s, not a regular file: refusing to replace it", path, kind(m))
+	return fmt.Errorf("write %s: it is %s, not a regular file: refusing to replace it", path, Kind(m))
 }
 
-func kind(m fs.FileMode) string {
+// Kind names the type of file mode m for messages: "a directory", "a
+// FIFO", "a symbolic link"...
+func Kind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
 	case m&fs.ModeSocket != 0:
 		return "a socket"
 	case m&fs.ModeCharDevice != 0:

@@ -21,6 +21,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smtpguard/smtpguard/internal/atomicfile"
 )
 
 // isStateFile reports whether name is a file smtpguard keeps in the state
@@ -149,26 +151,8 @@ func regular(path string, fi fs.FileInfo) error {
 	case mode&fs.ModeSymlink != 0:
 		return fmt.Errorf("state file %s is a symbolic link: refusing to follow it (remove it; smtpguard keeps its state files in the state directory itself)", path)
 	default:
-		return fmt.Errorf("state file %s is not a regular file (%s): refusing to use it (remove it)", path, kind(mode))
+		return fmt.Errorf("state file %s is not a regular file (%s): refusing to use it (remove it)", path, atomicfile.Kind(mode))
 	}
-}
-
-func kind(mode fs.FileMode) string {
-	switch {
-	case mode.IsDir():
-		return "a directory"
-	case mode&fs.ModeSymlink != 0:
-		return "a symbolic link"
-	case mode&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case mode&fs.ModeSocket != 0:
-		return "a socket"
-	case mode&fs.ModeCharDevice != 0:
-		return "a character device"
-	case mode&fs.ModeDevice != 0:
-		return "a block device"
-	}
-	return "mode " + mode.String()
 }
 
 func owner(fi fs.FileInfo) (uint32, bool) {

@@ -23,20 +23,7 @@ type daemon struct {
 
 func (w *world) startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	args := append([]string{"--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s"}, extra...)
-	cmd := w.client.Command(binary, args...)
-	logs := &strings.Builder{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start serve: %v", err)
-	}
-	d := &daemon{testutil.Watch(cmd)}
-	t.Cleanup(func() {
-		d.Stop()
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", logs.String())
-		}
-	})
+	d := w.spawnDaemon(t, extra...)
 	w.waitUntil(t, "the daemon serves /metrics", 5*time.Second, func() bool {
 		_, err := w.metrics()
 		return err == nil

@@ -16,9 +16,10 @@ import (
 
 // spawnDaemon starts "smtpguard serve" without waiting for it to serve
 // metrics: a daemon whose database cannot be read answers only /healthz.
-func (w *world) spawnDaemon(t *testing.T) *daemon {
+func (w *world) spawnDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s")
+	args := append([]string{"--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s"}, extra...)
+	cmd := w.client.Command(binary, args...)
 	logs := &strings.Builder{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
