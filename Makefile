@@ -9,7 +9,7 @@ export CGO_ENABLED = 0
 # connection-limit tests (they run their own private daemon), chromium for the
 # web UI browser tests. The Postfix test unpacks Debian's postfix package
 # privately (apt-get download; it conflicts with exim4).
-TEST_DEBS := nftables iproute2 passwd exim4-daemon-light chromium iptables
+TEST_DEBS := nftables iproute2 passwd exim4-daemon-light chromium iptables systemd-container mmdebstrap lintian rpm
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: all build run test test-deps vet bench clean
