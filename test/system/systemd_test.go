@@ -89,30 +89,57 @@ func (c *container) show(ctx context.Context, prop string) string {
 	return c.ok(ctx, "systemctl", "show", "--property="+prop, "--value", "smtpguard.service")
 }
 
-// TestPrivilegedSystemdUnit installs the unit install-service writes into a
-// booted Debian 12 and checks what an administrator relies on: it runs (and
-// said READY=1 after converging), enforcement works from inside, the web
-// API's MTA change works under the unit's sandbox with the container's own
-// Exim, a killed daemon is restarted, a hung daemon is restarted by the
-// watchdog, and stopping the service leaves the rules in force.
+// TestPrivilegedSystemdUnit installs the .deb of `make package` into a
+// booted Debian 12 with dpkg and checks what an administrator relies on: the
+// package enables and starts the service (which said READY=1 after
+// converging), the binary knows the package's version, enforcement works
+// from inside, the web API's changes (enable, disable, allow, settings and
+// the MTA's limits, with the container's own Exim) work under the unit's
+// sandbox, a killed daemon is restarted, a hung daemon is restarted by the
+// watchdog, stopping the service leaves the rules in force, and removing
+// the package lifts them, stops the service and keeps the state, which
+// purging deletes.
 func TestPrivilegedSystemdUnit(t *testing.T) {
 	testutil.Privileged(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
-	bin := buildBinary(t, ctx)
-	c := boot(t, ctx, cachedRoot(t, ctx, eximRoot), map[string]string{"usr/sbin/smtpguard": bin})
+	pkg := makePackage(t, ctx)
+	c := boot(t, ctx, cachedRoot(t, ctx, eximRoot), map[string]string{"root/smtpguard.deb": pkg.path})
 
-	out := c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
-	if !strings.Contains(out, "/etc/systemd/system/smtpguard.service") {
-		t.Errorf("install-service printed %q", out)
+	// The root has no package lists or network: the .deb must install from
+	// what it carries (it depends on nothing; the binary is static).
+	if out, err := c.run(ctx, 5*time.Minute, "dpkg", "-i", "/root/smtpguard.deb"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
 	}
-	unit := c.ok(ctx, "cat", "/etc/systemd/system/smtpguard.service")
+	const unitPath = "/lib/systemd/system/smtpguard.service"
+	unit := c.ok(ctx, "cat", unitPath)
 	if !strings.Contains(unit, "\nExecStart=/usr/sbin/smtpguard --state-dir /var/lib/smtpguard serve") {
-		t.Errorf("unit does not run the installed binary:\n%s", unit)
+		t.Errorf("the packaged unit does not run the installed binary:\n%s", unit)
 	}
-	if out, err := c.run(ctx, time.Minute, "systemd-analyze", "verify", "/etc/systemd/system/smtpguard.service"); err != nil || strings.TrimSpace(out) != "" {
+	if out, err := c.run(ctx, time.Minute, "systemd-analyze", "verify", unitPath); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify in the container: %v\n%s", err, out)
 	}
+	if got := c.ok(ctx, "systemctl", "is-enabled", "smtpguard"); got != "enabled" {
+		t.Errorf("after dpkg -i: systemctl is-enabled smtpguard = %q, want enabled (postinst)", got)
+	}
+
+	t.Run("the binary is the package's version", func(t *testing.T) {
+		if got := c.ok(ctx, "dpkg-query", "-W", "-f=${Version}", "smtpguard"); got != pkg.version {
+			t.Errorf("dpkg-query Version = %q, want the .deb's %q", got, pkg.version)
+		}
+		var v map[string]string
+		out := c.ok(ctx, "/usr/sbin/smtpguard", "version", "--json")
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("smtpguard version --json = %q: %v", out, err)
+		}
+		if v["version"] != pkg.describe || v["commit"] != pkg.commit {
+			t.Errorf("smtpguard version --json = %v, want version %q and commit %q, from which package version %q was made",
+				v, pkg.describe, pkg.commit, pkg.version)
+		}
+		if text := c.ok(ctx, "/usr/sbin/smtpguard", "version"); !strings.Contains(text, pkg.describe) {
+			t.Errorf("smtpguard version = %q, want it to name %q", text, pkg.describe)
+		}
+	})
 
 	t.Run("active after READY=1", func(t *testing.T) {
 		if got := c.show(ctx, "ActiveState"); got != "active" {
@@ -135,6 +162,57 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 		table := c.ok(ctx, "nft", "list", "table", "inet", "smtpguard")
 		if !strings.Contains(table, "elements = { 25, 465, 587 }") {
 			t.Errorf("nft list table inet smtpguard inside:\n%s", table)
+		}
+	})
+
+	t.Run("the web API's changes under the sandbox", func(t *testing.T) {
+		// Through the daemon, so the sandboxed process changes the kernel's
+		// rules: what the web UI's status, allowed and settings pages do.
+		token := c.token(t, ctx, "systemd-test-api")
+		call := func(method, path, body string) string {
+			t.Helper()
+			code, resp, err := c.api(ctx, token, method, path, body)
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("%s %s %s = %d %s (%v)\njournal:\n%s", method, path, body, code, resp, err,
+					c.ok(ctx, "journalctl", "-u", "smtpguard", "--no-pager", "-n", "30"))
+			}
+			return resp
+		}
+		table := func() (string, error) { return c.run(ctx, time.Minute, "nft", "list", "table", "inet", "smtpguard") }
+
+		call("POST", "/api/v1/disable", "")
+		if out, err := table(); err == nil {
+			t.Errorf("after POST /api/v1/disable the table is still there:\n%s", out)
+		}
+		call("POST", "/api/v1/enable", "")
+		if out, err := table(); err != nil || !strings.Contains(out, "elements = { 25, 465, 587 }") {
+			t.Fatalf("after POST /api/v1/enable: %v\n%s", err, out)
+		}
+
+		// nobody is uid 65534 in Debian's base-passwd.
+		call("POST", "/api/v1/allowed", `{"kind": "user", "name": "nobody"}`)
+		if out, _ := table(); !strings.Contains(out, "65534") {
+			t.Errorf("after allowing nobody, uid 65534 is not in the table:\n%s", out)
+		}
+		call("DELETE", "/api/v1/allowed", `{"kind": "user", "name": "nobody"}`)
+		if out, _ := table(); strings.Contains(out, "65534") {
+			t.Errorf("after revoking nobody, uid 65534 is still in the table:\n%s", out)
+		}
+
+		call("PUT", "/api/v1/settings", `{"ports": [25, 465, 587, 2525]}`)
+		if out, _ := table(); !strings.Contains(out, "elements = { 25, 465, 587, 2525 }") {
+			t.Errorf("after PUT /api/v1/settings ports 2525 too:\n%s", out)
+		}
+		call("PUT", "/api/v1/settings", `{"ports": [25, 465, 587]}`)
+		if out, _ := table(); !strings.Contains(out, "elements = { 25, 465, 587 }") {
+			t.Errorf("after PUT /api/v1/settings back to the defaults:\n%s", out)
+		}
+
+		for _, path := range []string{"/api/v1/status", "/api/v1/allowed", "/api/v1/settings", "/api/v1/events", "/api/v1/mta", "/metrics"} {
+			call("GET", path, "")
+		}
+		if audit := call("GET", "/api/v1/audit", ""); !strings.Contains(audit, "api:systemd-test-api") {
+			t.Errorf("the audit log does not name the token's changes:\n%s", audit)
 		}
 	})
 
@@ -250,6 +328,88 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 			t.Errorf("rules after systemctl stop:\n%s", table)
 		}
 	})
+
+	// Removing the package lifts the restriction (packaging/deb/prerm: with
+	// the binary gone nothing could change or lift the rules, and a reboot
+	// would drop them anyway), stops the service and keeps the state.
+	removed := func(t *testing.T, out string) {
+		t.Helper()
+		if !strings.Contains(out, "smtpguard: package removed, so the restriction is lifted: SMTP restriction disabled") {
+			t.Errorf("dpkg -r did not tell the administrator the restriction was lifted:\n%s", out)
+		}
+		if out, err := c.run(ctx, time.Minute, "nft", "list", "table", "inet", "smtpguard"); err == nil {
+			t.Errorf("after dpkg -r smtpguard's table is still in the kernel:\n%s", out)
+		}
+		if got := c.show(ctx, "ActiveState"); got != "inactive" {
+			t.Errorf("after dpkg -r ActiveState = %q, want inactive", got)
+		}
+		if got := c.show(ctx, "MainPID"); got != "0" {
+			t.Errorf("after dpkg -r MainPID = %s, want no daemon", got)
+		}
+		for _, gone := range []string{"/usr/sbin/smtpguard", unitPath} {
+			if c.exists(ctx, gone) {
+				t.Errorf("after dpkg -r %s is still there", gone)
+			}
+		}
+		if !c.exists(ctx, "/var/lib/smtpguard/smtpguard.db") {
+			t.Errorf("dpkg -r deleted the state in /var/lib/smtpguard; only purge may")
+		}
+	}
+	var adminToken string
+
+	t.Run("dpkg -r of a running service lifts the rules and keeps the state", func(t *testing.T) {
+		c.ok(ctx, "systemctl", "start", "smtpguard")
+		c.ok(ctx, "nft", "list", "table", "inet", "smtpguard")
+		adminToken = c.token(t, ctx, "systemd-test-reinstall")
+		out, err := c.run(ctx, 5*time.Minute, "dpkg", "-r", "smtpguard")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		removed(t, out)
+	})
+
+	t.Run("reinstall keeps the state and enforces after enable", func(t *testing.T) {
+		if out, err := c.run(ctx, 5*time.Minute, "dpkg", "-i", "/root/smtpguard.deb"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		// postrm masked the unit on remove; postinst unmasks and starts it.
+		if got := c.ok(ctx, "systemctl", "is-active", "smtpguard"); got != "active" {
+			t.Fatalf("after reinstalling: systemctl is-active smtpguard = %q", got)
+		}
+		if out, err := c.run(ctx, time.Minute, "nft", "list", "table", "inet", "smtpguard"); err == nil {
+			t.Errorf("the reinstalled service enforces before 'smtpguard enable':\n%s", out)
+		}
+		if code, body, err := c.api(ctx, adminToken, "GET", "/api/v1/status", ""); err != nil || code != http.StatusOK {
+			t.Errorf("a token made before dpkg -r: GET /api/v1/status = %d %s (%v), want 200 (state kept)", code, body, err)
+		}
+		c.ok(ctx, "/usr/sbin/smtpguard", "enable")
+		if table := c.ok(ctx, "nft", "list", "table", "inet", "smtpguard"); !strings.Contains(table, "elements = { 25, 465, 587 }") {
+			t.Errorf("after enable on the reinstalled package:\n%s", table)
+		}
+	})
+
+	t.Run("dpkg -r then dpkg -P removes everything", func(t *testing.T) {
+		out, err := c.run(ctx, 5*time.Minute, "dpkg", "-r", "smtpguard")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		removed(t, out)
+		if out, err := c.run(ctx, 5*time.Minute, "dpkg", "-P", "smtpguard"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, gone := range []string{"/var/lib/smtpguard", "/etc/systemd/system/smtpguard.service",
+			"/etc/systemd/system/multi-user.target.wants/smtpguard.service"} {
+			if c.exists(ctx, gone) {
+				t.Errorf("after dpkg -P %s is still there", gone)
+			}
+		}
+		if got := c.show(ctx, "LoadState"); got != "not-found" {
+			t.Errorf("after dpkg -P LoadState = %q, want not-found", got)
+		}
+		if out, err := c.run(ctx, time.Minute, "dpkg-query", "-W", "-f=${db:Status-Status}", "smtpguard"); err == nil && strings.TrimSpace(out) != "not-installed" {
+			t.Errorf("after dpkg -P dpkg still knows smtpguard: %q", out)
+		}
+	})
 }
 
 // TestPrivilegedSystemdUnitPostfix: on a Postfix host the daemon, inside the
@@ -261,7 +421,19 @@ func TestPrivilegedSystemdUnitPostfix(t *testing.T) {
 	defer cancel()
 	bin := buildBinary(t, ctx)
 	c := boot(t, ctx, cachedRoot(t, ctx, postfixRoot), map[string]string{"usr/sbin/smtpguard": bin})
-	c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
+	// This root gets the unit from install-service (the Exim test's comes
+	// from the package): it writes the same unit to /etc/systemd/system.
+	out := c.ok(ctx, "/usr/sbin/smtpguard", "install-service")
+	if !strings.Contains(out, "/etc/systemd/system/smtpguard.service") {
+		t.Errorf("install-service printed %q", out)
+	}
+	unit := c.ok(ctx, "cat", "/etc/systemd/system/smtpguard.service")
+	if !strings.Contains(unit, "\nExecStart=/usr/sbin/smtpguard --state-dir /var/lib/smtpguard serve") {
+		t.Errorf("unit does not run the installed binary:\n%s", unit)
+	}
+	if out, err := c.run(ctx, time.Minute, "systemd-analyze", "verify", "/etc/systemd/system/smtpguard.service"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify in the container: %v\n%s", err, out)
+	}
 	if got := c.show(ctx, "ActiveState"); got != "active" {
 		t.Fatalf("ActiveState = %q, want active", got)
 	}
