@@ -272,15 +272,37 @@ func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string,
 		if err := e.enforce(ctx, before, after, v); err != nil {
 			return Result{}, err
 		}
+		removed := false
 		if opts.removeLeftovers && !after.Enabled {
+			left, err := e.present(ctx)
+			if err != nil {
+				return Result{}, err
+			}
 			if err := e.remove(ctx, after.Backend); err != nil {
 				return Result{}, err
 			}
+			removed = len(left) > 0
+		}
+		if removed {
+			// Rules were lifted (a lost database's, or leftovers): that is a
+			// change of what is enforced, so it is stored and audited, and
+			// the database now says "disabled" on purpose.
+			now := e.cfg.Now()
+			if _, err := tx.PutPolicy(ctx, after, now, actor.Name); err != nil {
+				return Result{}, err
+			}
+			if err := tx.AppendAudit(ctx, store.AuditRecord{
+				At: now, Actor: actor.Name, Source: actor.Source, Remote: actor.Remote,
+				Operation: op, Detail: "removed smtpguard's rules left in the kernel", Before: policyJSON(before), After: policyJSON(after), Outcome: "ok",
+			}); err != nil {
+				return Result{}, err
+			}
+			msg = "SMTP restriction disabled: smtpguard's rules left in the kernel were removed"
 		}
 		if err := tx.Commit(); err != nil { // keeps fresh DNS answers
 			return Result{}, err
 		}
-		return Result{Changed: false, Message: msg, Policy: after}, nil
+		return Result{Changed: removed, Message: msg, Policy: after}, nil
 	}
 	now := e.cfg.Now()
 	if _, err := tx.PutPolicy(ctx, after, now, actor.Name); err != nil {

@@ -307,12 +307,30 @@ func TestDisableRemovesRulesEvenWhenAlreadyDisabled(t *testing.T) {
 	}
 	// Simulate a leftover table (a crash between kernel and commit).
 	f.backend.Apply(ctx, policy.Ruleset{})
-	res := must(t)(f.eng.Disable(ctx, admin))
-	if res.Changed {
-		t.Errorf("second Disable() reported a change")
+	audited := func() int {
+		recs, err := f.eng.Audit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+	before := audited()
+	// Lifting rules that were still enforcing is a change: reported and
+	// audited.
+	if res := must(t)(f.eng.Disable(ctx, admin)); !res.Changed {
+		t.Errorf("Disable() of leftover rules = %+v, want a change", res)
 	}
 	if f.backend.Installed() != nil {
 		t.Error("disable on a disabled policy left a leftover ruleset in place")
+	}
+	if got := audited(); got != before+1 {
+		t.Errorf("audit records after removing leftovers: %d, want %d", got, before+1)
+	}
+	if res := must(t)(f.eng.Disable(ctx, admin)); res.Changed {
+		t.Errorf("Disable() with nothing left = %+v, want no change", res)
+	}
+	if got := audited(); got != before+1 {
+		t.Errorf("a Disable() that changed nothing was audited: %d records, want %d", got, before+1)
 	}
 }
 

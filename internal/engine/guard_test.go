@@ -111,6 +111,15 @@ func TestLostDatabaseKeepsTheRulesInTheKernel(t *testing.T) {
 			if st, _ := f.eng.Status(ctx); st.Kernel.State != "not enforcing" {
 				t.Errorf("Status().Kernel.State after disable = %q, want not enforcing", st.Kernel.State)
 			}
+			// Lifting the lost database's rules on purpose is stored and
+			// audited: the database now holds a policy, "disabled".
+			if _, meta := f.stored(t); meta.Revision == 0 {
+				t.Error("stored revision after disable on a lost database = 0, want the disable stored")
+			}
+			recs, err := f.eng.Audit(ctx, store.AuditFilter{})
+			if err != nil || len(recs) == 0 || recs[0].Operation != "disable" || recs[0].Actor != admin.Name {
+				t.Errorf("audit after disable on a lost database = %+v, %v; want a disable record by %s", recs, err, admin.Name)
+			}
 		})
 	}
 }
