@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -392,8 +391,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 }
 
 func rulesetEqual(a, b policy.Ruleset) bool {
-	return a.Mode == b.Mode && a.AllowLocal == b.AllowLocal && a.LogGroup == b.LogGroup &&
-		slices.Equal(a.Ports, b.Ports) && slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.Exceptions, b.Exceptions)
+	return a.Equal(b)
 }
 
 // setErr records the reconcile error and reports whether it is new, so a

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
@@ -55,7 +56,7 @@ func newNotifier(command string, interval time.Duration, log *slog.Logger, m *me
 
 // offer queues a notification unless the user was notified recently.
 func (n *notifier) offer(e store.Event) {
-	if n == nil || e.Action == "logged" {
+	if n == nil || e.Action == enforce.ActionLogged {
 		return
 	}
 	n.mu.Lock()

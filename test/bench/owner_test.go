@@ -119,7 +119,7 @@ func (s *suite) measureOwnedFlush() flushResult {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
 	rs := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true,
-		UIDs: []uint32{0, s.allowed.UID}, LogGroup: policy.DefaultLogGroup}
+		UIDs: []uint32{0, s.allowed.UID}}
 	if err := b.Apply(ctx, rs); err != nil {
 		s.b.Fatalf("apply an owned table in %s: %v", s.client.Name, err)
 	}

@@ -25,10 +25,36 @@ type Backend struct {
 	probeErr  error
 	watchers  []func()
 	sinks     []func(enforce.Event)
+	desc      enforce.Description
 }
 
 // New returns a fake backend that reports the given name.
-func New(name string) *Backend { return &Backend{name: name} }
+func New(name string) *Backend {
+	return &Backend{name: name, desc: enforce.Description{
+		Covers:              "an in-memory fake kernel",
+		Limitations:         []string{"fake " + name + " enforces nothing in the kernel"},
+		Refusal:             "refused by the fake " + name,
+		ChangeNotifications: true,
+	}}
+}
+
+// Describe is part of enforce.Backend: what New or SetDescription gave.
+func (b *Backend) Describe() enforce.Description {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.desc
+	d.Limitations = slices.Clone(d.Limitations)
+	return d
+}
+
+// SetDescription makes Describe return d from now on. Without change
+// notifications, Watch returns ErrNotSupported at once, as such a backend's
+// must.
+func (b *Backend) SetDescription(d enforce.Description) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.desc = d
+}
 
 // Name is part of enforce.Backend.
 func (b *Backend) Name() string { return b.name }
@@ -89,7 +115,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	}
 	var d enforce.Drift
 	in := *b.installed
-	if in.Mode != rs.Mode || in.AllowLocal != rs.AllowLocal || in.LogGroup != rs.LogGroup {
+	if in.Mode != rs.Mode || in.AllowLocal != rs.AllowLocal {
 		d.Problems = append(d.Problems, "rules differ")
 	}
 	if !slices.Equal(in.Ports, rs.Ports) {
@@ -112,6 +138,10 @@ func (b *Backend) Render(rs policy.Ruleset) string {
 // Watch is part of enforce.Backend: changed is called by Tamper.
 func (b *Backend) Watch(ctx context.Context, changed func()) error {
 	b.mu.Lock()
+	if !b.desc.ChangeNotifications {
+		b.mu.Unlock()
+		return fmt.Errorf("watch fake %s: %w", b.name, enforce.ErrNotSupported)
+	}
 	b.watchers = append(b.watchers, changed)
 	b.mu.Unlock()
 	<-ctx.Done()

@@ -7,11 +7,10 @@ import (
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/enforce/nflog"
-	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
 // Events is part of enforce.Backend. It reads the block rule's netlink log
 // group (package nflog); the kernel attaches the socket's uid to each packet.
 func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
-	return classify(nflog.Read(ctx, nflog.Config{Group: policy.DefaultLogGroup, NetNSFD: b.netnsFD, Logger: b.logger}, sink))
+	return classify(nflog.Read(ctx, nflog.Config{Group: b.logGroup, NetNSFD: b.netnsFD, Logger: b.logger}, sink))
 }

@@ -89,7 +89,7 @@ func ruleHandle(t *testing.T, ns *testutil.NetNS, chain, text string) string {
 // specByText is the rule of rs whose text starts with prefix.
 func specByText(t *testing.T, rs policy.Ruleset, prefix string) ruleSpec {
 	t.Helper()
-	for _, r := range rules(rs, nil, nil) {
+	for _, r := range rules(rs, DefaultLogGroup, nil, nil) {
 		if strings.HasPrefix(r.text, prefix) {
 			return r
 		}
@@ -101,7 +101,7 @@ func specByText(t *testing.T, rs policy.Ruleset, prefix string) ruleSpec {
 // notRule is Verify's complaint about rule r of rs.
 func notRule(rs policy.Ruleset, r ruleSpec) string {
 	n := 0
-	for _, o := range rules(rs, nil, nil) {
+	for _, o := range rules(rs, DefaultLogGroup, nil, nil) {
 		if o.chain == r.chain {
 			n++
 		}
