@@ -26,7 +26,7 @@ type Backend struct {
 	logger   *slog.Logger
 	netnsFD  int    // 0: the calling process's network namespace
 	logGroup uint16 // the NFLOG group of the block rule and of Events
-	owner    bool   // WithOwner
+	owner    bool   // Config.Owner
 
 	// Owner mode: one lasting connection, which owns the table. connMu is
 	// held for each whole operation, so operations never interleave on it.
@@ -58,24 +58,40 @@ type knownState struct {
 // as SMTP.
 const DefaultLogGroup uint16 = 2525
 
-// Option configures a Backend.
-type Option func(*Backend)
-
-// WithNetNSFd makes the backend work in the network namespace behind fd, for
-// tests that must not touch the host's namespace.
-func WithNetNSFd(fd int) Option { return func(b *Backend) { b.netnsFD = fd } }
-
-// WithLogGroup makes the block rule log to NFLOG group g, and Events read it
-// (default DefaultLogGroup).
-func WithLogGroup(g uint16) Option { return func(b *Backend) { b.logGroup = g } }
+// Config is everything an nft backend is built from.
+type Config struct {
+	Logger *slog.Logger // nil discards
+	// NetNSFD, when not 0, makes the backend work in the network namespace
+	// behind this fd, for tests that must not touch the host's namespace.
+	NetNSFD int
+	// Owner makes the backend own table inet smtpguard while it lives: it
+	// keeps one netlink connection open from its first use until Close,
+	// creates or adopts the table over it as owner, and does every Apply,
+	// Verify and Remove over it. Meant for the daemon; a CLI process must
+	// not own the table (it would exit at once, leaving it orphaned). Where
+	// the kernel lacks owned persistent tables (before Linux 6.9) the
+	// backend works as without it, and Owned reports false.
+	Owner bool
+	// LogGroup is the NFLOG group the block rule logs to and Events reads
+	// (0: DefaultLogGroup).
+	LogGroup uint16
+}
 
 // New returns an nft backend.
-func New(logger *slog.Logger, opts ...Option) *Backend {
-	b := &Backend{logger: logger.With("component", "nft", "backend", "nft"), logGroup: DefaultLogGroup}
-	for _, o := range opts {
-		o(b)
+func New(cfg Config) *Backend {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	return b
+	if cfg.LogGroup == 0 {
+		cfg.LogGroup = DefaultLogGroup
+	}
+	return &Backend{
+		logger:   logger.With("component", "nft", "backend", "nft"),
+		netnsFD:  cfg.NetNSFD,
+		owner:    cfg.Owner,
+		logGroup: cfg.LogGroup,
+	}
 }
 
 // Render prints the ruleset in nft syntax, loadable with "nft -f". It is part

@@ -4,7 +4,6 @@ package nft
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -38,7 +37,7 @@ func nsBackend(t *testing.T) (*Backend, *testutil.NetNS) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd()))), ns
+	return New(Config{NetNSFD: int(f.Fd())}), ns
 }
 
 func baseRuleset() policy.Ruleset {
@@ -253,7 +252,7 @@ func TestPrivilegedRenderedRulesetLoadsWithNft(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			b := New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd())), WithLogGroup(testLogGroup(name)))
+			b := New(Config{NetNSFD: int(f.Fd()), LogGroup: testLogGroup(name)})
 			d, err := b.Verify(context.Background(), rs)
 			if err != nil || !d.InSync() {
 				t.Errorf("ruleset loaded by nft from Render() output: Verify() = %s, %v; want in sync (text and netlink forms disagree)", d, err)
@@ -273,7 +272,7 @@ func TestPrivilegedKnownStateNeverHidesDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fresh := func() *Backend { return New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd()))) }
+	fresh := func() *Backend { return New(Config{NetNSFD: int(f.Fd())}) }
 
 	rs := baseRuleset()
 	mustApply(t, b, rs)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -134,6 +135,23 @@ func TestCommentsFingerprintRuleMeaning(t *testing.T) {
 	for i, r := range rules(more, DefaultLogGroup, nil, nil) {
 		if r.comment() != a[i].comment() {
 			t.Errorf("rule %d's fingerprint depends on set contents; uid changes would force full rebuilds", i)
+		}
+	}
+}
+
+// The NFLOG group is the backend's configuration: New's zero value is the
+// default, an explicit one is what the block rule logs to.
+func TestConfigLogGroup(t *testing.T) {
+	rs := testRulesets()["reject_default"]
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, `log prefix "smtpguard blocked" group 2525 `},
+		{Config{LogGroup: 7}, `log prefix "smtpguard blocked" group 7 `},
+	} {
+		if got := New(tt.cfg).Render(rs); !strings.Contains(got, tt.want) {
+			t.Errorf("New(%+v).Render() has no %q:\n%s", tt.cfg, tt.want, got)
 		}
 	}
 }
