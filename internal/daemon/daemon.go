@@ -29,6 +29,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/procinfo"
 )
 
 // Config configures a Daemon. Zero durations and sizes take the defaults.
@@ -72,6 +73,9 @@ type Config struct {
 	// Service, when set, tells systemd when the daemon is ready and feeds
 	// its watchdog from the reconcile loop (systemd.go).
 	Service *ServiceNotifier
+	// ProcRoot is where the processes behind events are looked up
+	// (procinfo.DefaultRoot); tests give a fake tree.
+	ProcRoot string
 }
 
 func (c *Config) defaults() {
@@ -151,6 +155,7 @@ func New(cfg Config) (*Daemon, error) {
 			log:      cfg.Logger.With("component", "events"),
 			maxAggs:  cfg.MaxAggregates,
 			maxLines: cfg.LogLines,
+			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
 	if cfg.NotifyCommand != "" {

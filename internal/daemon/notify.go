@@ -30,6 +30,10 @@ type Notification struct {
 	Action       string    `json:"action"`
 	LastSeen     time.Time `json:"last_seen"`
 	AllowCommand string    `json:"allow_command"`
+	// Process is the process that made the last attempt: pid, comm, exe,
+	// cmdline, cwd, cgroup, unit, container, pool (empty where the backend
+	// cannot know).
+	store.Process
 }
 
 // notifier runs the administrator's notify command for blocked users, at
@@ -68,7 +72,7 @@ func (n *notifier) offer(e store.Event) {
 	n.last[e.UID] = time.Now()
 	n.mu.Unlock()
 	note := Notification{UID: e.UID, User: e.User, Destination: e.Address, Port: e.Port, Count: e.Count,
-		Action: e.Action, LastSeen: e.LastSeen, AllowCommand: engine.AllowCommand(e)}
+		Action: e.Action, LastSeen: e.LastSeen, AllowCommand: engine.AllowCommand(e), Process: e.Process}
 	select {
 	case n.queue <- note:
 	default:

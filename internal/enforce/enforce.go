@@ -88,6 +88,13 @@ type Event struct {
 	Dst     netip.Addr
 	DstPort uint16
 	Action  string // ActionBlocked or ActionLogged
+	// PID and TGID are the calling thread and its process, Comm the
+	// thread's name, where the backend knows them (bpf); 0 and "" where it
+	// cannot (nft sees packets, not processes). The daemon names the
+	// process further from /proc/TGID.
+	PID  uint32
+	TGID uint32
+	Comm string
 }
 
 // The actions an Event reports.
