@@ -11,7 +11,7 @@ import (
 
 // systemBackends lists the backends this build enforces with, best first.
 func systemBackends(logger *slog.Logger) []enforce.Backend {
-	return []enforce.Backend{nft.New(logger)}
+	return []enforce.Backend{nft.New(nft.Config{Logger: logger})}
 }
 
 // serveBackends lists the backends the daemon enforces with and serves to the
@@ -22,5 +22,5 @@ func serveBackends(logger *slog.Logger, owned bool) []enforce.Backend {
 	if !owned {
 		return systemBackends(logger)
 	}
-	return []enforce.Backend{nft.New(logger, nft.WithOwner())}
+	return []enforce.Backend{nft.New(nft.Config{Logger: logger, Owner: true})}
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +29,7 @@ Running enable again re-applies the rules, which repairs a flushed ruleset.`,
 			})
 		},
 	}
-	cmd.Flags().StringVar(&backend, "backend", policy.BackendAuto, "enforcement backend: "+strings.Join(policy.SupportedBackends(), "|"))
+	cmd.Flags().StringVar(&backend, "backend", policy.BackendAuto, "enforcement backend: "+backendChoices())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }

@@ -149,7 +149,7 @@ lifts it.`,
 		},
 	}
 	cmd.Flags().StringVar(&cfg.Listen, "listen", DefaultListen, "address of the web UI, the API, /metrics and /healthz (\"\" to serve nothing); not loopback means HTTPS")
-	cmd.Flags().StringVar(&backend, "backend", "", "backend an Enable from the web UI or API uses: "+strings.Join(policy.SupportedBackends(), "|")+" (default: the one last enabled with)")
+	cmd.Flags().StringVar(&backend, "backend", "", "backend an Enable from the web UI or API uses: "+backendChoices()+" (default: the one last enabled with)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, chain included)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	cmd.Flags().StringVar(&tokenFile, "metrics-token-file", "", "require \"Authorization: Bearer TOKEN\" on /metrics, TOKEN being this file's first line (always required when --listen is not loopback)")

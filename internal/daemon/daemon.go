@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +29,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/procinfo"
 )
 
 // Config configures a Daemon. Zero durations and sizes take the defaults.
@@ -73,6 +73,9 @@ type Config struct {
 	// Service, when set, tells systemd when the daemon is ready and feeds
 	// its watchdog from the reconcile loop (systemd.go).
 	Service *ServiceNotifier
+	// ProcRoot is where the processes behind events are looked up
+	// (procinfo.DefaultRoot); tests give a fake tree.
+	ProcRoot string
 }
 
 func (c *Config) defaults() {
@@ -116,6 +119,8 @@ type Daemon struct {
 	kicks, passed atomic.Int64
 	// eventStreams counts the backend event streams running now.
 	eventStreams atomic.Int32
+	// activeKick tells streamLoop that active changed.
+	activeKick chan struct{}
 
 	mu sync.Mutex // protects the following fields
 	// lastErr is the most recent reconcile error, for /healthz.
@@ -123,6 +128,9 @@ type Daemon struct {
 	lastRevision int64
 	lastRuleset  *policy.Ruleset
 	lastEnabled  bool // the policy of the last reconcile was enabled
+	// active names the backend whose Watch and Events streams should run:
+	// the stored policy's (streams.go).
+	active string
 }
 
 // New prepares a daemon; Run starts it.
@@ -134,11 +142,12 @@ func New(cfg Config) (*Daemon, error) {
 	m := newMetrics()
 	log := cfg.Logger.With("component", "daemon")
 	d := &Daemon{
-		cfg:     cfg,
-		eng:     cfg.Engine,
-		log:     log,
-		metrics: m,
-		kick:    make(chan struct{}, 1),
+		cfg:        cfg,
+		eng:        cfg.Engine,
+		log:        log,
+		metrics:    m,
+		kick:       make(chan struct{}, 1),
+		activeKick: make(chan struct{}, 1),
 		rec: &recorder{
 			queue:    make(chan enforce.Event, cfg.QueueSize),
 			store:    cfg.Engine,
@@ -146,6 +155,7 @@ func New(cfg Config) (*Daemon, error) {
 			log:      cfg.Logger.With("component", "events"),
 			maxAggs:  cfg.MaxAggregates,
 			maxLines: cfg.LogLines,
+			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
 	if cfg.NotifyCommand != "" {
@@ -200,6 +210,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// Keep running: the loop retries with backoff and /healthz reports it.
 		d.log.Error("cannot converge the kernel to the stored policy at start", "err", err)
 		d.setErr(err)
+		if p, _, perr := d.eng.Store().Policy(ctx); perr == nil {
+			d.activate(p.Backend) // watch and record what is stored meanwhile
+		}
 	} else {
 		d.observe(r, true)
 	}
@@ -236,18 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.rec.notify != nil {
 		wg.Go(func() { d.rec.notify.run(ctx) })
 	}
-	for _, b := range d.eng.Backends() {
-		wg.Go(func() {
-			d.supervise(ctx, b.Name()+" watch", func(ctx context.Context) error { return b.Watch(ctx, d.Kick) })
-		})
-		wg.Go(func() {
-			d.supervise(ctx, b.Name()+" events", func(ctx context.Context) error {
-				d.eventStreams.Add(1)
-				defer d.eventStreams.Add(-1)
-				return b.Events(ctx, d.rec.sink)
-			})
-		})
-	}
+	wg.Go(func() { d.streamLoop(ctx) })
 	if srv != nil {
 		wg.Go(func() {
 			var err error
@@ -274,29 +276,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.log.Info("smtpguard daemon stopped; enforcement stays in the kernel")
 	return nil
-}
-
-// supervise restarts a backend stream that ends early, with backoff.
-func (d *Daemon) supervise(ctx context.Context, what string, fn func(context.Context) error) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := fn(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > time.Minute {
-			backoff = 100 * time.Millisecond
-		}
-		d.log.Warn("backend stream ended; restarting", "stream", what, "err", err, "retry_in", backoff)
-		d.Kick() // we may have missed changes meanwhile
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
 }
 
 // reconcileLoop is the single goroutine that changes kernel state on the
@@ -366,6 +345,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 	d.lastRuleset = &rs
 	d.lastEnabled = r.Enabled
 	d.mu.Unlock()
+	d.activate(r.Backend)
 
 	d.metrics.lastVerify.SetToCurrentTime()
 	d.metrics.enabled.Set(b2f(r.Enabled))
@@ -392,8 +372,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 }
 
 func rulesetEqual(a, b policy.Ruleset) bool {
-	return a.Mode == b.Mode && a.AllowLocal == b.AllowLocal && a.LogGroup == b.LogGroup &&
-		slices.Equal(a.Ports, b.Ports) && slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.Exceptions, b.Exceptions)
+	return a.Equal(b)
 }
 
 // setErr records the reconcile error and reports whether it is new, so a

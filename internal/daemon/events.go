@@ -11,6 +11,7 @@ import (
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/procinfo"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
@@ -37,6 +38,7 @@ type recorder struct {
 	maxLines int       // log lines per flush; the rest are summarised
 	notify   *notifier // nil without --notify-command
 	fold     folder    // used by the run goroutine only
+	proc     procinfo.Reader
 
 	mu  sync.Mutex // protects dir
 	dir *policy.Directory
@@ -132,14 +134,42 @@ func (r *recorder) add(aggs map[aggKey]*store.Event, ev enforce.Event) {
 	if ev.Time.Before(a.FirstSeen) {
 		a.FirstSeen = ev.Time
 	}
-	if ev.Time.After(a.LastSeen) {
+	if !ev.Time.Before(a.LastSeen) {
 		a.LastSeen = ev.Time
+		r.setProcess(a, ev)
 	}
 	user := a.User
 	if user == "" {
 		user = "uid " + strconv.FormatUint(uint64(uid), 10)
 	}
 	r.metrics.attempts.With(prometheus.Labels{"user": r.metrics.userLabel(user), "action": ev.Action}).Inc()
+}
+
+// setProcess records the process behind ev as a's last: what the backend
+// told, and what /proc/TGID still shows. A process looping on connect()
+// is read from /proc once per aggregate, not once per attempt.
+func (r *recorder) setProcess(a *store.Event, ev enforce.Event) {
+	pid := ev.TGID
+	if pid == 0 {
+		pid = ev.PID
+	}
+	if pid == 0 && ev.Comm == "" {
+		return // the backend knows no process (nft)
+	}
+	if a.PID == pid && pid != 0 {
+		return
+	}
+	p := store.Process{PID: pid, Comm: ev.Comm}
+	if pid != 0 {
+		if info, ok := r.proc.Read(pid); ok {
+			p = store.Process{PID: pid, Comm: info.Comm, Exe: info.Exe, Cmdline: info.Cmdline, Cwd: info.Cwd,
+				Cgroup: info.Cgroup, Unit: info.Unit, Container: info.Container, Pool: info.Pool}
+			if ev.Comm != "" {
+				p.Comm = ev.Comm // the kernel's, at the attempt
+			}
+		}
+	}
+	a.Process = p
 }
 
 func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
@@ -168,7 +198,11 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 			r.log.Info("more blocked-attempt aggregates recorded; see 'smtpguard events'", "aggregates", len(batch)-i)
 			break
 		}
-		r.log.Info("SMTP connection attempt "+e.Action, "uid", e.UID, "user", e.User, "destination", e.Address,
-			"port", e.Port, "count", e.Count, "first_seen", e.FirstSeen, "last_seen", e.LastSeen)
+		attrs := []any{"uid", e.UID, "user", e.User, "destination", e.Address,
+			"port", e.Port, "count", e.Count, "first_seen", e.FirstSeen, "last_seen", e.LastSeen}
+		if e.Known() {
+			attrs = append(attrs, "pid", e.PID, "comm", e.Comm, "exe", e.Exe, "unit", e.Unit, "container", e.Container, "pool", e.Pool)
+		}
+		r.log.Info("SMTP connection attempt "+e.Action, attrs...)
 	}
 }

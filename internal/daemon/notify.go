@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
@@ -29,6 +30,10 @@ type Notification struct {
 	Action       string    `json:"action"`
 	LastSeen     time.Time `json:"last_seen"`
 	AllowCommand string    `json:"allow_command"`
+	// Process is the process that made the last attempt: pid, comm, exe,
+	// cmdline, cwd, cgroup, unit, container, pool (empty where the backend
+	// cannot know).
+	store.Process
 }
 
 // notifier runs the administrator's notify command for blocked users, at
@@ -55,7 +60,7 @@ func newNotifier(command string, interval time.Duration, log *slog.Logger, m *me
 
 // offer queues a notification unless the user was notified recently.
 func (n *notifier) offer(e store.Event) {
-	if n == nil || e.Action == "logged" {
+	if n == nil || e.Action == enforce.ActionLogged {
 		return
 	}
 	n.mu.Lock()
@@ -67,7 +72,7 @@ func (n *notifier) offer(e store.Event) {
 	n.last[e.UID] = time.Now()
 	n.mu.Unlock()
 	note := Notification{UID: e.UID, User: e.User, Destination: e.Address, Port: e.Port, Count: e.Count,
-		Action: e.Action, LastSeen: e.LastSeen, AllowCommand: engine.AllowCommand(e)}
+		Action: e.Action, LastSeen: e.LastSeen, AllowCommand: engine.AllowCommand(e), Process: e.Process}
 	select {
 	case n.queue <- note:
 	default:

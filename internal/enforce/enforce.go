@@ -56,6 +56,27 @@ type Backend interface {
 	// Events delivers blocked (or logged) connection attempts to sink until
 	// ctx ends. sink must not block: the kernel path never waits for us.
 	Events(ctx context.Context, sink func(Event)) error
+	// Describe states the backend's facts for status, event explanations
+	// and the daemon. It needs no kernel and never fails.
+	Describe() Description
+}
+
+// Description is what a backend says of itself, so that nothing outside it
+// has to know which backend it is.
+type Description struct {
+	// Covers says in one line whose connections the backend sees.
+	Covers string
+	// Limitations are the ways around the restriction this backend cannot
+	// close, as measured by the bypass tests (test/e2e), stated so nobody
+	// mistakes them for covered.
+	Limitations []string
+	// Refusal is how a refused connection looks to the program that made
+	// it: "refused with a TCP reset".
+	Refusal string
+	// ChangeNotifications is set when Watch reports changes of the kernel
+	// objects as they happen. Without them Watch returns ErrNotSupported at
+	// once and the daemon relies on its periodic verify.
+	ChangeNotifications bool
 }
 
 // Event is one connection attempt the block rule saw.
@@ -67,6 +88,13 @@ type Event struct {
 	Dst     netip.Addr
 	DstPort uint16
 	Action  string // ActionBlocked or ActionLogged
+	// PID and TGID are the calling thread and its process, Comm the
+	// thread's name, where the backend knows them (bpf); 0 and "" where it
+	// cannot (nft sees packets, not processes). The daemon names the
+	// process further from /proc/TGID.
+	PID  uint32
+	TGID uint32
+	Comm string
 }
 
 // The actions an Event reports.

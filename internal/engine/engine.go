@@ -355,11 +355,32 @@ func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, v vie
 	if err := b.Apply(ctx, rs); err != nil {
 		return fmt.Errorf("enforce with %s: %w", b.Name(), err)
 	}
-	e.endSessions(ctx, rs)
 	if before.Enabled && before.Backend != after.Backend {
-		if err := e.remove(ctx, before.Backend); err != nil {
-			return err
+		if err := e.removeExcept(ctx, before.Backend, b); err != nil {
+			// Never leave two backends enforcing, nor the old one half
+			// removed: go back to the old one as it was.
+			return errors.Join(err, e.undoSwitch(ctx, b, before, v))
 		}
+	}
+	e.endSessions(ctx, rs)
+	return nil
+}
+
+// undoSwitch puts the kernel back to before after switching from before's
+// backend to b failed half-way: b's rules out, before's back in.
+func (e *Engine) undoSwitch(ctx context.Context, b enforce.Backend, before policy.Policy, v view) error {
+	var errs []error
+	if err := b.Remove(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s rules: %w", b.Name(), err))
+	}
+	if old, err := e.backend(before.Backend); err == nil {
+		res, _ := e.resolve(ctx, before, v)
+		if err := old.Apply(ctx, policy.Compile(before, res)); err != nil {
+			errs = append(errs, fmt.Errorf("re-apply %s rules: %w", old.Name(), err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("restore the previous backend's rules: %w (run 'smtpguard status' and re-run the command)", err)
 	}
 	return nil
 }
@@ -367,9 +388,17 @@ func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, v vie
 // remove takes a backend's rules out of the kernel. A backend name this build
 // does not know (or "auto") means every candidate removes what it may have.
 func (e *Engine) remove(ctx context.Context, name string) error {
+	return e.removeExcept(ctx, name, nil)
+}
+
+// removeExcept is remove, sparing keep (the backend just applied).
+func (e *Engine) removeExcept(ctx context.Context, name string, keep enforce.Backend) error {
 	var errs []error
 	for _, b := range e.cfg.Backends {
 		if name != b.Name() && name != policy.BackendAuto && !e.unknownBackend(name) {
+			continue
+		}
+		if keep != nil && b.Name() == keep.Name() {
 			continue
 		}
 		if err := b.Remove(ctx); err != nil {

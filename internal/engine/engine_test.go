@@ -158,7 +158,7 @@ func TestEditsWhileEnabledTakeEffectAtOnce(t *testing.T) {
 	must(t)(f.eng.SetMode(ctx, admin, "log"))
 	must(t)(f.eng.SetAllowLocal(ctx, admin, "off"))
 	rs := f.backend.Installed()
-	want := policy.Ruleset{Mode: policy.ModeLog, Ports: []uint16{25, 465, 587, 2525}, AllowLocal: false, UIDs: []uint32{0}, LogGroup: policy.DefaultLogGroup}
+	want := policy.Ruleset{Mode: policy.ModeLog, Ports: []uint16{25, 465, 587, 2525}, AllowLocal: false, UIDs: []uint32{0}}
 	if diff := cmp.Diff(want, *rs); diff != "" {
 		t.Errorf("installed ruleset (-want +got):\n%s", diff)
 	}

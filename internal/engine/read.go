@@ -45,8 +45,11 @@ type Status struct {
 	Unresolved    []string          `json:"unresolved,omitempty"`
 	MTA           mta.Detection     `json:"mta"`
 	Kernel        Kernel            `json:"kernel"`
-	// Limitations are the ways around the restriction this backend cannot
-	// close, stated so nobody mistakes them for covered.
+	// Covers says whose connections the backend sees, and Limitations are
+	// the ways around the restriction it cannot close, stated so nobody
+	// mistakes them for covered; both are the backend's own
+	// (enforce.Description).
+	Covers      string   `json:"covers,omitempty"`
 	Limitations []string `json:"limitations"`
 	// Conflicts are other tools' SMTP blocks, which refuse users smtpguard
 	// allows.
@@ -87,7 +90,11 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 		st.UpdatedAt = &meta.UpdatedAt
 	}
 	st.Exceptions = exceptionStatus(p, v.dns)
-	st.Limitations = limitations(p.Backend)
+	desc := e.describe(p.Backend)
+	st.Covers, st.Limitations = desc.Covers, desc.Limitations
+	if st.Limitations == nil {
+		st.Limitations = []string{}
+	}
 	st.Conflicts = []conflicts.Conflict{}
 	if e.cfg.Conflicts != nil {
 		st.Conflicts = append(st.Conflicts, e.cfg.Conflicts.Detect(ctx)...)
@@ -141,7 +148,6 @@ type RulesetView struct {
 	Ports      []uint16 `json:"ports"`
 	AllowLocal bool     `json:"allow_local"`
 	UIDs       []uint32 `json:"uids"`
-	LogGroup   uint16   `json:"log_group"`
 }
 
 // Plan computes the ruleset "enable --backend backend" would install.
@@ -198,7 +204,7 @@ func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (
 	pl := Plan{
 		Backend:     b.Name(),
 		Reason:      reason,
-		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs, LogGroup: rs.LogGroup},
+		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs},
 		AllowedUIDs: res.Grants,
 		Unresolved:  res.Unresolved,
 		Rendered:    b.Render(rs),
@@ -259,10 +265,19 @@ func (e *Engine) EventsPage(ctx context.Context, f store.EventFilter) ([]EventVi
 	if err != nil {
 		return nil, "", err
 	}
-	return explainEvents(evs), next, nil
+	p, _, err := e.store.Policy(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	return explainEvents(evs, e.describe(p.Backend)), next, nil
 }
 
-func explainEvents(evs []store.Event) []EventView {
+// explainEvents explains evs, refused the way desc says.
+func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
+	refusal := desc.Refusal
+	if refusal == "" {
+		refusal = "refused"
+	}
 	out := make([]EventView, len(evs))
 	for i, ev := range evs {
 		who := ev.User
@@ -272,12 +287,12 @@ func explainEvents(evs []store.Event) []EventView {
 		reason := fmt.Sprintf("%s is neither allowed nor has an exception for %s port %d", who, ev.Address, ev.Port)
 		var rule string
 		switch ev.Action {
-		case "logged":
+		case enforce.ActionLogged:
 			rule = "log rule (mode log): let through, would be rejected in reject mode"
-		case "redirected":
+		case enforce.ActionRedirected:
 			rule = "redirect rule (mode redirect): sent to the local MTA"
 		default:
-			rule = "block rule (mode reject): refused with a TCP reset"
+			rule = "block rule (mode reject): " + refusal
 		}
 		out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, AllowCommand: AllowCommand(ev), Folded: Folded(ev)}
 	}
@@ -393,16 +408,12 @@ func exceptionStatus(p policy.Policy, dns map[string]store.DNSEntry) []Exception
 	return out
 }
 
-// limitations of each backend, as measured by the bypass tests (test/e2e).
-func limitations(backend string) []string {
-	common := []string{
-		"a socket opened by root or an allowed user and then handed to another process (fd passing, or setuid after socket()) keeps its owner's uid and is allowed",
+// describe is the description of the backend named name: "auto" (nothing
+// enabled yet) is the best candidate's, an unknown name has none.
+func (e *Engine) describe(name string) enforce.Description {
+	b, err := e.planBackend(name)
+	if err != nil {
+		return enforce.Description{}
 	}
-	switch backend {
-	case "nft", policy.BackendAuto:
-		return append(common,
-			"processes in other network namespaces (containers with their own network stack) are not covered: their packets are routed or bridged, not sent by this host's output path",
-		)
-	}
-	return common
+	return b.Describe()
 }

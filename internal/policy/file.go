@@ -398,7 +398,7 @@ func (f File) Policy(dir *Directory) (Policy, error) {
 	p := Policy{Enabled: f.Enabled, Backend: f.Backend, AllowLocal: f.AllowLocal}
 	var errs []error
 	if !validBackendName(f.Backend) {
-		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: use %s", f.Backend, strings.Join(SupportedBackends(), " or ")))
+		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: %s", f.Backend, backendNameHint))
 	}
 	if m, err := ParseMode(f.Mode); err != nil {
 		errs = append(errs, fmt.Errorf("mode: %w", err))

@@ -14,7 +14,7 @@ var allFormats = []Format{FormatTOML, FormatYAML}
 func filePolicies() map[string]Policy {
 	full := Policy{
 		Enabled:    true,
-		Backend:    BackendNFT,
+		Backend:    "nft",
 		Mode:       ModeLog,
 		Ports:      []uint16{1, 25, 2525, 65535},
 		AllowLocal: false,

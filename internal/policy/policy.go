@@ -29,14 +29,13 @@ var defaultPorts = []uint16{25, 465, 587}
 // DefaultPorts returns a fresh copy of the default restricted ports.
 func DefaultPorts() []uint16 { return slices.Clone(defaultPorts) }
 
-// Backend names accepted by "enable --backend".
-const (
-	BackendAuto = "auto"
-	BackendNFT  = "nft"
-)
+// BackendAuto asks "enable --backend" for the best backend that works here;
+// every other name is a backend's own (enforce.Backend.Name), and which of
+// them exist is the build's business, not the policy's.
+const BackendAuto = "auto"
 
-// SupportedBackends lists the backend names this build can enforce with.
-func SupportedBackends() []string { return []string{BackendAuto, BackendNFT} }
+// backendNameHint is how a bad backend name's error says what to write.
+const backendNameHint = "use auto or a backend's name (lowercase letters and digits)"
 
 // PrincipalKind is "user" or "group".
 type PrincipalKind string
@@ -251,7 +250,7 @@ func Validate(p Policy, dir *Directory) error {
 		}
 	}
 	if !validBackendName(p.Backend) {
-		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: use %s", p.Backend, strings.Join(SupportedBackends(), " or ")))
+		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: %s", p.Backend, backendNameHint))
 	}
 	if _, err := normalizePorts(p.Ports); err != nil {
 		errs = append(errs, fmt.Errorf("ports: %w", err))

@@ -475,7 +475,7 @@ func TestValidate(t *testing.T) {
 		{name: "redirect mode", change: func(p *Policy) { p.Mode = ModeRedirect }},
 		{name: "unknown mode", change: func(p *Policy) { p.Mode = "drop" }, wantErr: []string{`mode: unknown mode "drop"`}},
 		{name: "empty mode", change: func(p *Policy) { p.Mode = "" }, wantErr: []string{"mode: "}},
-		{name: "empty backend", change: func(p *Policy) { p.Backend = "" }, wantErr: []string{`backend: invalid backend name "": use auto or nft`}},
+		{name: "empty backend", change: func(p *Policy) { p.Backend = "" }, wantErr: []string{`backend: invalid backend name "": use auto or a backend's name`}},
 		{name: "uppercase backend", change: func(p *Policy) { p.Backend = "NFT" }, wantErr: []string{`backend: invalid backend name "NFT"`}},
 		{name: "backend with punctuation", change: func(p *Policy) { p.Backend = "nft;rm" }, wantErr: []string{"backend: "}},
 		{name: "long backend", change: func(p *Policy) { p.Backend = strings.Repeat("a", 33) }, wantErr: []string{"backend: "}},

@@ -98,10 +98,6 @@ func Resolve(p Policy, dir *Directory, system []SystemUser) Resolution {
 	return Resolution{UIDs: uids, Grants: grants, Unresolved: unresolved}
 }
 
-// DefaultLogGroup is the netlink log (NFLOG) group blocked attempts are sent to.
-// The daemon listens on it; 2525 is an otherwise unused number that reads as SMTP.
-const DefaultLogGroup uint16 = 2525
-
 // Ruleset is the resolved, backend-neutral description of what the kernel must
 // enforce while the restriction is enabled.
 type Ruleset struct {
@@ -109,7 +105,6 @@ type Ruleset struct {
 	Ports      []uint16 // sorted, unique
 	AllowLocal bool
 	UIDs       []uint32 // sorted, unique
-	LogGroup   uint16
 	// Exceptions let a uid reach one prefix on one port; sorted, without
 	// prefixes covered by wider ones.
 	Exceptions []ExceptionRule
@@ -124,7 +119,7 @@ func (rs Ruleset) Clone() Ruleset {
 // Equal reports whether two rulesets enforce the same thing (nil and empty
 // lists alike).
 func (rs Ruleset) Equal(o Ruleset) bool {
-	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal && rs.LogGroup == o.LogGroup &&
+	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal &&
 		slices.Equal(rs.Ports, o.Ports) && slices.Equal(rs.UIDs, o.UIDs) && slices.Equal(rs.Exceptions, o.Exceptions)
 }
 
@@ -135,7 +130,6 @@ func Compile(p Policy, r Resolution) Ruleset {
 		Ports:      slices.Clone(p.Ports),
 		AllowLocal: p.AllowLocal,
 		UIDs:       slices.Clone(r.UIDs),
-		LogGroup:   DefaultLogGroup,
 		Exceptions: slices.Clone(r.Exceptions),
 	}
 }

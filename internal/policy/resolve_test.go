@@ -235,12 +235,9 @@ func TestCompile(t *testing.T) {
 	p := Policy{Enabled: true, Backend: "nft", Mode: ModeLog, Ports: []uint16{25, 2525}, AllowLocal: false}
 	r := Resolution{UIDs: []uint32{0, 101, 1001}}
 	got := Compile(p, r)
-	want := Ruleset{Mode: ModeLog, Ports: []uint16{25, 2525}, AllowLocal: false, UIDs: []uint32{0, 101, 1001}, LogGroup: 2525}
+	want := Ruleset{Mode: ModeLog, Ports: []uint16{25, 2525}, AllowLocal: false, UIDs: []uint32{0, 101, 1001}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("Compile() mismatch (-want +got):\n%s", diff)
-	}
-	if got.LogGroup != DefaultLogGroup {
-		t.Errorf("Compile().LogGroup = %d, want DefaultLogGroup %d", got.LogGroup, DefaultLogGroup)
 	}
 	// A compiled ruleset is a value: later edits to the policy or resolution
 	// must not change what the kernel is told.

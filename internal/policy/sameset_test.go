@@ -33,7 +33,7 @@ func TestSameSetAgreesWithSame(t *testing.T) {
 }
 
 func TestRulesetEqualSeesEveryField(t *testing.T) {
-	base := Ruleset{Mode: ModeReject, Ports: []uint16{25, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: DefaultLogGroup,
+	base := Ruleset{Mode: ModeReject, Ports: []uint16{25, 587}, AllowLocal: true, UIDs: []uint32{0, 101},
 		Exceptions: []ExceptionRule{{UID: 1001, Port: 587}}}
 	if !base.Equal(base.Clone()) {
 		t.Fatal("a ruleset differs from its clone")
@@ -47,7 +47,6 @@ func TestRulesetEqualSeesEveryField(t *testing.T) {
 		"ports":       func(r *Ruleset) { r.Ports = []uint16{25} },
 		"allow local": func(r *Ruleset) { r.AllowLocal = false },
 		"uids":        func(r *Ruleset) { r.UIDs = []uint32{0, 102} },
-		"log group":   func(r *Ruleset) { r.LogGroup = 1 },
 		"exceptions":  func(r *Ruleset) { r.Exceptions = []ExceptionRule{{UID: 1001, Port: 25}} },
 	} {
 		other := base.Clone()

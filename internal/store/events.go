@@ -19,7 +19,26 @@ type Event struct {
 	Count     int64     `json:"count"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
+	Process
 }
+
+// Process is the process that made an aggregate's last attempt with one
+// known, as far as the backend and /proc told; empty (0) where unknown: the
+// nft backend never knows the pid.
+type Process struct {
+	PID       uint32 `json:"pid"` // the process (thread group) id, as ps shows it
+	Comm      string `json:"comm"`
+	Exe       string `json:"exe"`
+	Cmdline   string `json:"cmdline"`
+	Cwd       string `json:"cwd"`
+	Cgroup    string `json:"cgroup"`
+	Unit      string `json:"unit"`
+	Container string `json:"container"`
+	Pool      string `json:"pool"`
+}
+
+// Known reports whether anything is known of the process.
+func (p Process) Known() bool { return p != Process{} }
 
 // RecordEvents adds aggregates in one transaction, merging with aggregates
 // already stored for the same uid, destination, port and minute.
@@ -30,15 +49,28 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 	}
 	defer tx.Rollback()
 	for _, e := range events {
-		_, err := tx.ExecContext(ctx, `INSERT INTO events (uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		// The process fields are the latest known: replaced as a whole by
+		// an aggregate that knows its process (?20) and is not older.
+		_, err := tx.ExecContext(ctx, `INSERT INTO events (uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
+				pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (uid, daddr, dport, minute, action) DO UPDATE SET
 				count = count + excluded.count,
 				user = excluded.user,
 				first_seen = min(first_seen, excluded.first_seen),
-				last_seen = max(last_seen, excluded.last_seen)`,
-			e.UID, e.User, e.Family, e.Address, e.Port, e.FirstSeen.Unix()/60, e.Action, e.Count,
-			e.FirstSeen.UnixMilli(), e.LastSeen.UnixMilli())
+				last_seen = max(last_seen, excluded.last_seen),
+				pid       = iif(?20 AND excluded.last_seen >= last_seen, excluded.pid, pid),
+				comm      = iif(?20 AND excluded.last_seen >= last_seen, excluded.comm, comm),
+				exe       = iif(?20 AND excluded.last_seen >= last_seen, excluded.exe, exe),
+				cmdline   = iif(?20 AND excluded.last_seen >= last_seen, excluded.cmdline, cmdline),
+				cwd       = iif(?20 AND excluded.last_seen >= last_seen, excluded.cwd, cwd),
+				cgroup    = iif(?20 AND excluded.last_seen >= last_seen, excluded.cgroup, cgroup),
+				unit      = iif(?20 AND excluded.last_seen >= last_seen, excluded.unit, unit),
+				container = iif(?20 AND excluded.last_seen >= last_seen, excluded.container, container),
+				pool      = iif(?20 AND excluded.last_seen >= last_seen, excluded.pool, pool)`,
+			[]any{e.UID, e.User, e.Family, e.Address, e.Port, e.FirstSeen.Unix() / 60, e.Action, e.Count,
+				e.FirstSeen.UnixMilli(), e.LastSeen.UnixMilli(),
+				e.PID, e.Comm, e.Exe, e.Cmdline, e.Cwd, e.Cgroup, e.Unit, e.Container, e.Pool, e.Known()}...)
 		if err != nil {
 			return fmt.Errorf("record event for uid %d to %s port %d: %w", e.UID, e.Address, e.Port, err)
 		}
@@ -178,7 +210,8 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		where += " AND (minute < ? OR (minute = ? AND (uid, daddr, dport, action) > (?, ?, ?, ?)))"
 		args = append(args, k.Minute, k.Minute, k.UID, k.Addr, k.Port, k.Action)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen
+	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
+			pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool
 		FROM events WHERE `+where+` ORDER BY minute DESC, uid, daddr, dport, action LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("read events: %w", err)
@@ -193,7 +226,8 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		}
 		var e Event
 		var first, lastSeen int64
-		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &last.Minute, &e.Action, &e.Count, &first, &lastSeen); err != nil {
+		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &last.Minute, &e.Action, &e.Count, &first, &lastSeen,
+			&e.PID, &e.Comm, &e.Exe, &e.Cmdline, &e.Cwd, &e.Cgroup, &e.Unit, &e.Container, &e.Pool); err != nil {
 			return nil, "", fmt.Errorf("read events: %w", err)
 		}
 		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(lastSeen)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -218,5 +219,36 @@ func TestConcurrentEventWriters(t *testing.T) {
 	want := []Event{bobBlocked(2*goroutinesPerHandle*batches, 0, (batches-1)*time.Second)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Events() after concurrent recording mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// An aggregate keeps the last process seen making it; one that knows no
+// process (nft) leaves it alone, and the key stays per uid, destination,
+// port and minute whatever the pid.
+func TestRecordEventsKeepsTheLastProcess(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newTestStore(t)
+	cron := Process{PID: 4242, Comm: "perl", Exe: "/usr/bin/perl", Cmdline: "/usr/bin/perl /home/bob/send.pl",
+		Cwd: "/home/bob", Cgroup: "/system.slice/cron.service", Unit: "cron.service"}
+	fpm := Process{PID: 777, Comm: "php-fpm8.2", Exe: "/usr/sbin/php-fpm8.2", Cmdline: "php-fpm: pool bob",
+		Cwd: "/", Cgroup: "/system.slice/php8.2-fpm.service", Unit: "php8.2-fpm.service", Pool: "bob"}
+	batches := [][]Event{
+		{withEvent(bobBlocked(1, 1*time.Second, 1*time.Second), func(e *Event) { e.Process = cron })},
+		{bobBlocked(2, 2*time.Second, 3*time.Second)}, // nothing known: kept
+		{withEvent(bobBlocked(1, 5*time.Second, 5*time.Second), func(e *Event) { e.Process = fpm })},
+		{withEvent(bobBlocked(1, 4*time.Second, 4*time.Second), func(e *Event) { e.Process = cron })}, // older: kept
+	}
+	for i, b := range batches {
+		if err := s.RecordEvents(ctx, b); err != nil {
+			t.Fatalf("RecordEvents(batch %d) = %v", i, err)
+		}
+	}
+	got, err := s.Events(ctx, EventFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Event{withEvent(bobBlocked(5, 1*time.Second, 5*time.Second), func(e *Event) { e.Process = fpm })}
+	if diff := cmp.Diff(want, got, cmpopts.EquateApproxTime(time.Millisecond)); diff != "" {
+		t.Errorf("Events() (-want +got):\n%s", diff)
 	}
 }

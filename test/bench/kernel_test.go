@@ -428,7 +428,7 @@ func (s *suite) measureDaemon() {
 		map[string]float64{colNFT: ms(repair10k)})
 	s.rep.add("P5", fmt.Sprintf("%d foreign `nft flush ruleset`, %v apart: blocked connects that got through, daemon running", window.flushes, flushEvery), "count", "", nil,
 		map[string]float64{colNFT: float64(window.OK)})
-	s.rep.add("P5", fmt.Sprintf("%d foreign `nft flush ruleset`, %v apart: blocked connects that got through, table owned (nft.WithOwner)", owned.flushes, flushEvery), "count", "0", func(v float64) bool { return v == 0 },
+	s.rep.add("P5", fmt.Sprintf("%d foreign `nft flush ruleset`, %v apart: blocked connects that got through, table owned (nft.Config.Owner)", owned.flushes, flushEvery), "count", "0", func(v float64) bool { return v == 0 },
 		map[string]float64{colNFT: owned.through()})
 	s.rep.add("P6", fmt.Sprintf("flood: blocked connects/s on one core for %v", floodWindow), "/s", "", nil,
 		map[string]float64{colNFT: flood.rate()})
@@ -455,7 +455,7 @@ func (s *suite) measureDaemon() {
 		map[string]float64{colNFT: float64(churnIdle) / float64(time.Millisecond)})
 	s.rep.Notes = append(s.rep.Notes,
 		fmt.Sprintf("P5: the whole ruleset of the client namespace flushed over netlink, then polled every %v over netlink until smtpguard's table has all its rules again (one atomic transaction brings the uids with them; a dump after the timing confirms every uid is back); median of %d runs at 10 uids, %d at 10,000 (a run not repaired within %v counts as infinite).", pollPeriod, repairRuns, repairRuns/2, repairBound),
-		fmt.Sprintf("P5 flushes: one blocked user loops connect() to port 25 (%d and %d attempts) while the client namespace's ruleset is flushed over netlink %d times, %v apart, starting once the block rule's counter shows the loop running; got through = connects that succeeded. Owned: an in-process nft.WithOwner backend holds the table (the daemon stopped)%s.", window.Attempts, owned.Attempts, flushRuns, flushEvery, owned.note),
+		fmt.Sprintf("P5 flushes: one blocked user loops connect() to port 25 (%d and %d attempts) while the client namespace's ruleset is flushed over netlink %d times, %v apart, starting once the block rule's counter shows the loop running; got through = connects that succeeded. Owned: an in-process nft.Config.Owner backend holds the table (the daemon stopped)%s.", window.Attempts, owned.Attempts, flushRuns, flushEvery, owned.note),
 		fmt.Sprintf("P8: %d transactions adding or deleting one element of another table's set in the client namespace, as fail2ban bans and unbans, while the daemon holds 10,000 uids; CPU time is the daemon's utime+stime (10 ms ticks).", 2*churnChanges),
 		fmt.Sprintf("P6: %d attempts in %v by one blocked user; recorded = growth of the summed counts of `smtpguard events --json` for that uid; RSS peak is the daemon's VmHWM over its whole run (P5 and P7 included). P7: %d blocked connects (CSF-style column: 10,000 rules, blocked user matched by none).", flood.Attempts, flood.Elapsed.Round(time.Millisecond), blockedCount))
 }

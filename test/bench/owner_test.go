@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math"
 	"os"
 	"time"
@@ -105,7 +104,7 @@ func (s *suite) flushWindow(flushes int) flushResult {
 }
 
 // measureOwnedFlush is P5 under the owner flag: an in-process backend made
-// WithOwner holds the table (what the daemon does once it uses the option)
+// Config.Owner holds the table (what the daemon does once it uses the option)
 // while foreign flushes run; then it removes the table.
 func (s *suite) measureOwnedFlush() flushResult {
 	s.b.Helper()
@@ -114,12 +113,12 @@ func (s *suite) measureOwnedFlush() flushResult {
 		s.b.Fatal(err)
 	}
 	defer f.Close()
-	b := nft.New(slog.New(slog.DiscardHandler), nft.WithNetNSFd(int(f.Fd())), nft.WithOwner())
+	b := nft.New(nft.Config{NetNSFD: int(f.Fd()), Owner: true})
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
 	rs := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true,
-		UIDs: []uint32{0, s.allowed.UID}, LogGroup: policy.DefaultLogGroup}
+		UIDs: []uint32{0, s.allowed.UID}}
 	if err := b.Apply(ctx, rs); err != nil {
 		s.b.Fatalf("apply an owned table in %s: %v", s.client.Name, err)
 	}

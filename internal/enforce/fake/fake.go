@@ -5,6 +5,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 
@@ -23,15 +24,45 @@ type Backend struct {
 	applyErr  error
 	removeErr error
 	probeErr  error
-	watchers  []func()
-	sinks     []func(enforce.Event)
+	// watchers and sinks are the running Watch and Events streams, by id;
+	// watchCalls counts every Watch call.
+	watchers   map[int]func()
+	sinks      map[int]func(enforce.Event)
+	nextID     int
+	watchCalls int
+	desc       enforce.Description
 	// gate, while set, makes Verify wait until it is closed: a kernel
 	// call that hangs.
 	gate chan struct{}
 }
 
 // New returns a fake backend that reports the given name.
-func New(name string) *Backend { return &Backend{name: name} }
+func New(name string) *Backend {
+	return &Backend{name: name, watchers: map[int]func(){}, sinks: map[int]func(enforce.Event){}, desc: enforce.Description{
+		Covers:              "an in-memory fake kernel",
+		Limitations:         []string{"fake " + name + " enforces nothing in the kernel"},
+		Refusal:             "refused by the fake " + name,
+		ChangeNotifications: true,
+	}}
+}
+
+// Describe is part of enforce.Backend: what New or SetDescription gave.
+func (b *Backend) Describe() enforce.Description {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.desc
+	d.Limitations = slices.Clone(d.Limitations)
+	return d
+}
+
+// SetDescription makes Describe return d from now on. Without change
+// notifications, Watch returns ErrNotSupported at once, as such a backend's
+// must.
+func (b *Backend) SetDescription(d enforce.Description) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.desc = d
+}
 
 // Name is part of enforce.Backend.
 func (b *Backend) Name() string { return b.name }
@@ -101,7 +132,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	}
 	var d enforce.Drift
 	in := *b.installed
-	if in.Mode != rs.Mode || in.AllowLocal != rs.AllowLocal || in.LogGroup != rs.LogGroup {
+	if in.Mode != rs.Mode || in.AllowLocal != rs.AllowLocal {
 		d.Problems = append(d.Problems, "rules differ")
 	}
 	if !slices.Equal(in.Ports, rs.Ports) {
@@ -124,32 +155,56 @@ func (b *Backend) Render(rs policy.Ruleset) string {
 // Watch is part of enforce.Backend: changed is called by Tamper.
 func (b *Backend) Watch(ctx context.Context, changed func()) error {
 	b.mu.Lock()
-	b.watchers = append(b.watchers, changed)
+	b.watchCalls++
+	if !b.desc.ChangeNotifications {
+		b.mu.Unlock()
+		return fmt.Errorf("watch fake %s: %w", b.name, enforce.ErrNotSupported)
+	}
+	id := b.nextID
+	b.nextID++
+	b.watchers[id] = changed
 	b.mu.Unlock()
 	<-ctx.Done()
+	b.mu.Lock()
+	delete(b.watchers, id)
+	b.mu.Unlock()
 	return nil
 }
 
 // Events is part of enforce.Backend: sink receives what Emit sends.
 func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
 	b.mu.Lock()
-	b.sinks = append(b.sinks, sink)
+	id := b.nextID
+	b.nextID++
+	b.sinks[id] = sink
 	b.mu.Unlock()
 	<-ctx.Done()
+	b.mu.Lock()
+	delete(b.sinks, id)
+	b.mu.Unlock()
 	return nil
 }
 
-// Attached reports whether both a Watch and an Events stream are running.
+// Attached reports whether both a Watch and an Events stream are running
+// (only an Events stream, for a backend without change notifications).
 func (b *Backend) Attached() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.watchers) > 0 && len(b.sinks) > 0
+	return (len(b.watchers) > 0 || !b.desc.ChangeNotifications) && len(b.sinks) > 0
+}
+
+// Streams counts the Watch and Events streams running now, and every Watch
+// call so far.
+func (b *Backend) Streams() (watching, events, watchCalls int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.watchers), len(b.sinks), b.watchCalls
 }
 
 // Emit delivers an event to every Events sink, as the kernel would.
 func (b *Backend) Emit(ev enforce.Event) {
 	b.mu.Lock()
-	sinks := slices.Clone(b.sinks)
+	sinks := slices.Collect(maps.Values(b.sinks))
 	b.mu.Unlock()
 	for _, s := range sinks {
 		s(ev)
@@ -161,7 +216,7 @@ func (b *Backend) Emit(ev enforce.Event) {
 func (b *Backend) Tamper(rs *policy.Ruleset) {
 	b.mu.Lock()
 	b.installed = rs
-	watchers := slices.Clone(b.watchers)
+	watchers := slices.Collect(maps.Values(b.watchers))
 	b.mu.Unlock()
 	for _, w := range watchers {
 		w()

@@ -5,7 +5,6 @@ package nft
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -22,7 +21,7 @@ import (
 // pair to a server namespace with SMTP listeners.
 type world struct {
 	client, server *testutil.NetNS
-	nsFD           int // the client namespace, for WithNetNSFd
+	nsFD           int // the client namespace, for Config.NetNSFD
 }
 
 const (
@@ -55,8 +54,9 @@ func newWorld(t *testing.T, sysctls ...string) *world {
 	return w
 }
 
-func (w *world) backend(opts ...Option) *Backend {
-	return New(slog.New(slog.DiscardHandler), append([]Option{WithNetNSFd(w.nsFD)}, opts...)...)
+// backend is an nft backend in the client namespace; owner as Config.Owner.
+func (w *world) backend(owner ...bool) *Backend {
+	return New(Config{NetNSFD: w.nsFD, Owner: len(owner) > 0 && owner[0]})
 }
 
 // connects reports whether u's connect to addr from the client gets through.
@@ -89,7 +89,7 @@ func ruleHandle(t *testing.T, ns *testutil.NetNS, chain, text string) string {
 // specByText is the rule of rs whose text starts with prefix.
 func specByText(t *testing.T, rs policy.Ruleset, prefix string) ruleSpec {
 	t.Helper()
-	for _, r := range rules(rs, nil, nil) {
+	for _, r := range rules(rs, DefaultLogGroup, nil, nil) {
 		if strings.HasPrefix(r.text, prefix) {
 			return r
 		}
@@ -101,7 +101,7 @@ func specByText(t *testing.T, rs policy.Ruleset, prefix string) ruleSpec {
 // notRule is Verify's complaint about rule r of rs.
 func notRule(rs policy.Ruleset, r ruleSpec) string {
 	n := 0
-	for _, o := range rules(rs, nil, nil) {
+	for _, o := range rules(rs, DefaultLogGroup, nil, nil) {
 		if o.chain == r.chain {
 			n++
 		}

@@ -23,9 +23,10 @@ import (
 
 // Backend is the nftables enforce.Backend.
 type Backend struct {
-	logger  *slog.Logger
-	netnsFD int  // 0: the calling process's network namespace
-	owner   bool // WithOwner
+	logger   *slog.Logger
+	netnsFD  int    // 0: the calling process's network namespace
+	logGroup uint16 // the NFLOG group of the block rule and of Events
+	owner    bool   // Config.Owner
 
 	// Owner mode: one lasting connection, which owns the table. connMu is
 	// held for each whole operation, so operations never interleave on it.
@@ -52,25 +53,50 @@ type knownState struct {
 	matches *policy.Ruleset
 }
 
-// Option configures a Backend.
-type Option func(*Backend)
+// DefaultLogGroup is the netlink log (NFLOG) group blocked attempts are sent
+// to. The daemon listens on it; 2525 is an otherwise unused number that reads
+// as SMTP.
+const DefaultLogGroup uint16 = 2525
 
-// WithNetNSFd makes the backend work in the network namespace behind fd, for
-// tests that must not touch the host's namespace.
-func WithNetNSFd(fd int) Option { return func(b *Backend) { b.netnsFD = fd } }
+// Config is everything an nft backend is built from.
+type Config struct {
+	Logger *slog.Logger // nil discards
+	// NetNSFD, when not 0, makes the backend work in the network namespace
+	// behind this fd, for tests that must not touch the host's namespace.
+	NetNSFD int
+	// Owner makes the backend own table inet smtpguard while it lives: it
+	// keeps one netlink connection open from its first use until Close,
+	// creates or adopts the table over it as owner, and does every Apply,
+	// Verify and Remove over it. Meant for the daemon; a CLI process must
+	// not own the table (it would exit at once, leaving it orphaned). Where
+	// the kernel lacks owned persistent tables (before Linux 6.9) the
+	// backend works as without it, and Owned reports false.
+	Owner bool
+	// LogGroup is the NFLOG group the block rule logs to and Events reads
+	// (0: DefaultLogGroup).
+	LogGroup uint16
+}
 
 // New returns an nft backend.
-func New(logger *slog.Logger, opts ...Option) *Backend {
-	b := &Backend{logger: logger.With("component", "nft", "backend", "nft")}
-	for _, o := range opts {
-		o(b)
+func New(cfg Config) *Backend {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	return b
+	if cfg.LogGroup == 0 {
+		cfg.LogGroup = DefaultLogGroup
+	}
+	return &Backend{
+		logger:   logger.With("component", "nft", "backend", "nft"),
+		netnsFD:  cfg.NetNSFD,
+		owner:    cfg.Owner,
+		logGroup: cfg.LogGroup,
+	}
 }
 
 // Render prints the ruleset in nft syntax, loadable with "nft -f". It is part
 // of enforce.Backend.
-func (b *Backend) Render(rs policy.Ruleset) string { return render(rs) }
+func (b *Backend) Render(rs policy.Ruleset) string { return render(rs, b.logGroup) }
 
 // Name is part of enforce.Backend.
 func (b *Backend) Name() string { return "nft" }
@@ -217,7 +243,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return fmt.Errorf("apply table inet %s: %w", tableName, errOwnedBy(st.owner))
 	}
 	b.forget() // whatever happens next changes the table or fails
-	if st.structureMatches(rs, port) {
+	if st.structureMatches(rs, b.logGroup, port) {
 		added, removed, err := b.applySets(ctx, c, st, gen, rs)
 		if err == nil {
 			b.setOwned(port != 0)
@@ -230,7 +256,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return fmt.Errorf("apply table inet %s: %w", tableName, b.ownedError(c, err))
 	}
 	b.setOwned(port != 0)
-	b.logger.Debug("replaced table", "table", tableName, "ruleset", render(rs), "took", time.Since(start))
+	b.logger.Debug("replaced table", "table", tableName, "ruleset", render(rs, b.logGroup), "took", time.Since(start))
 	return nil
 }
 
@@ -376,7 +402,7 @@ func (b *Backend) replace(ctx context.Context, c *nftables.Conn, rs policy.Rules
 	for i := len(specs) - 1; i >= 0; i-- {
 		c.AddChain(chains[specs[i].name])
 	}
-	for _, r := range rules(rs, ports, uids) {
+	for _, r := range rules(rs, b.logGroup, ports, uids) {
 		c.AddRule(&nftables.Rule{
 			Table:    t,
 			Chain:    chains[r.chain],
@@ -418,7 +444,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		return enforce.Drift{}, nil
 	}
 	port := b.myPort()
-	problems := st.problems(rs, port)
+	problems := st.problems(rs, b.logGroup, port)
 	if len(problems) == 0 {
 		b.matched(gen, rs)
 	}
@@ -487,20 +513,20 @@ func readState(c *nftables.Conn, netnsFD int) (*state, error) {
 
 // structureMatches reports whether everything but set contents is as desired
 // (port: the netlink port that must own the table, 0 for any or none).
-func (st *state) structureMatches(rs policy.Ruleset, port uint32) bool {
-	_, structural := st.compare(rs, false, port) // set contents are not structure
+func (st *state) structureMatches(rs policy.Ruleset, group uint16, port uint32) bool {
+	_, structural := st.compare(rs, group, false, port) // set contents are not structure
 	return st.present && structural == 0
 }
 
-func (st *state) problems(rs policy.Ruleset, port uint32) []string {
-	out, _ := st.compare(rs, true, port)
+func (st *state) problems(rs policy.Ruleset, group uint16, port uint32) []string {
+	out, _ := st.compare(rs, group, true, port)
 	return out
 }
 
 // compare lists every difference, and counts those that are not mere set
 // contents (which an incremental update can fix). Set contents are compared
 // only when elements is set: at 10,000 uids that is most of the work.
-func (st *state) compare(rs policy.Ruleset, elements bool, port uint32) (out []string, structural int) {
+func (st *state) compare(rs policy.Ruleset, group uint16, elements bool, port uint32) (out []string, structural int) {
 	if !st.present {
 		return []string{fmt.Sprintf("table inet %s is missing", tableName)}, 1
 	}
@@ -521,7 +547,7 @@ func (st *state) compare(rs policy.Ruleset, elements bool, port uint32) (out []s
 	}
 	_, ports, uids, chains := objects(rs)
 	want := map[string][]ruleSpec{}
-	for _, r := range rules(rs, ports, uids) {
+	for _, r := range rules(rs, group, ports, uids) {
 		want[r.chain] = append(want[r.chain], r)
 	}
 	var names []string

@@ -4,7 +4,6 @@ package nft
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -38,11 +37,11 @@ func nsBackend(t *testing.T) (*Backend, *testutil.NetNS) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd()))), ns
+	return New(Config{NetNSFD: int(f.Fd())}), ns
 }
 
 func baseRuleset() policy.Ruleset {
-	return policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: policy.DefaultLogGroup}
+	return policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}}
 }
 
 func mustApply(t *testing.T, b *Backend, rs policy.Ruleset) {
@@ -154,7 +153,7 @@ func TestPrivilegedScalesToTenThousandUIDs(t *testing.T) {
 	if got := ruleHandles(t, ns); got != handles {
 		t.Error("changing one of 10,000 uids rebuilt the table")
 	}
-	want := len(rules(rs, nil, nil))
+	want := len(rules(rs, DefaultLogGroup, nil, nil))
 	if n := strings.Count(listTable(t, ns), "comment \"smtpguard "); n != want {
 		t.Errorf("%d rules for 10,000 uids, want %d: per-packet cost must not grow with users", n, want)
 	}
@@ -243,7 +242,7 @@ func TestPrivilegedRenderedRulesetLoadsWithNft(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ns := testutil.NewNetNS(t)
 			file := filepath.Join(t.TempDir(), name+".nft")
-			if err := os.WriteFile(file, []byte(render(rs)), 0o644); err != nil {
+			if err := os.WriteFile(file, []byte(render(rs, testLogGroup(name))), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			ns.Exec(t, "nft", "-f", file)
@@ -253,7 +252,7 @@ func TestPrivilegedRenderedRulesetLoadsWithNft(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			b := New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd())))
+			b := New(Config{NetNSFD: int(f.Fd()), LogGroup: testLogGroup(name)})
 			d, err := b.Verify(context.Background(), rs)
 			if err != nil || !d.InSync() {
 				t.Errorf("ruleset loaded by nft from Render() output: Verify() = %s, %v; want in sync (text and netlink forms disagree)", d, err)
@@ -273,7 +272,7 @@ func TestPrivilegedKnownStateNeverHidesDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fresh := func() *Backend { return New(slog.New(slog.DiscardHandler), WithNetNSFd(int(f.Fd()))) }
+	fresh := func() *Backend { return New(Config{NetNSFD: int(f.Fd())}) }
 
 	rs := baseRuleset()
 	mustApply(t, b, rs)

@@ -21,17 +21,8 @@ import (
 // ownedFlags are the table flags of an owned table.
 const ownedFlags = nftables.TableFlagOwner | nftables.TableFlagPersist
 
-// WithOwner makes the backend own table inet smtpguard while it lives: it
-// keeps one netlink connection open from its first use until Close, creates
-// or adopts the table over it as owner, and does every Apply, Verify and
-// Remove over it. Meant for the daemon; a CLI process must not own the table
-// (it would exit at once, leaving it orphaned). Where the kernel lacks owned
-// persistent tables (before Linux 6.9) the backend works as without this
-// option, and Owned reports false.
-func WithOwner() Option { return func(b *Backend) { b.owner = true } }
-
-// Owned reports whether this backend currently owns the table: WithOwner was
-// given, the kernel supports owned persistent tables, and the last Apply or
+// Owned reports whether this backend currently owns the table: Config.Owner was
+// set, the kernel supports owned persistent tables, and the last Apply or
 // Verify made or found the table ours (whatever else Verify found).
 func (b *Backend) Owned() bool {
 	b.connMu.Lock()
@@ -39,11 +30,11 @@ func (b *Backend) Owned() bool {
 	return b.lasting != nil && b.ownerSupported && b.owned
 }
 
-// Close releases the lasting connection of a backend made WithOwner. The
+// Close releases the lasting connection of a backend with Config.Owner. The
 // table stays in the kernel and keeps enforcing, orphaned: the next owner
 // adopts it, and until then anyone may change or delete it again. Using the
 // backend after Close opens a new connection (and owns the table again at
-// the next Apply). Close of a backend without WithOwner does nothing.
+// the next Apply). Close of a backend without Config.Owner does nothing.
 func (b *Backend) Close() error {
 	b.connMu.Lock()
 	defer b.connMu.Unlock()

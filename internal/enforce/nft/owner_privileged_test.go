@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -69,14 +68,14 @@ func TestPrivilegedOwnerSurvivesForeignFlush(t *testing.T) {
 	dst := testutil.HostPort(serverV4, 25)
 	const attempts = 3000
 
-	t.Run("without WithOwner a flush loop lets connections through", func(t *testing.T) {
+	t.Run("without Config.Owner a flush loop lets connections through", func(t *testing.T) {
 		// The control: the same measurement sees the window of a table
 		// nobody owns (and nothing repairs here).
 		w := newWorld(t)
 		b := w.backend()
 		mustApply(t, b, rs)
 		if b.Owned() {
-			t.Error("Owned() = true for a backend without WithOwner")
+			t.Error("Owned() = true for a backend without Config.Owner")
 		}
 		through, flushes := w.flushWhileConnecting(t, &blocked, dst, attempts)
 		t.Logf("unowned table: %d of %d connects through during %d flushes", through, attempts, flushes)
@@ -86,7 +85,7 @@ func TestPrivilegedOwnerSurvivesForeignFlush(t *testing.T) {
 	})
 
 	w := newWorld(t)
-	owner := w.backend(WithOwner())
+	owner := w.backend(true)
 	t.Cleanup(func() { owner.Close() })
 	mustApply(t, owner, rs)
 	if !owner.Owned() {
@@ -123,7 +122,7 @@ func TestPrivilegedOwnerSurvivesForeignFlush(t *testing.T) {
 	if err := other.Remove(context.Background()); !errors.Is(err, enforce.ErrOwnedElsewhere) {
 		t.Errorf("Remove by a non-owner = %v; want an error matching enforce.ErrOwnedElsewhere", err)
 	}
-	rival := w.backend(WithOwner())
+	rival := w.backend(true)
 	t.Cleanup(func() { rival.Close() })
 	if d, err := rival.Verify(context.Background(), rs); err != nil || !strings.Contains(d.String(), "owned by another process") {
 		t.Errorf("Verify by a second owner while the first holds the table = %s, %v; want drift naming the other owner", d, err)
@@ -149,7 +148,7 @@ func TestPrivilegedOwnerSurvivesForeignFlush(t *testing.T) {
 	}
 
 	// A new owner adopts the orphaned table.
-	next := w.backend(WithOwner())
+	next := w.backend(true)
 	t.Cleanup(func() { next.Close() })
 	mustApply(t, next, rs)
 	if !next.Owned() {
@@ -163,7 +162,7 @@ func TestPrivilegedOwnerSurvivesForeignFlush(t *testing.T) {
 	next.Close()
 
 	// Without an owner anyone may change the orphan again, even a backend
-	// without WithOwner (whose plain "add table" the persistent table refuses).
+	// without Config.Owner (whose plain "add table" the persistent table refuses).
 	mustApply(t, other, changed)
 	assertInSync(t, other, changed)
 	if !w.connects(t, &blocked, dst) {
@@ -183,7 +182,7 @@ func maybeRunOwnerHelper() {
 	if os.Getenv(ownerHelperEnv) == "" {
 		return
 	}
-	b := New(slog.New(slog.DiscardHandler), WithOwner())
+	b := New(Config{Owner: true})
 	if err := b.Apply(context.Background(), baseRuleset()); err != nil {
 		fmt.Fprintln(os.Stderr, "owner helper:", err)
 		os.Exit(2)
@@ -225,7 +224,7 @@ func TestPrivilegedOwnerExitLeavesTableEnforcing(t *testing.T) {
 	if w.connects(t, &blocked, dst) {
 		t.Error("blocked user connects after the owning process exited; want the orphaned table enforcing")
 	}
-	b := w.backend(WithOwner())
+	b := w.backend(true)
 	t.Cleanup(func() { b.Close() })
 	mustApply(t, b, rs)
 	if !b.Owned() {

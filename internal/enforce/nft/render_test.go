@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -18,24 +19,32 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 
 func testRulesets() map[string]policy.Ruleset {
 	return map[string]policy.Ruleset{
-		"reject_default": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101, 1001}, LogGroup: policy.DefaultLogGroup},
-		"log_mode":       {Mode: policy.ModeLog, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0}, LogGroup: policy.DefaultLogGroup},
-		"no_local":       {Mode: policy.ModeReject, Ports: []uint16{25, 2525}, AllowLocal: false, UIDs: []uint32{0, 38}, LogGroup: 7},
-		"exceptions": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0}, LogGroup: policy.DefaultLogGroup,
+		"reject_default": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101, 1001}},
+		"log_mode":       {Mode: policy.ModeLog, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0}},
+		"no_local":       {Mode: policy.ModeReject, Ports: []uint16{25, 2525}, AllowLocal: false, UIDs: []uint32{0, 38}},
+		"exceptions": {Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0},
 			Exceptions: []policy.ExceptionRule{
 				{UID: 1001, Dst: netip.MustParsePrefix("192.0.2.2/32"), Port: 587},
 				{UID: 1001, Dst: netip.MustParsePrefix("198.51.100.0/24"), Port: 25},
 				{UID: 1002, Dst: netip.MustParsePrefix("2001:db8::2/128"), Port: 587},
 				{UID: 1002, Dst: netip.MustParsePrefix("2001:db8:1::/48"), Port: 465},
 			}},
-		"redirect": {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}, LogGroup: policy.DefaultLogGroup},
+		"redirect": {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}},
 	}
+}
+
+// testLogGroup is the NFLOG group testRulesets()[name] is rendered with.
+func testLogGroup(name string) uint16 {
+	if name == "no_local" {
+		return 7 // the group is the backend's configuration, not the default
+	}
+	return DefaultLogGroup
 }
 
 func TestRenderGolden(t *testing.T) {
 	for name, rs := range testRulesets() {
 		t.Run(name, func(t *testing.T) {
-			got := render(rs)
+			got := render(rs, testLogGroup(name))
 			path := filepath.Join("testdata", name+".golden")
 			if *update {
 				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
@@ -117,15 +126,32 @@ func TestCommentsFingerprintRuleMeaning(t *testing.T) {
 	rs := testRulesets()["reject_default"]
 	logRS := rs
 	logRS.Mode = policy.ModeLog
-	a, b := rules(rs, nil, nil), rules(logRS, nil, nil)
+	a, b := rules(rs, DefaultLogGroup, nil, nil), rules(logRS, DefaultLogGroup, nil, nil)
 	if a[len(a)-1].comment() == b[len(b)-1].comment() {
 		t.Error("reject and log block rules share a comment; Verify could not tell them apart")
 	}
 	more := rs
 	more.UIDs = append([]uint32{}, 0, 1, 2, 3)
-	for i, r := range rules(more, nil, nil) {
+	for i, r := range rules(more, DefaultLogGroup, nil, nil) {
 		if r.comment() != a[i].comment() {
 			t.Errorf("rule %d's fingerprint depends on set contents; uid changes would force full rebuilds", i)
+		}
+	}
+}
+
+// The NFLOG group is the backend's configuration: New's zero value is the
+// default, an explicit one is what the block rule logs to.
+func TestConfigLogGroup(t *testing.T) {
+	rs := testRulesets()["reject_default"]
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, `log prefix "smtpguard blocked" group 2525 `},
+		{Config{LogGroup: 7}, `log prefix "smtpguard blocked" group 7 `},
+	} {
+		if got := New(tt.cfg).Render(rs); !strings.Contains(got, tt.want) {
+			t.Errorf("New(%+v).Render() has no %q:\n%s", tt.cfg, tt.want, got)
 		}
 	}
 }

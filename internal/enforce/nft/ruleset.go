@@ -110,7 +110,7 @@ func (r ruleSpec) comment() string {
 //     (icmpx rejects cost a SYN retransmit, about 1s; drop hangs the client);
 //     redirected to the same port on loopback, where the local MTA listens;
 //     or let through (log).
-func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
+func rules(rs policy.Ruleset, group uint16, ports, uids *nftables.Set) []ruleSpec {
 	if ports == nil {
 		ports = &nftables.Set{Name: setPorts}
 	}
@@ -210,10 +210,10 @@ func rules(rs policy.Ruleset, ports, uids *nftables.Set) []ruleSpec {
 	prefix := logPrefix(rs.Mode)
 	block := ruleSpec{
 		chain: check,
-		text:  fmt.Sprintf("counter log prefix %q group %d", prefix, rs.LogGroup),
+		text:  fmt.Sprintf("counter log prefix %q group %d", prefix, group),
 		exprs: []expr.Any{
 			&expr.Counter{},
-			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: rs.LogGroup, Data: []byte(prefix)},
+			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(prefix)},
 		},
 	}
 	switch rs.Mode {
@@ -292,8 +292,9 @@ func uidElements(uids []uint32) []nftables.SetElement {
 	return els
 }
 
-// render prints the ruleset in nft syntax, loadable with "nft -f".
-func render(rs policy.Ruleset) string {
+// render prints the ruleset in nft syntax, loadable with "nft -f"; its block
+// rule logs to NFLOG group group.
+func render(rs policy.Ruleset, group uint16) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "table inet %s {\n", tableName)
 	fmt.Fprintf(&sb, "\tset %s {\n\t\ttype inet_service\n", setPorts)
@@ -320,7 +321,7 @@ func render(rs policy.Ruleset) string {
 		writeElements(&sb, len(els), func(i int) string { return els[i] })
 		sb.WriteString("\t}\n")
 	}
-	specs := rules(rs, nil, nil)
+	specs := rules(rs, group, nil, nil)
 	for _, c := range chainsFor(rs) {
 		fmt.Fprintf(&sb, "\n\tchain %s {\n", c.name)
 		if c.hook != nil {

@@ -30,7 +30,7 @@ func newVM(rs policy.Ruleset) *vm {
 	m := &vm{chains: map[string][]ruleSpec{}, sets: map[string][]nftables.SetElement{}, fields: map[string][]int{
 		setPorts: {2}, setUIDs: {4}, setExc4: {4, 4, 4}, setExc6: {4, 16, 4},
 	}}
-	for _, r := range rules(rs, ports, uids) {
+	for _, r := range rules(rs, DefaultLogGroup, ports, uids) {
 		m.chains[r.chain] = append(m.chains[r.chain], r)
 	}
 	for _, ds := range desiredSets(rs, ports, uids) {

@@ -150,6 +150,10 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	return *resp.Drift, nil
 }
 
+// Describe is part of enforce.Backend: the local backend's facts are the
+// daemon's, for the same build.
+func (b *Backend) Describe() enforce.Description { return b.local.Describe() }
+
 // Present is part of enforce.Backend. Reading the kernel needs no ownership,
 // so it is asked locally.
 func (b *Backend) Present(ctx context.Context) (bool, error) { return b.local.Present(ctx) }

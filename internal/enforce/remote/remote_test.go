@@ -28,8 +28,8 @@ var prefixEqual = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 func TestRulesetRoundTrip(t *testing.T) {
 	// Guard: a field added to Ruleset or ExceptionRule must be added to the
 	// wire types too, or the daemon would enforce less than the CLI meant.
-	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 6 {
-		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 6: add the new one to wire.go and to this test", n)
+	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 5 {
+		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 5: add the new one to wire.go and to this test", n)
 	}
 	if n := reflect.TypeFor[policy.ExceptionRule]().NumField(); n != 3 {
 		t.Fatalf("policy.ExceptionRule has %d fields, wireException carries 3: add the new one to wire.go and to this test", n)
@@ -42,7 +42,7 @@ func TestRulesetRoundTrip(t *testing.T) {
 		{"empty lists stay empty, not nil", policy.Ruleset{Ports: []uint16{}, UIDs: []uint32{}, Exceptions: []policy.ExceptionRule{}}},
 		{"every field", policy.Ruleset{
 			Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true,
-			UIDs: []uint32{0, 101, 1001, 4294967294}, LogGroup: 2525,
+			UIDs: []uint32{0, 101, 1001, 4294967294},
 			Exceptions: []policy.ExceptionRule{
 				{UID: 1001, Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 25},
 				{UID: 1001, Dst: netip.MustParsePrefix("192.0.2.7/32"), Port: 587},
@@ -114,7 +114,7 @@ func TestBackendOverSocket(t *testing.T) {
 	if err := b.Probe(ctx); err != nil {
 		t.Errorf("Probe() = %v", err)
 	}
-	rs := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 587}, UIDs: []uint32{0, 1001}, LogGroup: 2525,
+	rs := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 587}, UIDs: []uint32{0, 1001},
 		Exceptions: []policy.ExceptionRule{{UID: 1002, Dst: netip.MustParsePrefix("2001:db8::/64"), Port: 587}}}
 	if err := b.Apply(ctx, rs); err != nil {
 		t.Fatal(err)

@@ -52,7 +52,6 @@ type wireRuleset struct {
 	Ports      []uint16        `json:"ports"`
 	AllowLocal bool            `json:"allow_local"`
 	UIDs       []uint32        `json:"uids"`
-	LogGroup   uint16          `json:"log_group"`
 	Exceptions []wireException `json:"exceptions"`
 }
 
@@ -64,7 +63,7 @@ type wireException struct {
 
 func toWire(rs policy.Ruleset) *wireRuleset {
 	w := &wireRuleset{
-		Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs, LogGroup: rs.LogGroup,
+		Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs,
 	}
 	if rs.Exceptions != nil {
 		w.Exceptions = make([]wireException, len(rs.Exceptions))
@@ -77,7 +76,7 @@ func toWire(rs policy.Ruleset) *wireRuleset {
 
 func fromWire(w *wireRuleset) policy.Ruleset {
 	rs := policy.Ruleset{
-		Mode: policy.Mode(w.Mode), Ports: w.Ports, AllowLocal: w.AllowLocal, UIDs: w.UIDs, LogGroup: w.LogGroup,
+		Mode: policy.Mode(w.Mode), Ports: w.Ports, AllowLocal: w.AllowLocal, UIDs: w.UIDs,
 	}
 	if w.Exceptions != nil {
 		rs.Exceptions = make([]policy.ExceptionRule, len(w.Exceptions))
