@@ -130,7 +130,7 @@ type eventsView struct {
 	// ExportCSV and ExportJSON download every page of this filter;
 	// AllUsers is this filter without its uid.
 	ExportCSV, ExportJSON, AllUsers string
-	Chart   chart
+	Chart                           chart
 }
 
 // eventRow is one attempt as the table shows it.
