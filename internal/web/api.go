@@ -319,7 +319,9 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, id *identity) 
 	if err != nil {
 		return err
 	}
-	recs, next, err := s.eng.AuditPage(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor})
+	q := r.URL.Query()
+	recs, next, err := s.eng.AuditPage(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor,
+		ActorPrefix: strings.TrimSpace(q.Get("actor")), Operation: strings.TrimSpace(q.Get("operation"))})
 	if err != nil {
 		return pageError(err)
 	}

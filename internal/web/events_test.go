@@ -242,3 +242,15 @@ func TestAuditPageFilters(t *testing.T) {
 		t.Error("actor=test-setup shows other actors' records")
 	}
 }
+
+// The audit API takes the same filters as the page.
+func TestAuditAPIFilters(t *testing.T) {
+	e := newTestEnv(t)
+	if err := e.raw.AppendAudit(context.Background(), store.AuditRecord{At: e.clock.Now(), Actor: "web:alice", Source: "web", Operation: "allow", Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	recs := decode[[]store.AuditRecord](t, e.do(req{method: "GET", path: "/api/v1/audit?actor=web:&operation=allow", bearer: e.tokens["ci"]}))
+	if len(recs) != 1 || recs[0].Actor != "web:alice" {
+		t.Errorf("GET /api/v1/audit?actor=web:&operation=allow = %+v, want alice's one record", recs)
+	}
+}
