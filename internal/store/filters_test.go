@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,30 @@ func TestAuditPageFilters(t *testing.T) {
 				t.Errorf("AuditPage(%+v) (-want +got):\n%s", tt.f, diff)
 			}
 		})
+	}
+}
+
+// The count order is served by its index, a page at a time, instead of
+// sorting every matching row for each page (0.9 s a page at 200,000 rows).
+func TestEventsByCountUsesItsIndex(t *testing.T) {
+	s, _ := newTestStore(t)
+	rows, err := s.db.QueryContext(t.Context(), `EXPLAIN QUERY PLAN SELECT uid FROM events WHERE last_seen >= 0
+		ORDER BY count DESC, minute DESC, uid, daddr, dport, action LIMIT 201`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	got := fmt.Sprint(plan)
+	if !strings.Contains(got, "events_by_count") || strings.Contains(got, "TEMP B-TREE") {
+		t.Errorf("count order plan = %s, want the events_by_count index and no sort", got)
 	}
 }
