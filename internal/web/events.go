@@ -31,7 +31,7 @@ type eventQuery struct {
 }
 
 // eventActions are the actions an attempt can have.
-var eventActions = []string{"blocked", "logged", "redirected"}
+func eventActions() []string { return []string{"blocked", "logged", "redirected"} }
 
 // parseEventQuery reads and checks the filter parameters.
 func parseEventQuery(q url.Values) (eventQuery, error) {
@@ -55,8 +55,8 @@ func parseEventQuery(q url.Values) (eventQuery, error) {
 		}
 		eq.port = uint16(n)
 	}
-	if eq.Action != "" && !slices.Contains(eventActions, eq.Action) {
-		return eq, badRequest("action: want one of %s, not %q", strings.Join(eventActions, ", "), eq.Action)
+	if eq.Action != "" && !slices.Contains(eventActions(), eq.Action) {
+		return eq, badRequest("action: want one of %s, not %q", strings.Join(eventActions(), ", "), eq.Action)
 	}
 	switch eq.Sort {
 	case "", store.SortTime:
@@ -160,7 +160,7 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity
 	if err != nil {
 		return err
 	}
-	v := eventsView{Q: eq, Windows: chartWindows(), Actions: eventActions}
+	v := eventsView{Q: eq, Windows: chartWindows(), Actions: eventActions()}
 	if !id.IsAdmin() {
 		v.Users = id.account.Users
 	}
