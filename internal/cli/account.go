@@ -51,7 +51,7 @@ users could read them in the process list. They are stored as argon2id hashes.`,
 // unknownSubcommand refuses arguments that name no subcommand.
 func unknownSubcommand(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef("unknown command %q for '%s' (see '%s --help')", args[0], cmd.CommandPath(), cmd.CommandPath())
+		return usagef("unknown command %q for '%s'%s (see '%s --help')", args[0], cmd.CommandPath(), didYouMean(cmd, args[0]), cmd.CommandPath())
 	}
 	return nil
 }

@@ -172,7 +172,7 @@ State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
 		// other usage error.
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usagef("unknown command %q (see 'smtpguard --help')", args[0])
+				return usagef("unknown command %q%s (see 'smtpguard --help')", args[0], didYouMean(cmd, args[0]))
 			}
 			return nil
 		},

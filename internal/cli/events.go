@@ -69,10 +69,21 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 			fmt.Fprintln(out)
 			w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "USER\tUID\tATTEMPTS\tDESTINATIONS")
-			for _, s := range engine.TotalsByUser(evs) {
+			// Totals over every matching row, not only the --limit shown.
+			totals, err := eng.UserTotals(ctx, store.EventFilter{Since: f.Since})
+			if err != nil {
+				return err
+			}
+			for _, s := range totals {
 				fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", orDash(s.User), s.UID, s.Attempts, s.Destinations)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if limit > 0 && len(evs) == limit {
+				fmt.Fprintf(out, "\nshowing the newest %d rows; the totals count every matching attempt\n", limit)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")

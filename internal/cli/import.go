@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -81,6 +83,12 @@ nothing.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, source, notes, err := src.read(e, args)
+			var partial fileProblems
+			if errors.As(err, &partial) {
+				// Readable but wrong: check the rest as well, so that every
+				// problem of the file is listed at once.
+				return src.report(cmd, e, partial.file, source, partial.err)
+			}
 			if err != nil {
 				return err
 			}
@@ -128,6 +136,7 @@ func (src *importSource) read(e *env, args []string) (policy.File, string, []str
 
 func readPolicyFile(e *env, path, format string) (policy.File, error) {
 	f := policy.FormatForPath(path)
+	guessed := format == "" && f == policy.FormatTOML && !strings.HasSuffix(strings.ToLower(path), ".toml")
 	if format != "" {
 		var err error
 		if f, err = policy.ParseFormat(format); err != nil {
@@ -150,11 +159,81 @@ func readPolicyFile(e *env, path, format string) (policy.File, error) {
 	if len(data) > maxPolicyFile {
 		return policy.File{}, usagef("policy file %s is larger than %d bytes", path, maxPolicyFile)
 	}
-	pf, err := policy.DecodeFile(data, f)
+	if guessed {
+		// Standard input and files without an extension: YAML is told
+		// apart by its "key:" lines, which TOML never has.
+		f = sniffFormat(data)
+	}
+	pf, readable, err := policy.DecodeFilePartial(data, f)
 	if err != nil {
-		return policy.File{}, usagef("%s: %v", path, err)
+		if readable {
+			return policy.File{}, fileProblems{file: pf, err: fmt.Errorf("%s: %w", path, err)}
+		}
+		hint := ""
+		if guessed {
+			hint = fmt.Sprintf(" (read as %s, guessed from its contents: say --format toml or --format yaml)", f)
+		}
+		return policy.File{}, usagef("%s: %v%s", path, err, hint)
 	}
 	return pf, nil
+}
+
+// fileProblems is a policy file that was readable but wrong, with what did
+// decode, so that import can check the rest too.
+type fileProblems struct {
+	file policy.File
+	err  error
+}
+
+func (p fileProblems) Error() string { return p.err.Error() }
+
+// sniffFormat tells YAML from TOML by the first line that holds something:
+// a YAML document starts with "---", "key:" or "- item"; TOML with
+// "key =" or "[table]".
+func sniffFormat(data []byte) policy.Format {
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, "---") || strings.HasPrefix(line, "- ") || yamlKeyLine.MatchString(line) {
+			return policy.FormatYAML
+		}
+		return policy.FormatTOML
+	}
+	return policy.FormatTOML
+}
+
+var yamlKeyLine = regexp.MustCompile(`^["']?[A-Za-z_][A-Za-z0-9_-]*["']?\s*:(\s|$)`)
+
+// report lists every problem of a policy file that decoded only in part:
+// the decoding ones, names this host does not have, and the values'.
+// Nothing is changed.
+func (src *importSource) report(cmd *cobra.Command, e *env, f policy.File, source string, decodeErr error) error {
+	eng, err := e.engine(cmd.Context())
+	if err != nil {
+		return usageError{decodeErr}
+	}
+	defer eng.Close()
+	dir, err := eng.Directory()
+	if err != nil {
+		return usageError{decodeErr}
+	}
+	return usageError{errors.Join(decodeErr, src.checkAll(f, dir), errors.New("nothing changed"))}
+}
+
+// checkAll returns every problem of f: names this host does not have
+// (unless --skip-unknown) and the values' own, together.
+func (src *importSource) checkAll(f policy.File, dir *policy.Directory) error {
+	var errs []error
+	if unknown := migrate.Unknown(f, dir); len(unknown) > 0 && !src.skip {
+		errs = append(errs, fmt.Errorf("names accounts this host does not have: %s (create them, or leave them out with --skip-unknown)", strings.Join(unknown, ", ")))
+	}
+	migrate.DropUnknown(&f, dir) // said above; do not say it twice
+	if _, err := f.Policy(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // apply checks the names, then imports f through the engine, or with
@@ -174,9 +253,9 @@ func (src *importSource) apply(cmd *cobra.Command, e *env, f policy.File, source
 		for _, name := range migrate.DropUnknown(&f, dir) {
 			fmt.Fprintf(e.stdio.Err, "smtpguard: skipped %s: no such account on this host\n", name)
 		}
-	} else if unknown := migrate.Unknown(f, dir); len(unknown) > 0 {
-		return usagef("%s names accounts this host does not have: %s (create them, or leave them out with --skip-unknown); nothing changed",
-			source, strings.Join(unknown, ", "))
+	} else if len(migrate.Unknown(f, dir)) > 0 {
+		// With the values' own problems too, not only the first kind.
+		return usagef("%s: %v; nothing changed", source, src.checkAll(f, dir))
 	}
 	if src.dryRun {
 		return src.preview(ctx, e, eng, f, notes)

@@ -410,6 +410,7 @@ func stamp(path string) fileStamp {
 func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStamp, rev int64) {
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
+	access, _ := d.eng.ResolvedAccess(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -426,7 +427,12 @@ func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStam
 			if dir, err := d.eng.Directory(); err == nil {
 				d.rec.setDirectory(dir)
 			}
-			d.log.Info("user or group accounts changed; re-resolving allowed uids")
+			// Most account changes (a password, a shell) alter nobody's
+			// access: say so only when the allowed set changes.
+			if now, err := d.eng.ResolvedAccess(ctx); err != nil || !now.Equal(access) {
+				access = now
+				d.log.Info("user or group accounts changed; re-resolving allowed uids")
+			}
 			d.Kick()
 		}
 		if r, err := d.eng.Store().Revision(ctx); err == nil && r != rev {

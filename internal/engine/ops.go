@@ -54,13 +54,23 @@ func (e *Engine) Allow(ctx context.Context, actor Actor, kind policy.PrincipalKi
 		if err != nil {
 			return "", invalid(err)
 		}
+		if kind == policy.KindUser && pr.ID == 0 {
+			return "root (uid 0) is always allowed; nothing changed", nil
+		}
 		if err := p.Allow(pr); err != nil {
 			if errors.Is(err, policy.ErrAlreadyAllowed) {
 				return fmt.Sprintf("%s is already allowed; nothing changed", pr), nil
 			}
 			return "", invalid(err)
 		}
-		return fmt.Sprintf("%s allowed to connect to remote SMTP servers", pr), nil
+		msg := fmt.Sprintf("%s allowed to connect to remote SMTP servers", pr)
+		if pr.ByID && pr.Name == "" {
+			// Allowed anyway: processes can run under a uid no account file
+			// names (containers, accounts from a directory service or made
+			// later), and the kernel matches the number.
+			msg += fmt.Sprintf("; note: no %s on this host has id %d yet (allowed anyway)", map[policy.PrincipalKind]string{policy.KindUser: "account", policy.KindGroup: "group"}[kind], pr.ID)
+		}
+		return msg, nil
 	})
 }
 
@@ -76,11 +86,18 @@ func (e *Engine) Revoke(ctx context.Context, actor Actor, kind policy.PrincipalK
 			}
 			return "", invalid(err)
 		}
+		root := kind == policy.KindUser && pr.ID == 0
 		if err := p.Revoke(pr); err != nil {
 			if errors.Is(err, policy.ErrNotAllowed) {
+				if root {
+					return "root (uid 0) is always allowed and cannot be revoked; nothing changed", nil
+				}
 				return fmt.Sprintf("%s was not allowed; nothing changed", pr), nil
 			}
 			return "", invalid(err)
+		}
+		if root {
+			return fmt.Sprintf("%s removed from the allowed list; root (uid 0) is always allowed all the same", pr), nil
 		}
 		return fmt.Sprintf("%s revoked", pr), nil
 	})

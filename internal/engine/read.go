@@ -179,13 +179,19 @@ func (e *Engine) PreviewImport(ctx context.Context, f policy.File) (policy.Polic
 
 // planFor computes the ruleset p would install with backend.
 func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (Plan, error) {
+	enabledWith := false
 	if backend == "" {
 		backend = policy.BackendAuto
 		if p.Enabled {
-			backend = p.Backend
+			backend, enabledWith = p.Backend, true
 		}
 	}
 	b, reason, err := enforce.Choose(ctx, backend, e.cfg.Backends)
+	if err == nil && enabledWith {
+		// The stored name is what enable chose (auto or not): nobody asked
+		// for it on this command line.
+		reason = "the backend enforcing now"
+	}
 	if err != nil {
 		// Planning must work where probing cannot (no root): fall back to
 		// rendering with the named or best candidate, and say so.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -48,7 +49,7 @@ func ParseDestination(s string) (Destination, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return Destination{}, fmt.Errorf("invalid CIDR %q: %w", s, err)
+			return Destination{}, fmt.Errorf("invalid CIDR %q: %s", s, cidrProblem(s))
 		}
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
@@ -256,4 +257,27 @@ func principalUIDs(pr Principal, dir *Directory) ([]uint32, string) {
 	}
 	slices.Sort(uids)
 	return slices.Compact(uids), ""
+}
+
+// cidrProblem says in words what is wrong with a CIDR netip refused.
+func cidrProblem(s string) string {
+	addrText, bitsText, _ := strings.Cut(s, "/")
+	addr, err := netip.ParseAddr(addrText)
+	if err != nil {
+		return fmt.Sprintf("%q before the slash is not an IPv4 or IPv6 address", addrText)
+	}
+	if addr.Zone() != "" {
+		return "an address with a zone (%...) cannot start a range"
+	}
+	bits, err := strconv.Atoi(bitsText)
+	if err != nil || bitsText == "" || bitsText[0] == '+' || bitsText[0] == '-' {
+		return fmt.Sprintf("the prefix length after the slash must be a number, not %q", bitsText)
+	}
+	if bits > addr.BitLen() {
+		return fmt.Sprintf("the prefix length %d is more than the %d bits of an IPv%d address", bits, addr.BitLen(), map[int]int{32: 4, 128: 6}[addr.BitLen()])
+	}
+	if len(bitsText) > 1 && bitsText[0] == '0' {
+		return fmt.Sprintf("write the prefix length without leading zeros (%d)", bits)
+	}
+	return "write it as ADDRESS/LENGTH, e.g. 192.0.2.0/24 or 2001:db8::/32"
 }

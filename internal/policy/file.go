@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +16,9 @@ import (
 
 // FileVersion is the policy file format version this build reads and writes.
 const FileVersion = 1
+
+// badVersion marks a version key that is absent or did not decode.
+const badVersion = math.MinInt
 
 // Format is a policy file syntax.
 type Format string
@@ -130,38 +134,57 @@ func (f File) Encode(format Format) ([]byte, error) {
 // what the file holds: import may be pointed at the wrong file
 // (/etc/shadow), and its error lands in terminals and logs.
 func DecodeFile(data []byte, format Format) (File, error) {
+	f, _, err := DecodeFilePartial(data, format)
+	if err != nil {
+		return File{}, err
+	}
+	return f, nil
+}
+
+// DecodeFilePartial is DecodeFile that, when the syntax was readable
+// (readable true), also returns what did decode, keys that failed keeping
+// their defaults: import checks it too, to report every problem at once.
+func DecodeFilePartial(data []byte, format Format) (f File, readable bool, err error) {
 	def := ToFile(Default())
 	def.Version = 0
-	f := def
+	f = def
+	// A version that fails to decode leaves this: its error is already said.
+	f.Version = badVersion
+	// keys holds the top-level keys present; decoders return it, with the
+	// problems of single keys, whenever the syntax itself was readable, so
+	// that every problem of the file is reported at once.
 	var keys map[string]bool
-	var err error
+	syntax := "toml"
 	switch format {
 	case FormatYAML:
+		syntax = "yaml"
 		keys, err = decodeYAML(data, &f)
-		if err != nil {
-			return File{}, fmt.Errorf("parse yaml: %w", err)
-		}
 	default:
 		keys, err = decodeTOML(data, &f)
-		if err != nil {
-			return File{}, fmt.Errorf("parse toml: %w", err)
-		}
 	}
-	if f.Version == 0 {
-		return File{}, fmt.Errorf("version: missing: the file must start with version = %d", FileVersion)
+	if keys == nil {
+		return File{}, false, fmt.Errorf("parse %s: %w", syntax, err)
 	}
-	if f.Version != FileVersion {
-		return File{}, fmt.Errorf("version: %d is not supported by this build (it reads version %d)", f.Version, FileVersion)
+	var errs []error
+	if err != nil {
+		errs = append(errs, fmt.Errorf("parse %s: %w", syntax, err))
+	}
+	switch {
+	case !keys["version"] || f.Version == 0:
+		errs = append(errs, fmt.Errorf("version: missing: the file must start with version = %d", FileVersion))
+	case f.Version == badVersion: // present but not a number: said above
+	case f.Version != FileVersion:
+		errs = append(errs, fmt.Errorf("version: %d is not supported by this build (it reads version %d)", f.Version, FileVersion))
 	}
 	if !keys["enabled"] {
 		// A file cut short (a truncated download) must not switch
 		// enforcement off by leaving the key out.
-		return File{}, errors.New("enabled: missing: say enabled = true or enabled = false")
+		errs = append(errs, errors.New("enabled: missing: say enabled = true or enabled = false"))
 	}
 	if f.Backend == "" {
 		f.Backend = BackendAuto
 	}
-	return f, nil
+	return f, true, errors.Join(errs...)
 }
 
 // fileField is where a top-level key of a policy file goes, and what it
@@ -260,9 +283,6 @@ func decodeTOML(data []byte, f *File) (map[string]bool, error) {
 			errs = append(errs, fmt.Errorf("%s%s: want %s", libraryLine(err), name, want))
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
 	// Keys inside known tables (an exception's) that nothing decoded.
 	for _, k := range md.Undecoded() {
 		if keys[k[0]] && len(k) > 1 {
@@ -270,9 +290,9 @@ func decodeTOML(data []byte, f *File) (map[string]bool, error) {
 		}
 	}
 	if len(unknown) > 0 {
-		return nil, fmt.Errorf("unknown keys: %s", strings.Join(unknown, ", "))
+		errs = append(errs, fmt.Errorf("unknown keys: %s", strings.Join(unknown, ", ")))
 	}
-	return keys, nil
+	return keys, errors.Join(errs...)
 }
 
 // decodeYAML fills f from a YAML file and reports which top-level keys it
@@ -312,10 +332,7 @@ func decodeYAML(data []byte, f *File) (map[string]bool, error) {
 		}
 		return errNotHandled
 	})
-	if err != nil {
-		return nil, err
-	}
-	return keys, nil
+	return keys, err
 }
 
 var errNotHandled = errors.New("not handled")

@@ -35,6 +35,10 @@ type AuditFilter struct {
 	Since time.Time // zero: from the beginning
 	Limit int       // zero: no limit
 	After string    // the Next of a previous page: the older records that follow it
+	// ActorPrefix keeps records whose actor starts with it ("web:" for every
+	// web account); Operation keeps one operation exactly ("allow").
+	ActorPrefix string
+	Operation   string
 }
 
 // Audit returns audit records, newest first.
@@ -59,6 +63,14 @@ func (s *Store) AuditPage(ctx context.Context, f AuditFilter) ([]AuditRecord, st
 		limit++
 	}
 	where, args := "at >= ?", []any{f.Since.UnixMilli()}
+	if f.ActorPrefix != "" {
+		where += " AND substr(actor, 1, ?) = ?"
+		args = append(args, len(f.ActorPrefix), f.ActorPrefix)
+	}
+	if f.Operation != "" {
+		where += " AND operation = ?"
+		args = append(args, f.Operation)
+	}
 	if f.After != "" {
 		var k auditKey
 		if err := decodeCursor(f.After, &k); err != nil {

@@ -95,7 +95,26 @@ type EventFilter struct {
 	// the users they own this way.
 	OnlyUsers bool
 	Users     []string
+
+	// UserPrefix keeps the attempts of users whose name starts with it
+	// (case-sensitive, as user names are); UID, when set, one uid exactly.
+	UserPrefix string
+	UID        *uint32
+	// Destination keeps destinations whose text starts with it: an address,
+	// "192.0.2." for a range, or a folded prefix such as "192.0.2.0/24".
+	Destination string
+	Port        uint16 // zero: every port
+	Action      string // "": every action
+	// Sort is SortTime (newest minute first, the default) or SortCount (most
+	// attempts first).
+	Sort string
 }
+
+// The orders EventsPage can follow.
+const (
+	SortTime  = "time"
+	SortCount = "count"
+)
 
 // Events returns aggregates, newest minute first.
 func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
@@ -114,6 +133,32 @@ func eventWhere(f EventFilter) (string, []any, error) {
 		}
 		where += " AND user IN (SELECT value FROM json_each(?))"
 		args = append(args, string(users))
+	}
+	if f.UserPrefix != "" {
+		// substr instead of LIKE: no wildcards to escape, and case-sensitive.
+		where += " AND substr(user, 1, ?) = ?"
+		args = append(args, len(f.UserPrefix), f.UserPrefix)
+	}
+	if f.UID != nil {
+		where += " AND uid = ?"
+		args = append(args, *f.UID)
+	}
+	if f.Destination != "" {
+		where += " AND substr(daddr, 1, ?) = ?"
+		args = append(args, len(f.Destination), f.Destination)
+	}
+	if f.Port != 0 {
+		where += " AND dport = ?"
+		args = append(args, f.Port)
+	}
+	if f.Action != "" {
+		where += " AND action = ?"
+		args = append(args, f.Action)
+	}
+	switch f.Sort {
+	case "", SortTime, SortCount:
+	default:
+		return "", nil, fmt.Errorf("read events: unknown order %q: sort by %q or %q", f.Sort, SortTime, SortCount)
 	}
 	return where, args, nil
 }
@@ -180,8 +225,10 @@ func (s *Store) EventSums(ctx context.Context, f EventFilter, start time.Time, s
 	return buckets, users, nil
 }
 
-// eventKey is where a row stands in the order pages follow.
+// eventKey is where a row stands in the order pages follow. Count is set
+// only in the count order, so a cursor of one order is refused by the other.
 type eventKey struct {
+	Count  *int64 `json:"c,omitempty"`
 	Minute int64  `json:"m"`
 	UID    uint32 `json:"u"`
 	Addr   string `json:"a"`
@@ -202,17 +249,35 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 	if err != nil {
 		return nil, "", err
 	}
+	byCount := f.Sort == SortCount
 	if f.After != "" {
 		var k eventKey
 		if err := decodeCursor(f.After, &k); err != nil {
 			return nil, "", err
 		}
-		where += " AND (minute < ? OR (minute = ? AND (uid, daddr, dport, action) > (?, ?, ?, ?)))"
-		args = append(args, k.Minute, k.Minute, k.UID, k.Addr, k.Port, k.Action)
+		if byCount != (k.Count != nil) {
+			return nil, "", ErrBadCursor
+		}
+		// The row key (minute, uid, destination, port, action) never
+		// changes. In the count order a row of the current minute can still
+		// grow: it then moves up, to a page already read, so it is never
+		// shown twice.
+		after := "minute < ? OR (minute = ? AND (uid, daddr, dport, action) > (?, ?, ?, ?))"
+		keyArgs := []any{k.Minute, k.Minute, k.UID, k.Addr, k.Port, k.Action}
+		if byCount {
+			after = "count < ? OR (count = ? AND (" + after + "))"
+			keyArgs = append([]any{*k.Count, *k.Count}, keyArgs...)
+		}
+		where += " AND (" + after + ")"
+		args = append(args, keyArgs...)
+	}
+	order := "minute DESC, uid, daddr, dport, action"
+	if byCount {
+		order = "count DESC, " + order
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
 			pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool
-		FROM events WHERE `+where+` ORDER BY minute DESC, uid, daddr, dport, action LIMIT ?`, append(args, limit)...)
+		FROM events WHERE `+where+` ORDER BY `+order+` LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("read events: %w", err)
 	}
@@ -232,6 +297,10 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		}
 		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(lastSeen)
 		last.UID, last.Addr, last.Port, last.Action = e.UID, e.Address, e.Port, e.Action
+		if byCount {
+			c := e.Count
+			last.Count = &c
+		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {

@@ -296,7 +296,12 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, id *identity)
 	if err != nil {
 		return err
 	}
-	ef := id.eventFilter(store.EventFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor}, r.URL.Query().Get("user"))
+	eq, err := parseEventQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	ef := eq.filter(id, s.cfg.Now())
+	ef.Limit, ef.After = f.limit, f.cursor
 	evs, next, err := s.eng.EventsPage(r.Context(), ef)
 	if err != nil {
 		return pageError(err)
@@ -314,7 +319,9 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, id *identity) 
 	if err != nil {
 		return err
 	}
-	recs, next, err := s.eng.AuditPage(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor})
+	q := r.URL.Query()
+	recs, next, err := s.eng.AuditPage(r.Context(), store.AuditFilter{Since: f.since(s.cfg.Now()), Limit: f.limit, After: f.cursor,
+		ActorPrefix: strings.TrimSpace(q.Get("actor")), Operation: strings.TrimSpace(q.Get("operation"))})
 	if err != nil {
 		return pageError(err)
 	}

@@ -86,6 +86,9 @@ func matrix() map[string]matrixRow {
 		"GET /api/v1/audit":      {want: apiAdmin},
 		"GET /api/v1/mta":        {want: apiAdmin},
 		"PUT /api/v1/mta":        {json: `{"max_connections": 100}`, want: [6]int{unau, forb, forb, conf, conf, forb}},
+
+		// Resellers export only their owned users' attempts (TestEventsExportEveryPage).
+		"GET /api/v1/events/export": {want: apiSMTP},
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/smtpguard/smtpguard/internal/engine"
@@ -171,7 +170,11 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 		}
 		return s.renderAllowed(w, r, id, http.StatusBadRequest, msg, f)
 	}
-	return s.done(w, r, id, "/allowed", res.Message)
+	to := "/allowed"
+	if back, ok := backToEvents(r.PostForm.Get("back")); ok && allow {
+		to = back // "Allow this destination" returns to the same filtered view
+	}
+	return s.done(w, r, id, to, res.Message)
 }
 
 // settingsView is the ports, mode and local-addresses page.
@@ -224,70 +227,6 @@ func (s *Server) saveSettingsUI(w http.ResponseWriter, r *http.Request, id *iden
 		return nil
 	}
 	return s.done(w, r, id, "/settings", strings.Join(msgs, "; "))
-}
-
-// eventsView is the blocked attempts page.
-type eventsView struct {
-	User    string   // the filter
-	Users   []string // a reseller's users, to pick from
-	Window  string
-	Windows []string
-	Events  []engine.EventView
-	ByUser  []engine.UserTotal
-	Shown   int
-	More    bool
-	Next    string // cursor of the next page of the table
-	Chart   chart
-}
-
-// eventsShown and auditShown are the rows of one page of the tables.
-const (
-	eventsShown = 200
-	auditShown  = 200
-)
-
-func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity) error {
-	q := r.URL.Query()
-	v := eventsView{User: strings.TrimSpace(q.Get("user")), Window: q.Get("since"), Windows: chartWindows()}
-	if !slices.Contains(v.Windows, v.Window) {
-		v.Window = "24h"
-	}
-	if !id.IsAdmin() {
-		v.Users = id.account.Users
-	}
-	window, _ := parseWindow(v.Window)
-	now := s.cfg.Now()
-	f := id.eventFilter(store.EventFilter{Since: now.Add(-window)}, v.User)
-	// Summed by the store: the page costs the same however many rows there are.
-	fr := frameFor(now, window)
-	counts, byUser, err := s.eng.EventSums(r.Context(), f, fr.start, fr.size, fr.n, maxChartUsers)
-	if err != nil {
-		return err
-	}
-	v.Chart, v.ByUser = drawChart(fr, counts), byUser
-	f.Limit, f.After = eventsShown, q.Get("cursor")
-	if v.Events, v.Next, err = s.eng.EventsPage(r.Context(), f); err != nil {
-		return pageError(err)
-	}
-	v.Shown, v.More = len(v.Events), v.Next != ""
-	s.render(w, r, http.StatusOK, "events", &page{Title: "Blocked attempts", Nav: "events", Me: id, Data: v})
-	return nil
-}
-
-// auditView is one page of the audit log page.
-type auditView struct {
-	Records []store.AuditRecord
-	Next    string // cursor of the next, older page
-}
-
-func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, id *identity) error {
-	var v auditView
-	var err error
-	if v.Records, v.Next, err = s.eng.AuditPage(r.Context(), store.AuditFilter{Limit: auditShown, After: r.URL.Query().Get("cursor")}); err != nil {
-		return pageError(err)
-	}
-	s.render(w, r, http.StatusOK, "audit", &page{Title: "Audit log", Nav: "audit", Me: id, Data: v})
-	return nil
 }
 
 // accountsView is the accounts, privileges and tokens page.

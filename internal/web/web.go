@@ -224,6 +224,7 @@ func (s *Server) routeTable() []route {
 		api("POST /api/v1/enable", smtpPriv, s.apiEnable),
 		api("POST /api/v1/disable", smtpPriv, s.apiDisable),
 		api("GET /api/v1/events", smtpPriv, s.apiEvents),
+		api("GET /api/v1/events/export", smtpPriv, s.apiEventsExport),
 		api("GET /api/v1/allowed", admin, s.apiAllowed),
 		api("POST /api/v1/allowed", admin, s.apiAllow),
 		api("DELETE /api/v1/allowed", admin, s.apiRevoke),

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/enforce/fake"
+	"github.com/smtpguard/smtpguard/internal/enforce/remote"
+	"github.com/smtpguard/smtpguard/internal/store"
+)
+
+// The README's examples of status and events are the real output of the
+// commands on a fixture host, so they cannot drift from the code. Times and
+// pids are compared as placeholders. SMTPGUARD_UPDATE_README=1 rewrites the
+// README's blocks with the current output.
+
+const readmePasswd = `root:x:0:0:root:/root:/bin/bash
+www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin
+Debian-exim:x:101:101::/var/spool/exim4:/usr/sbin/nologin
+alice:x:1001:1001::/home/alice:/bin/bash
+bob:x:1002:1002::/home/bob:/bin/bash
+`
+
+const readmeGroup = `root:x:0:
+www-data:x:33:
+Debian-exim:x:101:
+alice:x:1001:
+bob:x:1002:
+mailers:x:2000:bob
+`
+
+var (
+	readmeTime = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d`)
+	readmePID  = regexp.MustCompile(`pid \d+`)
+)
+
+func normalizeExample(s string) string {
+	s = readmeTime.ReplaceAllString(s, "YYYY-MM-DD hh:mm:ss")
+	s = readmePID.ReplaceAllString(s, "pid N")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		lines = append(lines, strings.TrimRight(l, " "))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// readmeBlock returns the output the README shows after the prompt line
+// "# CMD": the lines up to the next prompt, blank line or end of block, and
+// where they are.
+func readmeBlock(t *testing.T, readme, cmd string) (string, int, int) {
+	t.Helper()
+	prompt := "# " + cmd + "\n"
+	start := strings.Index(readme, prompt)
+	if start < 0 {
+		t.Fatalf("README.md has no example of %q", cmd)
+	}
+	start += len(prompt)
+	end := start
+	for end < len(readme) {
+		nl := strings.IndexByte(readme[end:], '\n')
+		if nl < 0 {
+			break
+		}
+		line := readme[end : end+nl]
+		if strings.HasPrefix(line, "# ") || strings.HasPrefix(line, "```") || line == "" && strings.HasPrefix(readme[end+nl+1:], "# ") {
+			break
+		}
+		end += nl + 1
+	}
+	return readme[start:end], start, end
+}
+
+func TestReadmeExamplesAreRealOutput(t *testing.T) {
+	h := newHarness(t)
+	for name, content := range map[string]string{"passwd": readmePasswd, "group": readmeGroup} {
+		if err := os.WriteFile(filepath.Join(h.dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exim := filepath.Join(h.dir, "root", "usr", "sbin", "exim4")
+	if err := os.MkdirAll(filepath.Dir(exim), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exim, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nft := fake.New("nft")
+	h.opts.Backends = func(*slog.Logger) []enforce.Backend { return []enforce.Backend{nft} }
+	h.opts.Actor = func() string { return "root" }
+
+	got := map[string]string{}
+	for _, args := range [][]string{{"enable"}, {"allow", "user", "alice"}, {"allow", "group", "mailers"}} {
+		got["smtpguard "+strings.Join(args, " ")] = h.ok(args...)
+	}
+	// The daemon runs, as after install-service, on the same (fake) kernel.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	opts := h.opts
+	opts.ServeBackends = func(*slog.Logger, bool) []enforce.Backend { return []enforce.Backend{nft} }
+	go func() {
+		done <- RunWith(ctx, []string{"--state-dir", h.stateDir, "serve", "--listen", ""}, Stdio{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}, opts)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop within 10s")
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if info, err := remote.Ping(ctx, remote.SocketPath(h.stateDir)); err == nil && info.Recording {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve did not answer on its socket, recording, within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got["smtpguard status"] = h.ok("status")
+
+	st := h.openStore()
+	now := time.Now()
+	if err := st.RecordEvents(context.Background(), []store.Event{
+		{UID: 33, User: "www-data", Family: 4, Address: "192.0.2.25", Port: 25, Action: "blocked", Count: 40, FirstSeen: now.Add(-3 * time.Minute), LastSeen: now.Add(-3 * time.Minute)},
+		{UID: 33, User: "www-data", Family: 6, Address: "2001:db8:53::25", Port: 587, Action: "blocked", Count: 12, FirstSeen: now.Add(-time.Minute), LastSeen: now.Add(-time.Minute)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got["smtpguard events --since 24h"] = h.ok("events", "--since", "24h")
+
+	path := filepath.Join("..", "..", "README.md")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	update := os.Getenv("SMTPGUARD_UPDATE_README") == "1"
+	for _, cmd := range []string{"smtpguard enable", "smtpguard allow user alice", "smtpguard status", "smtpguard events --since 24h"} {
+		shown, start, end := readmeBlock(t, readme, cmd)
+		if update {
+			readme = readme[:start] + got[cmd] + readme[end:]
+			continue
+		}
+		if diff := cmp.Diff(normalizeExample(shown), normalizeExample(got[cmd])); diff != "" {
+			t.Errorf("README.md's example of %q is not what the command prints (-README +real); rerun with SMTPGUARD_UPDATE_README=1 to rewrite it:\n%s", cmd, diff)
+		}
+	}
+	if update {
+		if err := os.WriteFile(path, []byte(readme), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
