@@ -113,7 +113,7 @@ func TestPrivilegedMTATestsLeaveHostMailSystem(t *testing.T) {
 	t.Logf("host mail system: %d entries, packages: %v", len(before), packagesOf(before))
 	ctx := t.Context()
 	run := `^TestPrivileged(Exim|Postfix)`
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", run, "-test.count=1", "-test.v")
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", run, "-test.count=1", "-test.v", "-test.timeout=10m")
 	cmd.Env = append(os.Environ(), testutil.PrivilegedEnv+"=1")
 	cmd.WaitDelay = 10 * time.Second
 	start := time.Now()
