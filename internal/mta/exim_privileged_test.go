@@ -181,7 +181,7 @@ func startEximDaemon(t *testing.T, x privateExim) *eximDaemon {
 	// that list names our configuration (see the comment at the top).
 	// Commands run in the private mount namespace before exim starts.
 	var prep strings.Builder
-	if list := trustedConfigList(x); list != "" {
+	if list := trustedConfigList(x, d.config); list != "" {
 		trust := filepath.Join(d.dir, "trust")
 		if err := os.Mkdir(trust, 0o755); err != nil {
 			t.Fatal(err)
@@ -273,9 +273,9 @@ func startEximDaemon(t *testing.T, x privateExim) *eximDaemon {
 }
 
 // trustedConfigList is the TRUSTED_CONFIG_LIST exim was built with, if any
-// (exim -d -bV prints it).
-func trustedConfigList(x privateExim) string {
-	out, _ := x.command("-d", "-bV").CombinedOutput()
+// (exim -d -bV prints it; config is any valid configuration).
+func trustedConfigList(x privateExim, config string) string {
+	out, _ := x.command("-C", config, "-d", "-bV").CombinedOutput()
 	m := regexp.MustCompile(`TRUSTED_CONFIG_LIST: "([^"]+)"`).FindSubmatch(out)
 	if m == nil {
 		return ""

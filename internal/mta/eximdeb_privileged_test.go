@@ -138,7 +138,10 @@ func eximFromDeb(t *testing.T) privateExim {
 		t.Fatalf("the unpacked exim lacks shared libraries (remove %s to fetch them again): %v\n%s", cache, err, out)
 	}
 	ensureEximUser(t)
-	if out, err := x.command("-bV").CombinedOutput(); err != nil {
+	// -bV reads a configuration: on a host without Exim there is none.
+	check := filepath.Join(privateDir(t, "smtpguard-exim-check-"), "exim.conf")
+	writeFile(t, check, "primary_hostname = smtpguard-test.invalid\nlog_file_path = "+filepath.Dir(check)+"/%slog\n")
+	if out, err := x.command("-C", check, "-bV").CombinedOutput(); err != nil {
 		t.Fatalf("the unpacked exim does not run (remove %s to fetch it again): %v\n%s", cache, err, out)
 	}
 	return x
