@@ -23,7 +23,7 @@ endif
 TEST_DEBS := nftables iproute2 passwd chromium
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: all build run test test-deps test-fresh vet bench clean
+.PHONY: all build run test test-deps test-fresh test-fresh-postfix vet bench clean
 
 all: build
 
@@ -64,6 +64,11 @@ endif
 # it after make test. Needs root and mmdebstrap.
 test-fresh:
 	scripts/test-fresh
+
+# The same on a fresh root that runs Postfix, as a live mail server does:
+# make test must leave Postfix installed and its configuration byte-identical.
+test-fresh-postfix:
+	TEST_FRESH_PREINSTALL=postfix scripts/test-fresh
 
 # Benchmarks (issue P1–P7) report ratios against baselines measured in the same
 # run (no rules; CSF-style iptables owner rules), print one table and write it
