@@ -27,8 +27,10 @@ import (
 )
 
 // Privileged Exim tests run Debian's real Exim (package exim4-daemon-light)
-// without disturbing a system MTA: a system daemon, if the package started
-// one, is left alone; each test starts its own daemon on a private
+// without disturbing a system MTA: the package is never installed (it would
+// replace a Postfix host's MTA) but unpacked privately (eximFromDeb); a
+// system daemon, if the host runs one, is left alone; each test starts its
+// own daemon on a private
 // configuration, spool, log and pid file, listening on 127.0.0.1:2525 inside
 // a network namespace of its own, and kills it by pid at the end.
 //
@@ -47,20 +49,21 @@ import (
 //     port, but to reload exactly like a system daemon the test runs it in a
 //     private mount namespace (unshare --mount --propagation private) where a
 //     directory holding a trusted_configs that lists the private
-//     configuration is bind-mounted over /etc/exim4. Nothing outside that
+//     configuration is bind-mounted over /etc/exim4 (on a host without
+//     /etc/exim4, an overlay on /etc adds it). Nothing outside that
 //     namespace sees the mount.
+//   - exim_path names the unpacked binary, which the daemon re-executes on
+//     SIGHUP; libraries the host lacks are overlaid onto the system library
+//     directory in the daemon's mount namespace (see privateExim.libMounts).
 //   - daemon_smtp_ports and local_interfaces come from the configuration,
 //     not -oX, because with -oX Exim writes no pid file, and the manager's
 //     real reload path (SIGHUP to the pid in pid_file_path) is under test.
 
-// requireExim returns the exim binary; privileged tests fail without one.
-func requireExim(t *testing.T) string {
+// requireExim returns Debian's Exim unpacked privately; privileged tests
+// fail without it.
+func requireExim(t *testing.T) privateExim {
 	t.Helper()
-	bin, err := lookBinary([]string{"exim4", "exim"}, "/usr/sbin")
-	if err != nil {
-		t.Fatalf("%s=1 but exim is missing (apt-get install exim4-daemon-light): %v", testutil.PrivilegedEnv, err)
-	}
-	return bin
+	return eximFromDeb(t)
 }
 
 // systemDirectory is this host's users and groups.
@@ -115,6 +118,7 @@ log_file_path = {{dir}}/log/%slog
 pid_file_path = {{dir}}/exim.pid
 daemon_smtp_ports = {{port}}
 local_interfaces = 127.0.0.1
+exim_path = {{bin}}
 keep_environment =
 tls_advertise_hosts =
 host_lookup =
@@ -136,17 +140,17 @@ begin routers
 begin transports
 `
 
-func startEximDaemon(t *testing.T, bin string) *eximDaemon {
+func startEximDaemon(t *testing.T, x privateExim) *eximDaemon {
 	t.Helper()
 	d := &eximDaemon{dir: privateDir(t, "smtpguard-exim-")}
 	d.config = filepath.Join(d.dir, "exim.conf")
 	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(eximTestPort))
-	cfg := strings.NewReplacer("{{dir}}", d.dir, "{{port}}", strconv.Itoa(eximTestPort)).Replace(eximTestConfig)
+	cfg := strings.NewReplacer("{{dir}}", d.dir, "{{port}}", strconv.Itoa(eximTestPort), "{{bin}}", x.bin).Replace(eximTestConfig)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	out, err := exec.Command(bin, "-C", d.config, "-bP", "exim_user", "exim_group").Output()
+	out, err := x.command("-C", d.config, "-bP", "exim_user", "exim_group").Output()
 	if err != nil {
 		t.Fatalf("exim -bP exim_user: %v", err)
 	}
@@ -175,9 +179,9 @@ func startEximDaemon(t *testing.T, bin string) *eximDaemon {
 	// Run exim in the test's network namespace, and where Exim has a
 	// trusted-configuration list, in a private mount namespace in which
 	// that list names our configuration (see the comment at the top).
-	script := `exec "$1" -C "$2" -bdf`
-	args := []string{"sh", "-c", script, "sh", bin, d.config}
-	if list := trustedConfigList(bin); list != "" {
+	// Commands run in the private mount namespace before exim starts.
+	var prep strings.Builder
+	if list := trustedConfigList(x, d.config); list != "" {
 		trust := filepath.Join(d.dir, "trust")
 		if err := os.Mkdir(trust, 0o755); err != nil {
 			t.Fatal(err)
@@ -185,12 +189,36 @@ func startEximDaemon(t *testing.T, bin string) *eximDaemon {
 		if err := os.WriteFile(filepath.Join(trust, filepath.Base(list)), []byte(d.config+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		script = `mount --bind "$3" "$4" && exec "$1" -C "$2" -bdf`
+		listDir := filepath.Dir(list)
+		if _, err := os.Stat(listDir); err == nil {
+			fmt.Fprintf(&prep, "mount --bind %s %s && ", shellQuote(trust), shellQuote(listDir))
+		} else {
+			// No /etc/exim4 on this host: an overlay over its parent, in
+			// the private mount namespace only, holds it.
+			parent := filepath.Dir(listDir)
+			upper, work := filepath.Join(d.dir, "overlay-upper"), filepath.Join(d.dir, "overlay-work")
+			for _, dir := range []string{upper, work} {
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fmt.Fprintf(&prep, "mount -t overlay overlay -o %s %s && mkdir %s && cp %s/* %s/ && ",
+				shellQuote("lowerdir="+parent+",upperdir="+upper+",workdir="+work), shellQuote(parent),
+				shellQuote(listDir), shellQuote(trust), shellQuote(listDir))
+		}
+	}
+	for _, m := range x.libMounts {
+		fmt.Fprintf(&prep, "mount -t overlay overlay -o %s %s && ", shellQuote("lowerdir="+strings.Join(m.lower, ":")), shellQuote(m.target))
+	}
+	script := `exec "$1" -C "$2" -bdf`
+	args := []string{"sh", "-c", script, "sh", x.bin, d.config}
+	if prep.Len() > 0 {
 		args = []string{"unshare", "--mount", "--propagation", "private",
-			"sh", "-c", script, "sh", bin, d.config, trust, filepath.Dir(list)}
+			"sh", "-c", prep.String() + script, "sh", x.bin, d.config}
 	}
 	d.ns = testutil.NewNetNS(t)
 	cmd := d.ns.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), x.env...)
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Start(); err != nil {
@@ -245,15 +273,15 @@ func startEximDaemon(t *testing.T, bin string) *eximDaemon {
 }
 
 // trustedConfigList is the TRUSTED_CONFIG_LIST exim was built with, if any
-// (exim -d -bV prints it).
-func trustedConfigList(bin string) string {
-	out, _ := exec.Command(bin, "-d", "-bV").CombinedOutput()
+// (exim -d -bV prints it; config is any valid configuration).
+func trustedConfigList(x privateExim, config string) string {
+	out, _ := x.command("-C", config, "-d", "-bV").CombinedOutput()
 	m := regexp.MustCompile(`TRUSTED_CONFIG_LIST: "([^"]+)"`).FindSubmatch(out)
 	if m == nil {
 		return ""
 	}
 	list := string(m[1])
-	if fi, err := os.Stat(filepath.Dir(list)); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(filepath.Dir(list)); err == nil && !fi.IsDir() {
 		return ""
 	}
 	return list
@@ -328,9 +356,9 @@ func (d *eximDaemon) greeting(t *testing.T) string {
 }
 
 // eximReports is what `exim -C cfg -bP` itself reports for the limits.
-func eximReports(t *testing.T, bin, cfg string) Limits {
+func eximReports(t *testing.T, x privateExim, cfg string) Limits {
 	t.Helper()
-	out, err := exec.Command(bin, append([]string{"-C", cfg, "-bP"}, eximLimitOptions...)...).Output()
+	out, err := x.command(append([]string{"-C", cfg, "-bP"}, eximLimitOptions...)...).Output()
 	if err != nil {
 		t.Fatalf("exim -bP: %v", err)
 	}
@@ -343,12 +371,12 @@ func eximReports(t *testing.T, bin, cfg string) Limits {
 
 func TestPrivilegedEximLimits(t *testing.T) {
 	testutil.Privileged(t)
-	bin := requireExim(t)
-	d := startEximDaemon(t, bin)
+	x := requireExim(t)
+	d := startEximDaemon(t, x)
 	ctx := t.Context()
 	dir := systemDirectory(t)
 
-	m, err := NewManager(ctx, Options{EximConfig: d.config}, dir)
+	m, err := NewManager(ctx, x.options(Options{EximConfig: d.config}), dir)
 	if err != nil {
 		t.Fatalf("NewManager: %v", err)
 	}
@@ -369,7 +397,7 @@ func TestPrivilegedEximLimits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Info: %v", err)
 	}
-	if want := eximReports(t, bin, d.config); info.Limits != want || want.MaxConnections != 2 {
+	if want := eximReports(t, x, d.config); info.Limits != want || want.MaxConnections != 2 {
 		t.Errorf("Info().Limits = %+v, exim -bP reports %+v, want max 2", info.Limits, want)
 	}
 	if info.MTA != "exim" || !info.Installed || !info.Running || info.Version == "" || info.Config != d.config {
@@ -400,7 +428,7 @@ func TestPrivilegedEximLimits(t *testing.T) {
 		if _, err := m.SetLimits(ctx, Limits{MaxConnections: 5, MaxPerHost: 1}); err != nil {
 			t.Fatalf("SetLimits(max 5, per host 1): %v", err)
 		}
-		if got, want := eximReports(t, bin, d.config), (Limits{MaxConnections: 5, MaxPerHost: 1}); got != want {
+		if got, want := eximReports(t, x, d.config), (Limits{MaxConnections: 5, MaxPerHost: 1}); got != want {
 			t.Errorf("exim -bP = %+v, want %+v", got, want)
 		}
 		closeAll := d.openSessions(t, 1)
@@ -436,7 +464,7 @@ func TestPrivilegedEximLimits(t *testing.T) {
 		if l := leftoverFiles(t, d.dir); len(l) > 0 {
 			t.Errorf("candidate files left behind: %v", l)
 		}
-		if got, want := eximReports(t, bin, d.config), (Limits{MaxConnections: 5}); got != want {
+		if got, want := eximReports(t, x, d.config), (Limits{MaxConnections: 5}); got != want {
 			t.Errorf("exim -bP = %+v, want %+v", got, want)
 		}
 		// Still limit 5, not 3: four sessions get in.
@@ -449,10 +477,10 @@ func TestPrivilegedEximLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		failing, err := NewManager(ctx, Options{
+		failing, err := NewManager(ctx, x.options(Options{
 			EximConfig: d.config,
 			Reload:     func(context.Context) error { return errors.New("injected reload failure") },
-		}, dir)
+		}), dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -471,23 +499,38 @@ func TestPrivilegedEximLimits(t *testing.T) {
 	})
 }
 
-// debianEximCopy copies this host's /etc/exim4 into a private directory,
+// debianEximUpdateConf is update-exim4.conf.conf as Debian's debconf
+// writes it for a "local delivery only" system (exim4-config ships none).
+const debianEximUpdateConf = `dc_eximconfig_configtype='local'
+dc_other_hostnames=''
+dc_local_interfaces='127.0.0.1 ; ::1'
+dc_readhost=''
+dc_relay_domains=''
+dc_minimaldns='false'
+dc_relay_nets=''
+dc_smarthost=''
+CFILEMODE='644'
+dc_use_split_config='false'
+dc_hide_mailname=''
+dc_mailname_in_oh='true'
+dc_localdelivery='mail_spool'
+`
+
+// debianEximCopy copies exim4-config's /etc/exim4 (as the package ships it,
+// not this host's, which may not exist) into a private directory,
 // selects the split or unsplit layout there, sends Exim's logs to a private
 // directory (so a refused candidate's panic log stays private too) and
 // generates a private config.autogenerated with the real update-exim4.conf.
 // The returned Options manage that copy; reloads counts reload calls.
-func debianEximCopy(t *testing.T, split bool) (opts Options, reloads *int) {
+func debianEximCopy(t *testing.T, x privateExim, split bool) (opts Options, reloads *int) {
 	t.Helper()
 	dir := privateDir(t, "smtpguard-debian-exim-")
 	confDir := filepath.Join(dir, "exim4")
-	if out, err := exec.Command("cp", "-a", "/etc/exim4", confDir).CombinedOutput(); err != nil {
-		t.Fatalf("copying /etc/exim4 (exim4-config installed?): %v\n%s", err, out)
+	if out, err := exec.Command("cp", "-a", x.confDir, confDir).CombinedOutput(); err != nil {
+		t.Fatalf("copying %s: %v\n%s", x.confDir, err, out)
 	}
 	ucc := filepath.Join(confDir, "update-exim4.conf.conf")
-	conf, err := os.ReadFile(ucc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conf := []byte(debianEximUpdateConf)
 	conf = regexp.MustCompile(`(?m)^dc_use_split_config=.*\n`).ReplaceAll(conf, nil)
 	conf = fmt.Appendf(conf, "dc_use_split_config='%t'\n", split)
 	writeFile(t, ucc, string(conf))
@@ -512,11 +555,13 @@ func debianEximCopy(t *testing.T, split bool) (opts Options, reloads *int) {
 	if err := os.Mkdir(filepath.Dir(auto), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("update-exim4.conf", "--confdir", confDir, "--output", auto).CombinedOutput(); err != nil {
+	update := exec.Command(x.updateConf, "--confdir", confDir, "--output", auto)
+	update.Env = append(os.Environ(), x.env...)
+	if out, err := update.CombinedOutput(); err != nil {
 		t.Fatalf("update-exim4.conf: %v\n%s", err, out)
 	}
 	reloads = new(int)
-	return Options{
+	return x.options(Options{
 		EximConfig:           auto,
 		DebianEximConfDir:    confDir,
 		DebianEximAutoConfig: auto,
@@ -524,7 +569,7 @@ func debianEximCopy(t *testing.T, split bool) (opts Options, reloads *int) {
 			*reloads++
 			return nil
 		},
-	}, reloads
+	}), reloads
 }
 
 func writeFile(t *testing.T, name, content string) {
@@ -545,12 +590,12 @@ func readFile(t *testing.T, name string) string {
 
 func TestPrivilegedEximLimitsDebianLayout(t *testing.T) {
 	testutil.Privileged(t)
-	bin := requireExim(t)
+	x := requireExim(t)
 	ctx := t.Context()
 	dir := systemDirectory(t)
 
 	t.Run("split", func(t *testing.T) {
-		opts, reloads := debianEximCopy(t, true)
+		opts, reloads := debianEximCopy(t, x, true)
 		ours := filepath.Join(opts.DebianEximConfDir, "conf.d", "main", "00_smtpguard_limits")
 		m, err := NewManager(ctx, opts, dir)
 		if err != nil {
@@ -584,7 +629,7 @@ func TestPrivilegedEximLimitsDebianLayout(t *testing.T) {
 		if before != (Limits{MaxConnections: 20}) {
 			t.Errorf("before = %+v, want Debian's default max 20", before)
 		}
-		if got := eximReports(t, bin, opts.DebianEximAutoConfig); got != want {
+		if got := eximReports(t, x, opts.DebianEximAutoConfig); got != want {
 			t.Errorf("exim -bP on the regenerated config = %+v, want %+v", got, want)
 		}
 		wantFile := string(eximLimitsFile(eximSettings(want, false)))
@@ -601,7 +646,7 @@ func TestPrivilegedEximLimitsDebianLayout(t *testing.T) {
 	})
 
 	t.Run("unsplit template", func(t *testing.T) {
-		opts, reloads := debianEximCopy(t, false)
+		opts, reloads := debianEximCopy(t, x, false)
 		template := filepath.Join(opts.DebianEximConfDir, "exim4.conf.template")
 		orig := readFile(t, template)
 		m, err := NewManager(ctx, opts, dir)
@@ -612,7 +657,7 @@ func TestPrivilegedEximLimitsDebianLayout(t *testing.T) {
 		if _, err := m.SetLimits(ctx, want); err != nil {
 			t.Fatalf("SetLimits(%+v): %v", want, err)
 		}
-		if got := eximReports(t, bin, opts.DebianEximAutoConfig); got != want {
+		if got := eximReports(t, x, opts.DebianEximAutoConfig); got != want {
 			t.Errorf("exim -bP on the regenerated config = %+v, want %+v", got, want)
 		}
 		wantTemplate, err := setEximMain([]byte(orig), eximSettings(want, false))
@@ -638,7 +683,7 @@ func TestPrivilegedEximLimitsDebianLayout(t *testing.T) {
 		if got := readFile(t, opts.DebianEximAutoConfig); got != live {
 			t.Errorf("live config changed after a refused candidate")
 		}
-		if got := eximReports(t, bin, opts.DebianEximAutoConfig); got != want {
+		if got := eximReports(t, x, opts.DebianEximAutoConfig); got != want {
 			t.Errorf("exim -bP = %+v, want the previous %+v", got, want)
 		}
 		if *reloads != 1 {

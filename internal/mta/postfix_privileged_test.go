@@ -34,10 +34,10 @@ const (
 )
 
 // TestPrivilegedPostfixLimits runs the real postconf and `postfix check` of
-// Debian's postfix package on a private configuration. The package
-// conflicts with exim4-daemon-light, which the Exim tests need, so it is not
-// installed: postfixFromDeb unpacks it into a private directory and the
-// binaries run from there.
+// Debian's postfix package on a private configuration. Installing the
+// package would replace the host's MTA, so it is not installed:
+// postfixFromDeb unpacks it into a private directory and the binaries run
+// from there.
 func TestPrivilegedPostfixLimits(t *testing.T) {
 	testutil.Privileged(t)
 	start := time.Now()
