@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/enforce/fake"
+	realnft "github.com/smtpguard/smtpguard/internal/enforce/nft"
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
@@ -94,7 +97,10 @@ func TestReadmeExamplesAreRealOutput(t *testing.T) {
 	if err := os.WriteFile(exim, nil, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The fake kernel describes itself as the real nft backend does, so
+	// the example shows what an administrator sees.
 	nft := fake.New("nft")
+	nft.SetDescription(realnft.New(realnft.Config{Logger: slog.New(slog.DiscardHandler)}).Describe())
 	h.opts.Backends = func(*slog.Logger) []enforce.Backend { return []enforce.Backend{nft} }
 	h.opts.Actor = func() string { return "root" }
 
