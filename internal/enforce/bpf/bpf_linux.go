@@ -277,6 +277,9 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	if err := os.MkdirAll(b.PinDir(), 0o700); err != nil {
 		return fmt.Errorf("create pin directory: %w", err)
 	}
+	if err := b.dropIncompatibleRing(); err != nil {
+		return err
+	}
 	coll, spec, err := b.load(true)
 	if err != nil {
 		return err
@@ -291,6 +294,26 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		}
 	}
 	return nil
+}
+
+// dropIncompatibleRing unpins a ring buffer of another size than configured:
+// it holds no state, the programs keep the old one until the new ones
+// replace them, and event readers notice the new pin and reopen.
+func (b *Backend) dropIncompatibleRing() error {
+	path := filepath.Join(b.PinDir(), mapEvents)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned ring buffer %s: %w", path, err)
+	}
+	defer m.Close()
+	if mapSpecs(b.cfg.RingSize)[mapEvents].Compatible(m) == nil {
+		return nil
+	}
+	b.log.Info("replacing the event ring buffer with one of the configured size", "bytes", b.cfg.RingSize)
+	return m.Unpin()
 }
 
 // RefreshLocal rewrites only the local address maps from Config.LocalAddrs,
@@ -483,6 +506,11 @@ func (b *Backend) Remove(ctx context.Context) error {
 func (b *Backend) Present(ctx context.Context) (bool, error) {
 	entries, err := os.ReadDir(b.PinDir())
 	if errors.Is(err, os.ErrNotExist) {
+		if !b.cfg.MountBPFFS {
+			if err := b.checkBPFFS(false); err != nil {
+				return false, fmt.Errorf("%w: %v", enforce.ErrNotSupported, err)
+			}
+		}
 		return false, nil
 	}
 	if err != nil {
@@ -528,9 +556,6 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 			return d, fmt.Errorf("open pinned map %s: %w", name, err)
 		}
 		maps[name] = m
-		if name == mapEvents {
-			continue // a ring of another size still delivers events
-		}
 		if err := ms.Compatible(m); err != nil {
 			d.Problems = append(d.Problems, fmt.Sprintf("map %s has the wrong layout: %v", name, err))
 			delete(maps, name)

@@ -243,6 +243,23 @@ func TestPrivilegedBPFRejectMatrix(t *testing.T) {
 	}
 }
 
+// TestPrivilegedBPFOtherPaths: the other ways into a TCP connect are
+// refused too, and UDP, which runs the same hook, is not restricted.
+func TestPrivilegedBPFOtherPaths(t *testing.T) {
+	w := newWorld(t)
+	w.apply(w.ruleset(policy.ModeReject))
+	addrs := []string{hostPort(serverV4, 25), hostPort(serverV6, 465), hostPort("::ffff:"+serverV4, 587)}
+	refused := []expect{{addr: addrs[0], errno: w.refusal}, {addr: addrs[1], errno: w.refusal}, {addr: addrs[2], errno: w.refusal}}
+	for _, kind := range []string{kindFastOpen, kindMPTCP} {
+		req := helperRequest{Mode: helperConnect, UID: w.user.UID, GID: w.user.GID, Addrs: addrs, Kind: kind}
+		w.check(kind, runIn(t, w.cg, w.client, req), refused)
+		req.UID, req.GID = w.allowed.UID, w.allowed.GID
+		w.check(kind+" allowed user", runIn(t, w.cg, w.client, req), []expect{{addr: addrs[0]}, {addr: addrs[1]}, {addr: addrs[2]}})
+	}
+	req := helperRequest{Mode: helperConnect, UID: w.user.UID, GID: w.user.GID, Addrs: addrs, Kind: kindUDP}
+	w.check("udp", runIn(t, w.cg, w.client, req), []expect{{addr: addrs[0]}, {addr: addrs[1]}, {addr: addrs[2]}})
+}
+
 // unmapHost turns "[::ffff:192.0.2.2]:25" into "192.0.2.2:25": the IPv4
 // listener answers a mapped connect.
 func unmapHost(a string) string {
@@ -646,10 +663,67 @@ func TestPrivilegedBPFLifecycle(t *testing.T) {
 	}
 }
 
-// TestWatchNotSupported: the daemon must fall back to periodic verification.
-func TestWatchNotSupported(t *testing.T) {
-	b := New(Config{})
-	if err := b.Watch(context.Background(), func() {}); !errors.Is(err, enforce.ErrNotSupported) {
-		t.Errorf("Watch = %v, want ErrNotSupported", err)
+// TestPrivilegedBPFRingDrops: when nobody reads and the ring is full, the
+// connect is still refused at once and the lost events are counted, and
+// Events reports them as enforce.ActionLost. A new ring size replaces the
+// ring at the next Apply.
+func TestPrivilegedBPFRingDrops(t *testing.T) {
+	w := newWorld(t)
+	w.b.cfg.RingSize = 4096 // one page: about 45 events
+	rs := w.ruleset(policy.ModeReject)
+	w.apply(rs)
+	const n = 120
+	addrs := make([]string, n)
+	want := make([]expect, n)
+	for i := range addrs {
+		addrs[i] = hostPort(serverV4, 25)
+		want[i] = expect{addr: addrs[i], errno: w.refusal}
 	}
+	w.check("with a full ring", w.connect(helperConnect, &w.user, addrs...), want)
+	dropped, err := w.b.DroppedEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped == 0 || dropped >= n {
+		t.Fatalf("DroppedEvents = %d after %d events into a one-page ring, want some but not all", dropped, n)
+	}
+	// Events counts drops from when it starts. Its sink stalls the reader
+	// on the first event, so the ring fills up again; the drop report comes
+	// from its other goroutine.
+	lost := make(chan enforce.Event, 1)
+	stalled, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.b.Events(ctx, func(e enforce.Event) {
+			if e.Action == enforce.ActionLost {
+				select {
+				case lost <- e:
+				default:
+				}
+				return
+			}
+			once.Do(func() { close(stalled) })
+			<-release
+		})
+	}()
+	defer func() { close(release); cancel(); <-done }()
+	select {
+	case <-stalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Events delivered none of the events in the ring")
+	}
+	w.check("with the reader stalled", w.connect(helperConnect, &w.user, addrs...), want)
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		after, _ := w.b.DroppedEvents()
+		t.Fatalf("the drop counter went from %d to %d but Events reported no lost event", dropped, after)
+	}
+
+	// Another ring size: Apply replaces the ring, and stays in sync.
+	w.b.cfg.RingSize = DefaultRingSize
+	w.apply(rs)
+	w.check("after replacing the ring", w.connect(helperConnect, &w.user, addrs[0]), want[:1])
 }

@@ -43,7 +43,17 @@ type helperRequest struct {
 	UID   uint32
 	GID   uint32
 	Addrs []string
+	// Kind is the socket and call: "" (TCP connect), "udp" (UDP connect),
+	// "mptcp" (IPPROTO_MPTCP connect) or "fastopen" (sendto MSG_FASTOPEN).
+	Kind string
 }
+
+// The socket kinds of helperRequest.Kind.
+const (
+	kindUDP      = "udp"
+	kindMPTCP    = "mptcp"
+	kindFastOpen = "fastopen"
+)
 
 type helperResult struct {
 	PID     int
@@ -99,9 +109,16 @@ func runHelper(req helperRequest) (helperResult, error) {
 			return res, err
 		}
 		for _, a := range req.Addrs {
-			fd, r := newSocket(a)
+			fd, r := newSocketKind(a, req.Kind)
 			if fd >= 0 {
-				r = connectFD(fd, a)
+				switch req.Kind {
+				case kindUDP:
+					r = connectUDP(fd, a)
+				case kindFastOpen:
+					r = fastOpen(fd, a)
+				default:
+					r = connectFD(fd, a)
+				}
 				unix.Close(fd)
 			}
 			res.Results = append(res.Results, r)
@@ -211,7 +228,9 @@ func lastLine(b []byte) []byte {
 
 // newSocket makes a non-blocking TCP socket for addr's family; IPv4-mapped
 // addresses get a dual-stack AF_INET6 socket.
-func newSocket(addr string) (int, connResult) {
+func newSocket(addr string) (int, connResult) { return newSocketKind(addr, "") }
+
+func newSocketKind(addr, kind string) (int, connResult) {
 	r := connResult{Addr: addr}
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
@@ -222,7 +241,14 @@ func newSocket(addr string) (int, connResult) {
 	if ap.Addr().Is4() {
 		family = unix.AF_INET
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	typ, proto := unix.SOCK_STREAM, 0
+	switch kind {
+	case kindUDP:
+		typ = unix.SOCK_DGRAM
+	case kindMPTCP:
+		proto = unix.IPPROTO_MPTCP
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		r.Err = "socket: " + err.Error()
 		return -1, r
@@ -278,6 +304,52 @@ func connectFD(fd int, addr string) connResult {
 		break
 	}
 	return r
+}
+
+func sockaddrOf(addr string) unix.Sockaddr {
+	ap := netip.MustParseAddrPort(addr)
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// connectUDP connects a UDP socket (no packet is sent).
+func connectUDP(fd int, addr string) connResult {
+	r := connResult{Addr: addr, OK: true}
+	if err := unix.Connect(fd, sockaddrOf(addr)); err != nil {
+		r.OK, r.Err, r.Errno = false, err.Error(), errnoName(err)
+	}
+	return r
+}
+
+// fastOpen connects with sendto(MSG_FASTOPEN), the connect() that carries
+// data, then waits for the handshake.
+func fastOpen(fd int, addr string) connResult {
+	r := connResult{Addr: addr}
+	err := unix.Sendto(fd, []byte("EHLO x\r\n"), unix.MSG_FASTOPEN, sockaddrOf(addr))
+	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		r.Err, r.Errno = "sendto MSG_FASTOPEN: "+err.Error(), errnoName(err)
+		return r
+	}
+	if !waitFD(fd, unix.POLLOUT, time.Now().Add(testutil.ConnectTimeout)) {
+		r.Errno, r.Err = "ETIMEDOUT", "no answer"
+		return r
+	}
+	if soErr, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); soErr != 0 {
+		r.Err, r.Errno = unix.Errno(soErr).Error(), unix.ErrnoName(unix.Errno(soErr))
+		return r
+	}
+	r.OK = true
+	return r
+}
+
+func errnoName(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return unix.ErrnoName(errno)
+	}
+	return ""
 }
 
 func waitFD(fd int, events int16, deadline time.Time) bool {
