@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -625,6 +626,9 @@ func TestPrivilegedBPFLifecycle(t *testing.T) {
 	if progs, _ := CgroupPrograms(w.cg.Path); len(progs[ebpf.AttachCGroupInet4Connect.String()])+len(progs[ebpf.AttachCGroupInet6Connect.String()]) != 0 {
 		t.Fatalf("Probe attached to the cgroup: %v", progs)
 	}
+	if children, _ := filepath.Glob(filepath.Join(w.cg.Path, "smtpguard-probe-*")); len(children) != 0 {
+		t.Fatalf("Probe left its throwaway cgroups: %v", children)
+	}
 	w.apply(w.ruleset(policy.ModeReject))
 	// A new backend value (a new process) sees the same state.
 	again := New(Config{CgroupPath: w.cg.Path, BPFFS: w.bpffs, LocalAddrs: w.b.cfg.LocalAddrs})
@@ -726,4 +730,92 @@ func TestPrivilegedBPFRingDrops(t *testing.T) {
 	w.b.cfg.RingSize = DefaultRingSize
 	w.apply(rs)
 	w.check("after replacing the ring", w.connect(helperConnect, &w.user, addrs[0]), want[:1])
+}
+
+// TestPrivilegedBPFUserNamespace: a process that is root in its own user
+// namespace (rootless containers) is matched by its host uid.
+func TestPrivilegedBPFUserNamespace(t *testing.T) {
+	w := newWorld(t)
+	w.apply(w.ruleset(policy.ModeReject))
+	// The test user must be able to run the binary: go test's build
+	// directory is root's alone.
+	dir, err := os.MkdirTemp("", "sgt-bpf-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyExe := filepath.Join(dir, "bpf.test")
+	if err := os.WriteFile(copyExe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	req := helperRequest{Mode: helperConnect, Addrs: []string{hostPort(serverV4, 25), hostPort(serverV6, 465), hostPort(serverV4, 80)}}
+	body, _ := json.Marshal(req)
+	cmd := w.cg.NetCommand(w.client, "setpriv", "--reuid", fmt.Sprint(w.user.UID), "--regid", fmt.Sprint(w.user.GID), "--clear-groups",
+		"unshare", "--user", "--map-root-user", "--", copyExe)
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(body))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := w.cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	proc := testutil.Watch(cmd)
+	select {
+	case <-proc.Done():
+	case <-time.After(time.Minute):
+		proc.Kill()
+		t.Fatal("helper in a user namespace still running after a minute")
+	}
+	if !cmd.ProcessState.Success() {
+		t.Fatalf("helper in a user namespace: %v\n%s", cmd.ProcessState, stderr.String())
+	}
+	var res helperResult
+	if err := json.Unmarshal(lastLine([]byte(stdout.String())), &res); err != nil || len(res.Results) != 3 {
+		t.Fatalf("helper output %q: %v", stdout.String(), err)
+	}
+	w.check("root in a user namespace", res, []expect{
+		{addr: req.Addrs[0], errno: w.refusal},
+		{addr: req.Addrs[1], errno: w.refusal},
+		{addr: req.Addrs[2]},
+	})
+}
+
+// TestPrivilegedBPFMountsBPFFS: without a bpf file system Probe and Apply
+// refuse, unless MountBPFFS lets Apply mount one.
+func TestPrivilegedBPFMountsBPFFS(t *testing.T) {
+	testutil.Privileged(t)
+	cg := testutil.NewCgroup(t)
+	dir := t.TempDir()
+	cfg := Config{CgroupPath: cg.Path, BPFFS: dir, LocalAddrs: func() ([]netip.Prefix, error) { return nil, nil }}
+	rs := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25}}
+	b := New(cfg)
+	if err := b.Probe(context.Background()); !errors.Is(err, enforce.ErrNotSupported) {
+		t.Errorf("Probe without a bpf file system = %v, want ErrNotSupported", err)
+	}
+	if err := b.Apply(context.Background(), rs); err == nil {
+		t.Fatal("Apply without a bpf file system and without MountBPFFS succeeded")
+	}
+	cfg.MountBPFFS = true
+	b = New(cfg)
+	if err := b.Probe(context.Background()); err != nil {
+		t.Errorf("Probe with MountBPFFS: %v", err)
+	}
+	if err := b.Apply(context.Background(), rs); err != nil {
+		t.Fatalf("Apply with MountBPFFS: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		t.Errorf("%s after Apply: type %#x, %v; want a bpf file system", dir, st.Type, err)
+	}
+	if err := b.Remove(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
