@@ -93,7 +93,7 @@ func (b *Backend) CgroupPath() (string, error) {
 }
 
 // Facts describes the backend on this kernel (the refusal's errno depends on
-// bpf_set_retval).
+// bpf_set_retval, which only root can probe: other callers are told EPERM).
 func (b *Backend) Facts() Facts {
 	f := Facts{
 		Covers:              slices.Clone(Covers),

@@ -302,6 +302,9 @@ func TestPrivilegedBPFExceptions(t *testing.T) {
 	rs.Exceptions = []policy.ExceptionRule{
 		{UID: w.user.UID, Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 587},
 		{UID: w.user.UID, Dst: netip.MustParsePrefix("2001:db8::/32"), Port: 465},
+		// Same uid and port, other networks: the server is outside them.
+		{UID: w.user.UID, Dst: netip.MustParsePrefix("198.51.100.0/24"), Port: 25},
+		{UID: w.user.UID, Dst: netip.MustParsePrefix("2001:db8:1::/48"), Port: 587},
 	}
 	w.apply(rs)
 	w.check("exceptions", w.connect(helperConnect, &w.user,
@@ -818,4 +821,41 @@ func TestPrivilegedBPFMountsBPFFS(t *testing.T) {
 	if err := b.Remove(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPrivilegedBPFMovesCgroup: configuring another cgroup moves both links
+// there at the next Apply (the new one attached before the old one goes),
+// and Verify names the old attachment until then.
+func TestPrivilegedBPFMovesCgroup(t *testing.T) {
+	w := newWorld(t)
+	rs := w.ruleset(policy.ModeReject)
+	w.apply(rs)
+	other := testutil.NewCgroup(t)
+	moved := New(Config{CgroupPath: other.Path, BPFFS: w.bpffs, LocalAddrs: w.b.cfg.LocalAddrs})
+	d, err := moved.Verify(context.Background(), rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Problems) != 4 || !strings.Contains(d.Problems[0], "is attached to cgroup id") {
+		t.Errorf("Verify with another cgroup configured: %q, want each link named as attached elsewhere", d.Problems)
+	}
+	if err := moved.Apply(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := moved.Verify(context.Background(), rs); err != nil || !d.InSync() {
+		t.Fatalf("Verify after the move: %v, %v", d, err)
+	}
+	for path, want := range map[string]int{w.cg.Path: 0, other.Path: 1} {
+		progs, err := CgroupPrograms(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for hook, ids := range progs {
+			if len(ids) != want {
+				t.Errorf("cgroup %s runs %d %s programs, want %d", path, len(ids), hook, want)
+			}
+		}
+	}
+	w.check("old cgroup", w.connect(helperConnect, &w.user, hostPort(serverV4, 25)), []expect{{addr: hostPort(serverV4, 25)}})
+	moved.Remove(context.Background())
 }

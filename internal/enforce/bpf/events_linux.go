@@ -27,23 +27,17 @@ var ErrNotInstalled = errors.New("the bpf programs are not installed")
 // nothing).
 const dropsInterval = time.Second
 
-// maxLostPerReport bounds the ActionLost events Events sends at once; the
-// rest follow at the next report.
-const maxLostPerReport = 4096
-
 // Events is part of enforce.Backend: it delivers each event of the ring
 // buffer, and one enforce.ActionLost event per event the ring had no room
-// for.
+// for (the daemon counts those one by one). sink is called from two
+// goroutines (events, and drop reports once a second).
 func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
-	var owed uint64
 	return b.EventsDetailed(ctx, func(ev Event) {
 		if ev.Action != enforce.ActionLost {
 			sink(ev.Event)
 			return
 		}
-		owed += ev.Lost
-		for n := 0; owed > 0 && n < maxLostPerReport; n++ {
-			owed--
+		for range ev.Lost {
 			sink(ev.Event)
 		}
 	})
@@ -51,8 +45,7 @@ func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
 
 // EventsDetailed is Events with the process behind each attempt. Lost
 // events arrive as one Event with Action enforce.ActionLost and Lost set to
-// how many were dropped since the last report (Lost is 0 when only owed
-// lost events are being flushed). It returns when ctx ends, or with an error
+// how many were dropped since the last report. It returns when ctx ends, or with an error
 // when the ring buffer is not pinned or was replaced.
 func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 	ringPath := filepath.Join(b.PinDir(), mapEvents)
