@@ -69,21 +69,60 @@ func NewCgroup(t testing.TB) *Cgroup {
 	if err := RefuseRootCgroup(cg.Path); err != nil {
 		t.Fatal(err)
 	}
+	name := filepath.Base(cg.Path)
+	if err := claim(kindCgroup, name); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Mkdir(cg.Path, 0o755); err != nil {
+		release(kindCgroup, name)
 		t.Fatalf("create cgroup: %v", err)
 	}
 	cg.dir, err = os.Open(cg.Path)
 	if err != nil {
 		os.Remove(cg.Path)
+		release(kindCgroup, name)
 		t.Fatalf("open cgroup: %v", err)
 	}
 	t.Cleanup(func() {
 		cg.dir.Close()
 		if err := removeCgroup(cg.Path); err != nil {
 			t.Errorf("remove test cgroup: %v", err)
+			return
 		}
+		release(kindCgroup, name)
 	})
 	return cg
+}
+
+// kindCgroup marks owner records of test cgroups.
+const kindCgroup = "cgroup"
+
+// RemoveCgroupLeftovers removes the sgt-cg-* cgroups a crashed or killed run
+// left under the cgroup2 root (programs attached to them go with them), and
+// keeps those of test binaries still running. Call it from TestMain of
+// packages that use NewCgroup, as root.
+func RemoveCgroupLeftovers() error {
+	root, err := Cgroup2Root()
+	if err != nil {
+		return nil // nothing can have been created
+	}
+	dirs, err := filepath.Glob(filepath.Join(root, CgroupPrefix+"*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range dirs {
+		name := filepath.Base(dir)
+		if ownedByLiveProcess(kindCgroup, name) {
+			continue
+		}
+		if err := removeCgroup(dir); err != nil {
+			errs = append(errs, fmt.Errorf("leftover cgroup: %w", err))
+			continue
+		}
+		release(kindCgroup, name)
+	}
+	return errors.Join(errs...)
 }
 
 // removeCgroup moves the cgroup's processes to its parent and removes it.

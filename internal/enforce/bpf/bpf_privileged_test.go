@@ -35,8 +35,10 @@ func TestMain(m *testing.M) {
 	var root string
 	var before map[string][]ebpf.ProgramID
 	if privileged {
-		if err := testutil.RemoveLeftovers(); err != nil {
-			fmt.Fprintln(os.Stderr, "warning:", err)
+		for _, clean := range []func() error{testutil.RemoveLeftovers, testutil.RemoveBPFFSLeftovers, testutil.RemoveCgroupLeftovers} {
+			if err := clean(); err != nil {
+				fmt.Fprintln(os.Stderr, "warning:", err)
+			}
 		}
 		var err error
 		if root, err = testutil.Cgroup2Root(); err == nil {
