@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -860,4 +861,91 @@ func TestPrivilegedBPFMovesCgroup(t *testing.T) {
 	}
 	w.check("old cgroup", w.connect(helperConnect, &w.user, hostPort(serverV4, 25)), []expect{{addr: hostPort(serverV4, 25)}})
 	moved.Remove(context.Background())
+}
+
+// TestPrivilegedBPFForeignProgramPinned: a pinned program that is not this
+// version's code is drift; Apply pins ours and moves the link onto it in
+// place (BPF_LINK_UPDATE), without a moment unattached.
+func TestPrivilegedBPFForeignProgramPinned(t *testing.T) {
+	w := newWorld(t)
+	rs := w.ruleset(policy.ModeReject)
+	w.apply(rs)
+	foreign, _ := counterProgram(t)
+	path := filepath.Join(w.b.PinDir(), pinProg4)
+	l, err := link.LoadPinnedLink(filepath.Join(w.b.PinDir(), pinLink4), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	before, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := foreign.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Update(foreign); err != nil {
+		t.Fatal(err)
+	}
+	w.check("foreign program allows", w.connect(helperConnect, &w.user, hostPort(serverV4, 25)), []expect{{addr: hostPort(serverV4, 25)}})
+	d, err := w.b.Verify(context.Background(), rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(d.Problems, "program sg_connect4 is not this version's code") {
+		t.Errorf("Verify with a foreign pinned program: %q", d.Problems)
+	}
+	w.apply(rs)
+	after, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ID != before.ID {
+		t.Errorf("Apply replaced link %d with %d, want the same link updated", before.ID, after.ID)
+	}
+	w.check("repaired", w.connect(helperConnect, &w.user, hostPort(serverV4, 25)), []expect{{addr: hostPort(serverV4, 25), errno: w.refusal}})
+}
+
+// TestPrivilegedBPFIncompatiblePinnedMap: a pinned map of another layout
+// (another version) makes Apply fail saying what to do, and what was
+// enforced stays enforced.
+func TestPrivilegedBPFIncompatiblePinnedMap(t *testing.T) {
+	w := newWorld(t)
+	rs := w.ruleset(policy.ModeReject)
+	w.apply(rs)
+	path := filepath.Join(w.b.PinDir(), mapPorts)
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close() // the programs still use it
+	if err := old.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 2, ValueSize: 1, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+	rs2 := rs
+	rs2.Ports = []uint16{80}
+	err = w.b.Apply(context.Background(), rs2)
+	if err == nil || !strings.Contains(err.Error(), "smtpguard disable") {
+		t.Fatalf("Apply over an incompatible pinned map = %v, want an error saying to disable and enable", err)
+	}
+	w.check("still enforced", w.connect(helperConnect, &w.user, hostPort(serverV4, 25), hostPort(serverV4, 80)),
+		[]expect{{addr: hostPort(serverV4, 25), errno: w.refusal}, {addr: hostPort(serverV4, 80), banner: hostPort(serverV4, 80)}})
+	d, err := w.b.Verify(context.Background(), rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Problems) == 0 || !strings.HasPrefix(d.Problems[0], "map sg_ports has the wrong layout") {
+		t.Errorf("Verify: %q, want the map's layout named", d.Problems)
+	}
 }
