@@ -5,6 +5,7 @@ package bpf
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -63,3 +64,15 @@ func (b *Backend) RefreshLocal(ctx context.Context) error { return errNotLinux }
 
 // Cgroup2Mount is where the cgroup2 hierarchy is mounted.
 func Cgroup2Mount() (string, error) { return "", errNotLinux }
+
+// PinDir is where every pin would live.
+func (b *Backend) PinDir() string { return b.cfg.BPFFS + "/" + PinDirName }
+
+// CgroupPath is the cgroup the programs would attach to.
+func (b *Backend) CgroupPath() (string, error) { return "", errNotLinux }
+
+// DroppedEvents is how many events the ring buffer had no room for.
+func (b *Backend) DroppedEvents() (uint64, error) { return 0, errNotLinux }
+
+// InterfaceAddrs lists this host's addresses.
+func InterfaceAddrs() ([]netip.Prefix, error) { return nil, errNotLinux }
