@@ -378,8 +378,9 @@ func TestPrivilegedBPFEvents(t *testing.T) {
 	got := events.waitFor(t, 1, func(e Event) bool { return e.TGID == uint32(res.PID) })[0]
 	hostCookie := hostNetnsCookie(t)
 	want := Event{
-		Event: enforce.Event{UID: w.user.UID, HasUID: true, Family: 6, Dst: netip.MustParseAddr(serverV6), DstPort: 465, Action: enforce.ActionBlocked},
-		Process: Process{PID: uint32(res.PID), TGID: uint32(res.PID), GID: w.user.GID, Comm: comm,
+		Event: enforce.Event{UID: w.user.UID, HasUID: true, Family: 6, Dst: netip.MustParseAddr(serverV6), DstPort: 465, Action: enforce.ActionBlocked,
+			PID: uint32(res.PID), TGID: uint32(res.PID), Comm: comm},
+		Process: Process{GID: w.user.GID,
 			NetnsCookie: got.NetnsCookie, SocketCookie: got.SocketCookie},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}), cmpopts.IgnoreFields(enforce.Event{}, "Time")); diff != "" {

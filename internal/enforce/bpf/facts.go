@@ -106,10 +106,9 @@ const (
 // Process is what the programs know of the task behind an event, beyond
 // enforce.Event's fields. The daemon can enrich it from /proc/TGID.
 type Process struct {
-	PID  uint32 // the thread that called connect()
-	TGID uint32 // the process (what ps calls its pid)
-	GID  uint32 // the calling task's real gid
-	Comm string // the thread's name, at most 15 bytes
+	// The calling thread's PID, process's TGID and thread name (Comm, at
+	// most 15 bytes) are in enforce.Event.
+	GID uint32 // the calling task's real gid
 	// NetnsCookie identifies the network namespace of the socket (the same
 	// value as SO_NETNS_COOKIE): nonzero and distinct for containers.
 	NetnsCookie uint64

@@ -67,8 +67,8 @@ func TestDecodeEvent(t *testing.T) {
 	}
 	want := Event{
 		Event: enforce.Event{Time: wall.Add(42), UID: 1001, HasUID: true, Family: 4, Dst: netip.MustParseAddr("192.0.2.9"),
-			DstPort: 587, Action: enforce.ActionRedirected},
-		Process: Process{PID: 4322, TGID: 4321, GID: 1002, Comm: "php-fpm8.2", NetnsCookie: 88, SocketCookie: 77, Mapped: true},
+			DstPort: 587, Action: enforce.ActionRedirected, PID: 4322, TGID: 4321, Comm: "php-fpm8.2"},
+		Process: Process{GID: 1002, NetnsCookie: 88, SocketCookie: 77, Mapped: true},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 		t.Errorf("decodeEvent (-want +got):\n%s", diff)
