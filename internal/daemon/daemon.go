@@ -122,7 +122,8 @@ type Daemon struct {
 	lastErr      error
 	lastRevision int64
 	lastRuleset  *policy.Ruleset
-	lastEnabled  bool // the policy of the last reconcile was enabled
+	lastEnabled  bool       // the policy of the last reconcile was enabled
+	repairs      RepairInfo // drift repairs since start (state.go)
 }
 
 // New prepares a daemon; Run starts it.
@@ -386,6 +387,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 	case sameDesire:
 		d.metrics.driftRepairs.Inc()
 		d.log.Warn("kernel rules were changed outside smtpguard; restored", "backend", r.Backend, "drift", r.Drift, "took", r.Took)
+		d.recordRepair(r)
 	default:
 		d.log.Info("applied updated policy or accounts", "backend", r.Backend, "allowed_uids", len(r.Ruleset.UIDs), "took", r.Took)
 	}
