@@ -26,19 +26,21 @@ type repairLog struct {
 }
 
 // RecordRepair appends an audit record (actor "daemon") saying that the
-// kernel rules of backend were restored after drift, and what was wrong. It
-// changes no policy. At most one record is written per RepairAuditEvery; the
-// repairs in between are counted in the next one. It reports whether a
-// record was written.
-func (e *Engine) RecordRepair(ctx context.Context, backend string, problems []string) (bool, error) {
+// kernel rules of backend were restored after drift, and what was wrong
+// before the last of n repairs (n < 1 counts as 1). It changes no policy.
+// At most one record is written per RepairAuditEvery; the repairs in between
+// are counted in the next one. It reports whether a record was written.
+func (e *Engine) RecordRepair(ctx context.Context, backend string, problems []string, n int) (bool, error) {
 	now := e.cfg.Now()
+	n = max(n, 1)
 	r := &e.repairs
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.last.IsZero() && now.Sub(r.last) < RepairAuditEvery {
-		r.pending++
+		r.pending += n
 		return false, nil
 	}
+	r.pending += n - 1 // the earlier ones of this batch
 	what := strings.Join(problems, "; ")
 	if what == "" {
 		what = "the rules differed from the stored policy"
@@ -49,6 +51,7 @@ func (e *Engine) RecordRepair(ctx context.Context, backend string, problems []st
 	}
 	rec := store.AuditRecord{At: now, Actor: "daemon", Source: "daemon", Operation: OpRepair, Detail: detail, Outcome: "ok"}
 	if err := e.store.AppendAudit(ctx, rec); err != nil {
+		r.pending++ // told in the next record instead
 		return false, fmt.Errorf("record the repair of the %s rules in the audit log: %w", backend, err)
 	}
 	r.last, r.pending = now, 0

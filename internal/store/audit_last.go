@@ -26,8 +26,3 @@ func (s *Store) LastAudit(ctx context.Context, operation string, since time.Time
 	r.At = time.UnixMilli(at)
 	return r, true, nil
 }
-
-// LastAudit is Store.LastAudit.
-func (v View) LastAudit(ctx context.Context, operation string, since time.Time) (AuditRecord, bool, error) {
-	return v.s.LastAudit(ctx, operation, since)
-}
