@@ -42,6 +42,7 @@ func templateFuncs() template.FuncMap {
 		"day":      func(t time.Time) string { return t.Local().Format("2006-01-02") },
 		"join":     strings.Join,
 		"dnsWords": dnsWords,
+		"words":    webWords,
 		"ports":    portsString,
 		"dash": func(s string) string {
 			if s == "" {
@@ -110,6 +111,11 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, view s
 		p.Me = &identity{}
 	}
 	p.Host = s.host
+	if p.Flash.Text == "" && p.Me.secret != "" {
+		// Whatever page comes next shows the message, also those whose
+		// handler does not ask for it.
+		p.Flash = s.takeFlash(r, p.Me)
+	}
 	p.Flash.Text, p.Error = webWords(p.Flash.Text), webWords(p.Error)
 	t, ok := s.views[view]
 	var buf bytes.Buffer

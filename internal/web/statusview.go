@@ -42,11 +42,11 @@ func stateOf(enabled bool, mode string, k engine.Kernel) cardState {
 	case "unknown":
 		return cardState{Tone: "bad", Label: "Not enforcing: error",
 			Help: "The kernel's rules cannot be checked, so nobody can tell what is enforced: " + k.Error + ".",
-			Fix:  "See the smtpguard log (journalctl -u smtpguard); the daemon must run as root."}
+			Fix:  "See the smtpguard log (journalctl -u smtpguard): the daemon must run as root. Then press Apply again."}
 	case "drift":
 		return cardState{Tone: "bad", Label: "Drifted",
 			Help: "The kernel's rules differ from the stored policy: " + problems + ".",
-			Fix:  "The daemon repairs this within seconds. If this stays, press Enable to apply the policy again, and look for another tool changing the firewall."}
+			Fix:  "The daemon repairs this within seconds. If this stays, press Apply again, and look for another tool changing the firewall."}
 	}
 	if !enabled {
 		return cardState{Tone: "bad", Label: "Disabled",
