@@ -103,7 +103,7 @@ func drawChart(fr chartFrame, counts []int64) chart {
 		from := start.Add(time.Duration(i) * size)
 		c.Bars = append(c.Bars, chartBar{
 			X: round1(c.Left + float64(i)*slot + gap/2), Y: round1(c.Bottom - h), W: round1(slot - gap), H: round1(h),
-			Label: fmt.Sprintf("%s – %s: %d attempt%s", from.Local().Format("Jan 2 15:04"), from.Add(size).Local().Format("15:04"), v, plural(v)),
+			Label: fmt.Sprintf("%s – %s: %d attempt%s", from.Local().Format("Jan 2 15:04"), from.Add(size).Local().Format("15:04 MST"), v, plural(v)),
 		})
 	}
 	ticks := []int64{0, top}
