@@ -306,6 +306,7 @@ func TestUnknownURLsAnswerInOurWords(t *testing.T) {
 		{req{method: "PATCH", path: "/api/v1/settings", bearer: e.tokens["ci"]}, 405, true, "does not accept PATCH", "GET, HEAD, PUT"},
 		{req{method: "DELETE", path: "/api/v1/status", bearer: e.tokens["ci"]}, 405, true, "use GET or HEAD", "GET, HEAD"},
 		{req{method: "GET", path: "/enable", cookie: admin}, 405, false, "does not accept GET", "POST"},
+		{req{method: "GET", path: "/a/../events", cookie: admin}, http.StatusTemporaryRedirect, false, "", ""},
 	} {
 		w := e.do(tt.r)
 		if w.Code != tt.code {
@@ -313,6 +314,12 @@ func TestUnknownURLsAnswerInOurWords(t *testing.T) {
 		}
 		if got := w.Header().Get("Allow"); got != tt.allow {
 			t.Errorf("%s %s: Allow = %q, want %q", tt.r.method, tt.r.path, got, tt.allow)
+		}
+		if tt.code == http.StatusTemporaryRedirect {
+			if loc := w.Header().Get("Location"); loc != "/events" {
+				t.Errorf("%s %s: Location %q, want the mux's redirect to /events", tt.r.method, tt.r.path, loc)
+			}
+			continue
 		}
 		if tt.json {
 			var body map[string]string

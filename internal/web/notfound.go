@@ -27,6 +27,10 @@ func (s *Server) unrouted(w http.ResponseWriter, r *http.Request) {
 	probe := &methodProbe{header: http.Header{}}
 	h, _ := s.mux.Handler(r)
 	h.ServeHTTP(probe, r) // the mux's own 404 or 405: cheap, nothing else runs
+	if probe.code != http.StatusNotFound && probe.code != http.StatusMethodNotAllowed {
+		s.mux.ServeHTTP(w, r) // e.g. its redirect of an unclean path
+		return
+	}
 	code := http.StatusNotFound
 	msg := fmt.Sprintf("there is no page at %s", r.URL.Path)
 	if probe.code == http.StatusMethodNotAllowed {
