@@ -207,6 +207,7 @@ func TestBrowserHonestStateConfirmationsAndSignIn(t *testing.T) {
 	b.waitText("#state-fix", "press Apply again")
 	b.shot("16-drift")
 	b.run("press Apply again", chromedp.Click("#reapply", chromedp.ByQuery))
+	b.waitText("#flash", "applied again and match the stored policy")
 	b.waitText("#state", "Enforcing")
 
 	// Switching to log mode asks first; Cancel changes nothing.

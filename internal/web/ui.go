@@ -109,7 +109,18 @@ func firstOf[T any](list []T, n int) ([]T, int) {
 }
 
 func (s *Server) enableUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	before, err := s.eng.Status(r.Context())
+	if err != nil {
+		return err
+	}
 	res, err := s.enable(r.Context(), id)
+	if err == nil && !res.Changed && before.Enabled && before.Kernel.State != "in sync" {
+		// "Apply again" on a drifted kernel: the policy did not change, but
+		// the kernel did, and that is what was asked for.
+		if after, serr := s.eng.Status(r.Context()); serr == nil && after.Kernel.State == "in sync" {
+			return s.doneWith(w, r, id, "/", flash{Tone: toneOK, Text: "the kernel's rules were applied again and match the stored policy"})
+		}
+	}
 	return s.afterStatusChange(w, r, id, res, err)
 }
 
