@@ -25,7 +25,7 @@ func removeConfirmation(f allowForm, back string) confirmation {
 	c := confirmation{Button: "Remove " + who, Cancel: back, Danger: true}
 	if f.To != "" {
 		c.Question = fmt.Sprintf("Remove the exception of %s for %s?", who, f.To)
-		c.Effect = fmt.Sprintf("%s can no longer connect to %s (unless allowed otherwise).", who, f.To)
+		c.Effect = fmt.Sprintf("%s can no longer connect to %s (unless allowed otherwise).", capital(who), f.To)
 		c.Button = fmt.Sprintf("Remove %s's exception", strings.TrimSpace(f.Name))
 		return c
 	}
@@ -33,7 +33,7 @@ func removeConfirmation(f allowForm, back string) confirmation {
 	if kind == "group" {
 		c.Effect = "Its members can no longer connect to remote SMTP servers directly, unless allowed otherwise."
 	} else {
-		c.Effect = fmt.Sprintf("%s can no longer connect to remote SMTP servers directly: their scripts must send mail through this server's mail server.", who)
+		c.Effect = fmt.Sprintf("%s can no longer connect to remote SMTP servers directly: their scripts must send mail through this server's mail server.", capital(who))
 	}
 	return c
 }
@@ -48,7 +48,7 @@ func (s *Server) unresolvedWarning(ctx context.Context, to string) string {
 	host := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(to)), ".")
 	for _, ex := range st.Exceptions {
 		if ex.Unresolved && strings.EqualFold(ex.To, host) {
-			return fmt.Sprintf("Warning: %s does not resolve to any address now (%s), so this exception lets nothing through until it does. Check the spelling of the name; the daemon keeps looking it up.", ex.To, dnsWords(ex.LookupError))
+			return fmt.Sprintf("%s does not resolve to any address now (%s), so this exception lets nothing through until it does. Check the spelling of the name; the daemon keeps looking it up.", ex.To, dnsWords(ex.LookupError))
 		}
 	}
 	return ""
@@ -80,4 +80,12 @@ func dnsWords(err string) string {
 		return "the name has no address records"
 	}
 	return "the lookup failed"
+}
+
+// capital starts s with a capital letter (s is ASCII: "user alice").
+func capital(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
 }
