@@ -59,6 +59,7 @@ lifts it.`,
 				return usagef("--retention and --verify-interval must be positive")
 			}
 			ctx := cmd.Context()
+			var d *daemon.Daemon // the web UI reports its state
 			var handler slog.Handler
 			opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 			if e.verbose {
@@ -126,6 +127,7 @@ lifts it.`,
 				hostname, _ := os.Hostname()
 				ui, err := web.New(web.Config{
 					Engine: eng, Logger: logger, Secure: cfg.TLS != nil, Hostname: hostname, Backend: backend,
+					Daemon: func() web.DaemonState { return webDaemonState(d) },
 					// The MTA configuration the mail server page manages, as for 'smtpguard mta'.
 					MTA: mta.Options{
 						Root:             e.opts.MTA.Root,
@@ -141,8 +143,7 @@ lifts it.`,
 			if cfg.Service, err = daemon.NewServiceNotifier(logger); err != nil {
 				return err
 			}
-			d, err := daemon.New(cfg)
-			if err != nil {
+			if d, err = daemon.New(cfg); err != nil {
 				return err
 			}
 			return d.Run(ctx)
@@ -232,4 +233,14 @@ func (e *env) serveTLS(listen, certFile, keyFile string, logger *slog.Logger) (*
 			"hint", "check this fingerprint when the browser asks, or use --tls-cert/--tls-key")
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
+}
+
+// webDaemonState is what the status page shows of the daemon d (nil while
+// it is being set up).
+func webDaemonState(d *daemon.Daemon) web.DaemonState {
+	if d == nil {
+		return web.DaemonState{}
+	}
+	st := d.State()
+	return web.DaemonState{Recording: st.Recording, Repairs: st.Repairs.Count, LastRepair: st.Repairs.Last, LastProblems: st.Repairs.Problems}
 }

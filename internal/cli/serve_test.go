@@ -189,6 +189,16 @@ func TestServeWebUIOverTLS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || h.backend.Installed() == nil {
 		t.Errorf("POST /api/v1/enable = %d %s; kernel %v", resp.StatusCode, body, h.backend.Installed())
 	}
+	// The status page shows the state of the daemon serving it.
+	resp, err = client.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `<dd id="daemon">`) || !strings.Contains(string(page), "none since the daemon started") {
+		t.Errorf("the status page served by serve lacks the daemon's state and repairs:\n%.3000s", page)
+	}
 	resp, err = client.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -54,6 +54,7 @@ func (d *Daemon) repairLast(ctx context.Context) {
 		d.metrics.applyDuration.Observe(r.Took.Seconds())
 		d.log.Warn("kernel rules were changed outside smtpguard during a change in progress; restored the rules last enforced",
 			"backend", r.Backend, "drift", r.Drift, "took", r.Took)
+		d.recordRepair(r.Backend, r.Drift)
 	}
 }
 

@@ -127,10 +127,13 @@ type Daemon struct {
 	lastErr      error
 	lastRevision int64
 	lastRuleset  *policy.Ruleset
-	lastEnabled  bool // the policy of the last reconcile was enabled
+	lastEnabled  bool       // the policy of the last reconcile was enabled
+	repairs      RepairInfo // drift repairs since start (state.go)
 	// active names the backend whose Watch and Events streams should run:
 	// the stored policy's (streams.go).
 	active string
+
+	audit repairAudit // writes repair records off the reconcile loop (state.go)
 }
 
 // New prepares a daemon; Run starts it.
@@ -176,6 +179,7 @@ func (d *Daemon) Kick() {
 // Run converges, then serves until ctx ends. It returns an error only when it
 // cannot start; later failures are logged, counted and retried.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer d.audit.wg.Wait() // repair records in flight, before the engine closes
 	if d.cfg.StateDir != "" {
 		release, err := lockPIDFile(filepath.Join(d.cfg.StateDir, PIDFile))
 		if err != nil {
@@ -366,6 +370,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 	case sameDesire:
 		d.metrics.driftRepairs.Inc()
 		d.log.Warn("kernel rules were changed outside smtpguard; restored", "backend", r.Backend, "drift", r.Drift, "took", r.Took)
+		d.recordRepair(r.Backend, r.Drift)
 	default:
 		d.log.Info("applied updated policy or accounts", "backend", r.Backend, "allowed_uids", len(r.Ruleset.UIDs), "took", r.Took)
 	}

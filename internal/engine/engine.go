@@ -75,10 +75,11 @@ type Resolver interface {
 // Engine performs state changes. It is safe for use by one goroutine at a time
 // per process; other processes are kept out by the lock file.
 type Engine struct {
-	cfg   Config
-	store *store.Store
-	log   *slog.Logger
-	fresh string // how the database was found when opened, when absent or empty (guard.go)
+	cfg     Config
+	store   *store.Store
+	log     *slog.Logger
+	fresh   string    // how the database was found when opened, when absent or empty (guard.go)
+	repairs repairLog // rate limit of the daemon's repair records (repair.go)
 }
 
 // Open opens the state directory's database.

@@ -192,7 +192,7 @@ func (e *Engine) FailSignIn(ctx context.Context, actor Actor, a SignInAttempt) e
 	}
 	defer tx.Rollback()
 	rec := store.AuditRecord{At: now, Actor: actor.Name, Source: actor.Source, Remote: actor.Remote,
-		Operation: "sign-in", Detail: "account " + a.Account, Outcome: "failed: wrong username or password"}
+		Operation: "sign-in", Detail: store.SignInDetail(a.Account), Outcome: "failed: wrong username or password"}
 	if err := tx.AppendAudit(ctx, rec); err != nil {
 		return err
 	}
@@ -216,25 +216,40 @@ func (e *Engine) FailSignIn(ctx context.Context, actor Actor, a SignInAttempt) e
 	return tx.Commit()
 }
 
+// signInLookBack bounds how far back the failed sign-ins since the last
+// successful one are counted.
+const signInLookBack = 90 * 24 * time.Hour
+
 // SignIn completes a successful attempt: it forgets the failures of the
-// account from that address, un-counts the attempt, and stores the new
-// session, in one transaction.
-func (e *Engine) SignIn(ctx context.Context, a SignInAttempt, secret string, sess store.Session) error {
+// account from that address, un-counts the attempt, stores the new session
+// and records the sign-in in the audit log, in one transaction. It returns
+// the failed sign-ins to the account since its previous successful one, for
+// the person signing in to see.
+func (e *Engine) SignIn(ctx context.Context, actor Actor, a SignInAttempt, secret string, sess store.Session) (store.FailedSignIns, error) {
 	tx, err := e.store.Begin(ctx)
 	if err != nil {
-		return err
+		return store.FailedSignIns{}, err
 	}
 	defer tx.Rollback()
+	failed, err := tx.FailedSignInsSince(ctx, a.Account, sess.CreatedAt.Add(-signInLookBack))
+	if err != nil {
+		return store.FailedSignIns{}, err
+	}
 	if err := tx.DeleteSignInCounter(ctx, a.Account, a.Remote); err != nil {
-		return err
+		return store.FailedSignIns{}, err
 	}
 	if err := uncount(ctx, tx, a); err != nil {
-		return err
+		return store.FailedSignIns{}, err
 	}
 	if err := tx.CreateSession(ctx, secret, sess); err != nil {
-		return err
+		return store.FailedSignIns{}, err
 	}
-	return tx.Commit()
+	rec := store.AuditRecord{At: sess.CreatedAt, Actor: actor.Name, Source: actor.Source, Remote: actor.Remote,
+		Operation: "sign-in", Detail: store.SignInDetail(a.Account), Outcome: "ok"}
+	if err := tx.AppendAudit(ctx, rec); err != nil {
+		return store.FailedSignIns{}, err
+	}
+	return failed, tx.Commit()
 }
 
 // AbandonSignIn un-counts an attempt whose password was never checked (the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -181,14 +182,25 @@ func (s *Server) clearCookie(w http.ResponseWriter) {
 
 type loginData struct {
 	Username string
+	Next     string // the local page to return to after signing in
+}
+
+// loginURL is the sign-in page that returns to the page r asked for.
+func loginURL(r *http.Request) string {
+	next := safeLocal(r.URL.RequestURI())
+	if r.Method != http.MethodGet || next == "/" {
+		return "/login"
+	}
+	return "/login?next=" + url.QueryEscape(next)
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, id *identity) error {
+	next := safeLocal(r.URL.Query().Get("next"))
 	if !id.anonymous() {
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+		http.Redirect(w, r, next, http.StatusSeeOther)
 		return nil
 	}
-	s.render(w, r, http.StatusOK, "login", &page{Title: "Sign in", Me: id, Data: loginData{}})
+	s.render(w, r, http.StatusOK, "login", &page{Title: "Sign in", Me: id, Data: loginData{Next: next}})
 	return nil
 }
 
@@ -202,8 +214,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, id *identity) err
 	}
 	username := strings.ToLower(strings.TrimSpace(r.PostForm.Get("username")))
 	password := r.PostForm.Get("password")
+	next := safeLocal(r.PostForm.Get("next"))
 	fail := func(code int, msg string) error {
-		s.render(w, r, code, "login", &page{Title: "Sign in", Me: &identity{}, Error: msg, Data: loginData{Username: username}})
+		s.render(w, r, code, "login", &page{Title: "Sign in", Me: &identity{}, Error: msg, Data: loginData{Username: username, Next: next}})
 		return nil
 	}
 	if username == "" || password == "" {
@@ -253,17 +266,24 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, id *identity) err
 		}
 	}
 	secret := store.NewSecret("sgs_")
-	if err := s.eng.SignIn(ctx, attempt, secret, store.Session{
+	me := &identity{name: acct.Name, account: acct, secret: secret, remote: remote}
+	failed, err := s.eng.SignIn(ctx, me.actor(), attempt, secret, store.Session{
 		Account: acct.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL), LastSeen: now, Remote: remote,
-	}); err != nil {
+	})
+	if err != nil {
 		return err
+	}
+	if failed.Count > 0 {
+		// Shown on the first page: the owner is the one to notice guessing.
+		s.flash(r, me, flash{Tone: toneWarn, Text: fmt.Sprintf("%d failed sign-in%s to your account since your last successful one, the last at %s from %s. If that was not you, change your password.",
+			failed.Count, plural(int64(failed.Count)), failed.LastAt.Local().Format(timeLayout), dash(failed.LastFrom))})
 	}
 	if _, err := s.eng.PruneSessions(ctx, now, now.Add(-s.cfg.IdleTimeout)); err != nil {
 		s.log.Warn("cannot prune expired sessions", "err", err)
 	}
 	s.setCookie(w, secret)
 	s.log.Info("signed in", "user", acct.Name, "role", acct.Role, "remote", remote)
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 	return nil
 }
 
@@ -324,4 +344,11 @@ func roundUp(d time.Duration) string {
 		return "1 minute"
 	}
 	return fmt.Sprintf("%d minutes", m)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "an unknown address"
+	}
+	return s
 }

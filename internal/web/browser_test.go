@@ -217,7 +217,7 @@ func TestBrowserAdminAndResellers(t *testing.T) {
 	b.waitText("#state", "Disabled")
 	b.run("press Enable", chromedp.Click("#toggle", chromedp.ByQuery))
 	b.waitText("#flash", "SMTP restriction enabled")
-	b.waitText("#state", "Enabled")
+	b.waitText("#state", "Enforcing")
 	b.waitText("#last-change", "web:admin")
 	if e.backend.Installed() == nil {
 		t.Fatal("the Enable button did not reach the (fake) kernel")
@@ -294,7 +294,7 @@ func TestBrowserAdminAndResellers(t *testing.T) {
 
 	// The admin grants it in the accounts page...
 	b.login(base, "admin", adminPassword)
-	b.waitText("#state", "Enabled")
+	b.waitText("#state", "Enforcing")
 	b.run("grant smtp-restrictions to res-no", chromedp.Navigate(base+"/accounts"), chromedp.WaitVisible("#grant-res-no", chromedp.ByQuery),
 		chromedp.Click("#grant-res-no", chromedp.ByQuery))
 	b.waitText("#flash", "smtp-restrictions granted to res-no")
@@ -302,11 +302,16 @@ func TestBrowserAdminAndResellers(t *testing.T) {
 
 	// ...and the reseller can now see the status and disable.
 	b.login(base, "res-no", resellerPassword)
-	b.waitText("#state", "Enabled")
+	b.waitText("#state", "Enforcing")
 	if got := b.status(base + "/"); got != http.StatusOK {
 		t.Errorf("GET / as a reseller with the privilege answered %d, want 200", got)
 	}
 	b.run("press Disable", chromedp.Click("#toggle", chromedp.ByQuery))
+	b.waitText("#effect", "affects every user on the server")
+	if e.backend.Installed() == nil {
+		t.Fatal("Disable acted before it was confirmed")
+	}
+	b.run("confirm Disable", chromedp.Click("#confirm-yes", chromedp.ByQuery))
 	b.waitText("#flash", "SMTP restriction disabled")
 	b.waitText("#state", "Disabled")
 	if e.backend.Installed() != nil {

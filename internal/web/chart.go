@@ -103,13 +103,16 @@ func drawChart(fr chartFrame, counts []int64) chart {
 		from := start.Add(time.Duration(i) * size)
 		c.Bars = append(c.Bars, chartBar{
 			X: round1(c.Left + float64(i)*slot + gap/2), Y: round1(c.Bottom - h), W: round1(slot - gap), H: round1(h),
-			Label: fmt.Sprintf("%s – %s: %d attempt%s", from.Local().Format("Jan 2 15:04"), from.Add(size).Local().Format("15:04"), v, plural(v)),
+			Label: fmt.Sprintf("%s – %s: %d attempt%s", from.Local().Format("Jan 2 15:04"), from.Add(size).Local().Format("15:04 MST"), v, plural(v)),
 		})
 	}
-	for _, t := range []int64{0, top / 2, top} {
-		if t == top/2 && (top%2 != 0 || top < 2) {
-			continue
-		}
+	ticks := []int64{0, top}
+	if top >= 2 && top%2 == 0 {
+		// The half tick only when it is a whole number; compared by
+		// position, not value: top/2 is 0 when top is 1.
+		ticks = []int64{0, top / 2, top}
+	}
+	for _, t := range ticks {
 		c.YTicks = append(c.YTicks, chartTick{Pos: round1(c.Bottom - plotH*float64(t)/float64(top)), Label: strconv.FormatInt(t, 10)})
 	}
 	every := max(1, n/6)

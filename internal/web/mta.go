@@ -145,5 +145,5 @@ func (s *Server) setMTAUI(w http.ResponseWriter, r *http.Request, id *identity) 
 		code, _ := classify(err)
 		return s.renderMTA(w, r, id, code, msg, &f)
 	}
-	return s.done(w, r, id, "/mta", res.Message)
+	return s.doneWith(w, r, id, "/mta", flash{Tone: toneOf(res.Changed), Text: res.Message})
 }

@@ -136,6 +136,7 @@ func TestAPIEventsCursorVisitsEveryRowOnce(t *testing.T) {
 func TestPagesListAPageWithALinkToTheNext(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
+	cookie := e.login("admin", adminPassword) // audited: counted in setUp
 	e.recordEvents(eventsShown+20, 0)
 	setUp, err := e.raw.Audit(ctx, store.AuditFilter{}) // the accounts and tokens newTestEnv made
 	if err != nil {
@@ -153,7 +154,6 @@ func TestPagesListAPageWithALinkToTheNext(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	cookie := e.login("admin", adminPassword)
 	for _, tt := range []struct {
 		path, row string
 		want      int

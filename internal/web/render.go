@@ -17,8 +17,12 @@ const layoutFile = "layout.html"
 // viewNames are the pages, each templates/NAME.html rendered inside the layout.
 // TestEveryTemplateIsReferenced checks that this list and the directory agree.
 func viewNames() []string {
-	return []string{"login", "status", "allowed", "settings", "events", "audit", "accounts", "mta", "error"}
+	return []string{"login", "status", "allowed", "settings", "events", "audit", "accounts", "mta", "error", "confirm"}
 }
+
+// timeLayout shows every time with its zone: a server's clock and the
+// reader's may differ.
+const timeLayout = "2006-01-02 15:04:05 MST"
 
 // templateFuncs are the helpers views may call.
 func templateFuncs() template.FuncMap {
@@ -27,17 +31,19 @@ func templateFuncs() template.FuncMap {
 			if t.IsZero() {
 				return "never"
 			}
-			return t.Local().Format("2006-01-02 15:04:05")
+			return t.Local().Format(timeLayout)
 		},
 		"whenp": func(t *time.Time) string {
 			if t == nil || t.IsZero() {
 				return "never"
 			}
-			return t.Local().Format("2006-01-02 15:04:05")
+			return t.Local().Format(timeLayout)
 		},
-		"day":   func(t time.Time) string { return t.Local().Format("2006-01-02") },
-		"join":  strings.Join,
-		"ports": portsString,
+		"day":      func(t time.Time) string { return t.Local().Format("2006-01-02") },
+		"join":     strings.Join,
+		"dnsWords": dnsWords,
+		"words":    webWords,
+		"ports":    portsString,
 		"dash": func(s string) string {
 			if s == "" {
 				return "—"
@@ -93,7 +99,7 @@ type page struct {
 	Host  string // the server this page manages
 	Nav   string // the active navigation entry
 	Me    *identity
-	Flash string // a success message carried over a redirect
+	Flash flash  // the outcome of the change before a redirect
 	Error string // what went wrong, shown above the content
 	Data  any
 }
@@ -105,6 +111,12 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, view s
 		p.Me = &identity{}
 	}
 	p.Host = s.host
+	if p.Flash.Text == "" && p.Me.secret != "" {
+		// Whatever page comes next shows the message, also those whose
+		// handler does not ask for it.
+		p.Flash = s.takeFlash(r, p.Me)
+	}
+	p.Flash.Text, p.Error = webWords(p.Flash.Text), webWords(p.Error)
 	t, ok := s.views[view]
 	var buf bytes.Buffer
 	err := fmt.Errorf("no view %q", view)
@@ -139,25 +151,26 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	buf.WriteTo(w)
 }
 
-// flash leaves a message for the next page of a signed-in browser. Tokens
-// have no session, so their message is dropped.
-func (s *Server) flash(r *http.Request, id *identity, msg string) {
+// flash leaves a message for the next page of a signed-in browser, kept
+// server-side with the session. Tokens have no session, so their message is
+// dropped.
+func (s *Server) flash(r *http.Request, id *identity, f flash) {
 	if id.secret == "" {
 		return
 	}
-	if err := s.eng.SetFlash(r.Context(), id.secret, msg); err != nil {
+	if err := s.eng.SetFlash(r.Context(), id.secret, f.encode()); err != nil {
 		s.log.Warn("cannot keep a message for the next page", "err", err)
 	}
 }
 
 // takeFlash returns the message left by the previous request.
-func (s *Server) takeFlash(r *http.Request, id *identity) string {
+func (s *Server) takeFlash(r *http.Request, id *identity) flash {
 	if id.secret == "" {
-		return ""
+		return flash{}
 	}
 	msg, err := s.eng.TakeFlash(r.Context(), id.secret)
 	if err != nil {
 		s.log.Warn("cannot read the message for this page", "err", err)
 	}
-	return msg
+	return decodeFlash(msg)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -23,9 +24,20 @@ func parseForm(w http.ResponseWriter, r *http.Request) error {
 // done leaves a message for the next page and sends the browser there
 // (post/redirect/get, so reloading does not repeat the change).
 func (s *Server) done(w http.ResponseWriter, r *http.Request, id *identity, to, msg string) error {
-	s.flash(r, id, msg)
+	return s.doneWith(w, r, id, to, flash{Tone: toneOK, Text: msg})
+}
+
+// doneWith is done with a message of any tone.
+func (s *Server) doneWith(w http.ResponseWriter, r *http.Request, id *identity, to string, f flash) error {
+	s.flash(r, id, f)
 	http.Redirect(w, r, to, http.StatusSeeOther)
 	return nil
+}
+
+// doneResult is done with an engine result: a change that changed nothing
+// ("already allowed") is said plainly, not shown as a success.
+func (s *Server) doneResult(w http.ResponseWriter, r *http.Request, id *identity, to string, res engine.Result) error {
+	return s.doneWith(w, r, id, to, flash{Tone: toneOf(res.Changed), Text: res.Message})
 }
 
 // userError splits errors caused by the input (shown on the page, 400)
@@ -45,6 +57,9 @@ type statusView struct {
 	// On a server with thousands of allowed users the page shows the first
 	// listShown of each list and counts the rest, unless ?all=1.
 	MoreUIDs, MoreUsers, MoreGroups int
+	Card                            cardState
+	Daemon                          *DaemonState       // nil: not served by the daemon (tests)
+	LastRepair                      *store.AuditRecord // the newest repair in the audit log
 }
 
 // listShown bounds the long lists of the status page.
@@ -59,8 +74,20 @@ func (s *Server) renderStatus(w http.ResponseWriter, r *http.Request, id *identi
 	if err != nil {
 		return err
 	}
-	v := statusView{resellerStatus: resellerView(st, id)}
+	v := statusView{resellerStatus: resellerView(st, id), Card: stateOf(st.Enabled, st.Mode, st.Kernel)}
+	if s.cfg.Daemon != nil {
+		d := s.cfg.Daemon()
+		v.Daemon = &d
+	}
 	if id.IsAdmin() {
+		// Bounded to the retention of a month: the audit log may be long.
+		rec, ok, err := s.eng.LastRepair(r.Context(), s.cfg.Now().Add(-30*24*time.Hour))
+		if err != nil {
+			return err
+		}
+		if ok {
+			v.LastRepair = &rec
+		}
 		if r.URL.Query().Get("all") == "" {
 			st.AllowedUIDs, v.MoreUIDs = firstOf(st.AllowedUIDs, listShown)
 			st.AllowedUsers, v.MoreUsers = firstOf(st.AllowedUsers, listShown)
@@ -81,11 +108,34 @@ func firstOf[T any](list []T, n int) ([]T, int) {
 }
 
 func (s *Server) enableUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	before, err := s.eng.Status(r.Context())
+	if err != nil {
+		return err
+	}
 	res, err := s.enable(r.Context(), id)
+	if err == nil && !res.Changed && before.Enabled && before.Kernel.State != "in sync" {
+		// "Apply again" on a drifted kernel: the policy did not change, but
+		// the kernel did, and that is what was asked for.
+		if after, serr := s.eng.Status(r.Context()); serr == nil && after.Kernel.State == "in sync" {
+			return s.doneWith(w, r, id, "/", flash{Tone: toneOK, Text: "the kernel's rules were applied again and match the stored policy"})
+		}
+	}
 	return s.afterStatusChange(w, r, id, res, err)
 }
 
 func (s *Server) disableUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	if !confirmed(r) {
+		effect := "Every user of this server will be able to connect to remote SMTP servers directly, bypassing the mail server, until the restriction is enabled again."
+		if !id.IsAdmin() {
+			effect += " This affects every user on the server, not only yours."
+		}
+		return s.askFirst(w, r, id, "Disable the SMTP restriction", confirmation{
+			Question: "Disable the SMTP restriction on " + s.hostOr("this server") + "?", Effect: effect,
+			Button: "Disable for every user", Cancel: "/", Danger: true})
+	}
 	res, err := s.eng.Disable(r.Context(), id.actor())
 	return s.afterStatusChange(w, r, id, res, err)
 }
@@ -98,7 +148,7 @@ func (s *Server) afterStatusChange(w http.ResponseWriter, r *http.Request, id *i
 		}
 		return s.renderStatus(w, r, id, code, msg)
 	}
-	return s.done(w, r, id, "/", res.Message)
+	return s.doneResult(w, r, id, "/", res)
 }
 
 // allowedView is the allowed users and groups page.
@@ -159,6 +209,13 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 		return err
 	}
 	f := allowForm{Kind: r.PostForm.Get("kind"), Name: r.PostForm.Get("name"), To: r.PostForm.Get("to"), Ports: r.PostForm.Get("ports")}
+	back := "/allowed"
+	if b := r.PostForm.Get("back"); b != "" {
+		back = safeLocal(b) // e.g. the filtered blocked attempts the button was on
+	}
+	if !allow && !confirmed(r) {
+		return s.askFirst(w, r, id, "Remove an allowed entry", removeConfirmation(f, back))
+	}
 	res, err := s.allow(r.Context(), id, allow, f.Kind, f.Name, f.To, f.Ports)
 	if err != nil {
 		msg, ok := userError(err)
@@ -170,11 +227,16 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 		}
 		return s.renderAllowed(w, r, id, http.StatusBadRequest, msg, f)
 	}
-	to := "/allowed"
-	if back, ok := backToEvents(r.PostForm.Get("back")); ok && allow {
-		to = back // "Allow this destination" returns to the same filtered view
+	fl := flash{Tone: toneOf(res.Changed), Text: res.Message}
+	if allow && f.To != "" && res.Changed {
+		if w := s.unresolvedWarning(r.Context(), f.To); w != "" {
+			fl = flash{Tone: toneWarn, Text: stripDNSNote(res.Message, f.To) + ". " + w}
+		}
 	}
-	return s.done(w, r, id, to, res.Message)
+	if events, ok := backToEvents(r.PostForm.Get("back")); ok && allow {
+		back = events // "Allow this destination" returns to the same filtered view
+	}
+	return s.doneWith(w, r, id, back, fl)
 }
 
 // settingsView is the ports, mode and local-addresses page.
@@ -216,7 +278,15 @@ func (s *Server) saveSettingsUI(w http.ResponseWriter, r *http.Request, id *iden
 	if r.PostForm.Get("allow_local") != "" {
 		local = "on"
 	}
-	msgs, _, err := s.applySettings(r.Context(), id, settingsChange{ports: &ports, mode: &mode, allowLocal: &local})
+	if mode == string(policy.ModeLog) && !confirmed(r) {
+		if cur, err := s.currentSettings(r.Context()); err == nil && cur.Mode != mode {
+			return s.askFirst(w, r, id, "Switch to log only", confirmation{
+				Question: "Switch the mode to log only?",
+				Effect:   "Nothing will be blocked any more: every user's connections to remote SMTP servers are let through and only recorded, until the mode is set back to Reject or Redirect.",
+				Button:   "Switch to log only", Cancel: "/settings", Danger: true})
+		}
+	}
+	msgs, changed, err := s.applySettings(r.Context(), id, settingsChange{ports: &ports, mode: &mode, allowLocal: &local})
 	if err != nil {
 		msg, ok := userError(err)
 		if !ok {
@@ -226,7 +296,7 @@ func (s *Server) saveSettingsUI(w http.ResponseWriter, r *http.Request, id *iden
 		s.render(w, r, http.StatusBadRequest, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Error: msg, Data: v})
 		return nil
 	}
-	return s.done(w, r, id, "/settings", strings.Join(msgs, "; "))
+	return s.doneWith(w, r, id, "/settings", flash{Tone: toneOf(changed), Text: strings.Join(msgs, "; ")})
 }
 
 // accountsView is the accounts, privileges and tokens page.
@@ -331,15 +401,24 @@ func (s *Server) addAccountUI(w http.ResponseWriter, r *http.Request, id *identi
 }
 
 func (s *Server) deleteAccountUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
 	name := r.PathValue("name")
 	if !id.token && name == id.name {
 		return s.accountsFailed(w, r, id, badRequest("you cannot delete the account you are signed in with"), accountsView{})
+	}
+	if !confirmed(r) {
+		return s.askFirst(w, r, id, "Delete an account", confirmation{
+			Question: "Delete the account " + name + "?",
+			Effect:   "Its sessions end at once, its API tokens stop working, and it can no longer sign in. The audit log keeps its past changes.",
+			Button:   "Delete " + name, Cancel: "/accounts", Danger: true})
 	}
 	res, err := s.eng.DeleteAccount(r.Context(), id.actor(), name)
 	if err != nil {
 		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	return s.done(w, r, id, "/accounts", res.Message)
+	return s.doneResult(w, r, id, "/accounts", res)
 }
 
 func (s *Server) passwordUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -366,7 +445,7 @@ func (s *Server) passwordUI(w http.ResponseWriter, r *http.Request, id *identity
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return nil
 	}
-	return s.done(w, r, id, "/accounts", res.Message)
+	return s.doneResult(w, r, id, "/accounts", res)
 }
 
 func (s *Server) grantUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -393,7 +472,7 @@ func (s *Server) privilegeUI(w http.ResponseWriter, r *http.Request, id *identit
 	if err != nil {
 		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	return s.done(w, r, id, "/accounts", res.Message)
+	return s.doneResult(w, r, id, "/accounts", res)
 }
 
 // splitList reads "alice, bob carol" as a list.
@@ -409,7 +488,7 @@ func (s *Server) ownUsersUI(w http.ResponseWriter, r *http.Request, id *identity
 	if err != nil {
 		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	return s.done(w, r, id, "/accounts", res.Message)
+	return s.doneResult(w, r, id, "/accounts", res)
 }
 
 func (s *Server) createTokenUI(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -426,9 +505,19 @@ func (s *Server) createTokenUI(w http.ResponseWriter, r *http.Request, id *ident
 }
 
 func (s *Server) revokeTokenUI(w http.ResponseWriter, r *http.Request, id *identity) error {
-	res, err := s.eng.RevokeToken(r.Context(), id.actor(), r.PathValue("name"))
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if !confirmed(r) {
+		return s.askFirst(w, r, id, "Revoke an API token", confirmation{
+			Question: "Revoke the API token " + name + "?",
+			Effect:   "Every script or system using it is refused from now on. A revoked token cannot be restored: you would create a new one.",
+			Button:   "Revoke " + name, Cancel: "/accounts", Danger: true})
+	}
+	res, err := s.eng.RevokeToken(r.Context(), id.actor(), name)
 	if err != nil {
 		return s.accountsFailed(w, r, id, err, accountsView{})
 	}
-	return s.done(w, r, id, "/accounts", res.Message)
+	return s.doneResult(w, r, id, "/accounts", res)
 }

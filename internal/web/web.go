@@ -69,6 +69,10 @@ type Config struct {
 	// --exim-config and --postfix-config-dir).
 	MTA mta.Options
 
+	// Daemon, when set, reports the state of the daemon serving the pages
+	// (recording blocked attempts, drift repairs) for the status page.
+	Daemon func() DaemonState
+
 	// MaxPasswordChecks bounds concurrent password hashes and verifications,
 	// each of which holds the engine's argon2 memory (2).
 	MaxPasswordChecks int
@@ -250,6 +254,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Secure {
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 	}
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.unrouted(w, r)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -281,7 +289,7 @@ func (s *Server) guard(rt route) http.Handler {
 					s.fail(w, r, rt, id, &httpError{code: http.StatusUnauthorized, msg: "authentication required: sign in or send Authorization: Bearer TOKEN"})
 					return
 				}
-				http.Redirect(w, r, "/login", http.StatusSeeOther)
+				http.Redirect(w, r, loginURL(r), http.StatusSeeOther)
 				return
 			}
 			s.fail(w, r, rt, id, forbidden(id, rt.access))

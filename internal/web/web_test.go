@@ -56,6 +56,9 @@ func TestEveryTemplateIsReferenced(t *testing.T) {
 	if w := e.do(req{method: "GET", path: "/login"}); w.Code == http.StatusOK {
 		rendered["login"] = true
 	}
+	if w := e.do(req{method: "POST", path: "/disable", cookie: admin, form: url.Values{}}); w.Code == http.StatusOK && strings.Contains(w.Body.String(), `id="confirm"`) {
+		rendered["confirm"] = true
+	}
 	if w := e.do(req{method: "GET", path: "/", cookie: e.login("res-no", resellerPassword)}); w.Code == http.StatusForbidden && strings.Contains(w.Body.String(), "refusal") {
 		rendered["error"] = true
 	}
@@ -328,7 +331,7 @@ func TestEnableDisableThroughTheUI(t *testing.T) {
 		t.Fatal("enable from the web did not reach the kernel")
 	}
 	body := e.do(req{method: "GET", path: "/", cookie: s}).Body.String()
-	for _, want := range []string{`id="state">Enabled`, `action="/disable"`, "SMTP restriction enabled (backend fake)", "by <b>web:admin</b>", `id="backend">fake`} {
+	for _, want := range []string{`id="state">Enforcing`, `action="/disable"`, "SMTP restriction enabled (backend fake)", "by <b>web:admin</b>", `id="backend">fake`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("status page after enable lacks %q", want)
 		}
@@ -337,7 +340,7 @@ func TestEnableDisableThroughTheUI(t *testing.T) {
 	if body := e.do(req{method: "GET", path: "/", cookie: s}).Body.String(); strings.Contains(body, `id="flash"`) {
 		t.Error("the flash message was shown twice")
 	}
-	e.do(req{method: "POST", path: "/disable", cookie: s, form: url.Values{}})
+	e.do(req{method: "POST", path: "/disable", cookie: s, form: url.Values{"confirm": {"yes"}}})
 	if e.backend.Installed() != nil {
 		t.Error("disable from the web left rules in the kernel")
 	}
@@ -403,7 +406,7 @@ func TestAllowedValidationIsShown(t *testing.T) {
 	if !strings.Contains(body, "group mailers allowed") || !strings.Contains(body, `<td>mailers</td>`) {
 		t.Errorf("allowed page after allowing mailers:\n%s", body)
 	}
-	e.do(req{method: "POST", path: "/allowed/remove", cookie: s, form: url.Values{"kind": {"group"}, "name": {"mailers"}}})
+	e.do(req{method: "POST", path: "/allowed/remove", cookie: s, form: url.Values{"kind": {"group"}, "name": {"mailers"}, "confirm": {"yes"}}})
 	if st, _ := e.eng.Status(context.Background()); len(st.AllowedGroups) != 0 {
 		t.Errorf("remove left groups %v", st.AllowedGroups)
 	}
@@ -588,9 +591,9 @@ func TestAccountsPage(t *testing.T) {
 		{"/accounts/ghost/grant", url.Values{"privilege": {"smtp-restrictions"}}, 404, "not found"},
 		{"/accounts/r2/grant", url.Values{"privilege": {"smtp-restrictions"}}, 303, ""},
 		{"/accounts/admin/delete", url.Values{}, 400, "signed in with"},
-		{"/tokens", url.Values{"name": {"r2-bot"}, "role": {"reseller"}}, 400, "--account"},
+		{"/tokens", url.Values{"name": {"r2-bot"}, "role": {"reseller"}}, 400, "choose it under Acts for account"},
 		{"/tokens", url.Values{"name": {"r2-bot"}, "role": {"reseller"}, "account": {"r2"}}, 200, "sgt_"},
-		{"/tokens/ghost/revoke", url.Values{}, 404, "not found"},
+		{"/tokens/ghost/revoke", url.Values{"confirm": {"yes"}}, 404, "not found"},
 	} {
 		code, body := post(tt.path, tt.form)
 		if code != tt.code || !strings.Contains(body, tt.want) {
@@ -601,7 +604,7 @@ func TestAccountsPage(t *testing.T) {
 	if err != nil || !a.Has(store.PrivSMTPRestrictions) || !cmp.Equal(a.Users, []string{"alice", "carol"}) {
 		t.Errorf("account r2 = %+v, %v", a, err)
 	}
-	if code, _ := post("/accounts/r2/delete", url.Values{}); code != http.StatusSeeOther {
+	if code, _ := post("/accounts/r2/delete", url.Values{"confirm": {"yes"}}); code != http.StatusSeeOther {
 		t.Errorf("delete r2 = %d", code)
 	}
 	if toks, _ := e.st.Tokens(context.Background()); slices.ContainsFunc(toks, func(t store.Token) bool { return t.Name == "r2-bot" }) {

@@ -83,6 +83,19 @@ func TestPrivilegedDaemon(t *testing.T) {
 		if st := w.status(); st.Kernel.State != "in sync" {
 			t.Errorf("status after repair: kernel %q, want in sync", st.Kernel.State)
 		}
+		// The repair is in the audit log, as the daemon's (issue 16).
+		w.waitUntil(t, "the repair appears in audit --json", 5*time.Second, func() bool {
+			var recs []struct{ Actor, Operation, Detail string }
+			if err := json.Unmarshal([]byte(w.sgOK("audit", "--json")), &recs); err != nil {
+				t.Fatalf("audit --json: %v", err)
+			}
+			for _, r := range recs {
+				if r.Actor == "daemon" && r.Operation == "repair" && strings.HasPrefix(r.Detail, "nft rules restored: ") {
+					return true
+				}
+			}
+			return false
+		})
 	})
 	t.Run("blocked attempts are attributed to the user", func(t *testing.T) {
 		w.t = t
