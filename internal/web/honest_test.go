@@ -49,7 +49,7 @@ func TestEveryFormRedirectsAfterPost(t *testing.T) {
 		{"/allowed", url.Values{"kind": {"user"}, "name": {"alice"}}, "/allowed"},
 		{"/allowed/remove", url.Values{"kind": {"user"}, "name": {"alice"}, "confirm": {"yes"}}, "/allowed"},
 		{"/allowed", url.Values{"kind": {"user"}, "name": {"bob"}, "back": {"/events?user=bob"}}, "/events?user=bob"},
-		{"/allowed", url.Values{"kind": {"user"}, "name": {"carol"}, "back": {"//evil.example/"}}, "/"},
+		{"/allowed", url.Values{"kind": {"user"}, "name": {"carol"}, "back": {"//evil.example/"}}, "/allowed"}, // an allow returns only to /events
 		{"/settings", url.Values{"ports": {"25, 587"}, "mode": {"reject"}, "allow_local": {"on"}}, "/settings"},
 		{"/accounts", url.Values{"name": {"r2"}, "role": {"reseller"}, "password": {"long-enough-1"}, "password2": {"long-enough-1"}}, "/accounts"},
 		{"/accounts/r2/grant", url.Values{"privilege": {store.PrivSMTPRestrictions}}, "/accounts"},

@@ -210,8 +210,12 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 	}
 	f := allowForm{Kind: r.PostForm.Get("kind"), Name: r.PostForm.Get("name"), To: r.PostForm.Get("to"), Ports: r.PostForm.Get("ports")}
 	back := "/allowed"
-	if b := r.PostForm.Get("back"); b != "" {
-		back = safeLocal(b) // e.g. the filtered blocked attempts the button was on
+	if b := r.PostForm.Get("back"); allow {
+		if events, ok := backToEvents(b); ok {
+			back = events // "Allow this destination" returns to the same filtered view
+		}
+	} else if b != "" {
+		back = safeLocal(b)
 	}
 	if !allow && !confirmed(r) {
 		return s.askFirst(w, r, id, "Remove an allowed entry", removeConfirmation(f, back))
@@ -232,9 +236,6 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 		if w := s.unresolvedWarning(r.Context(), f.To); w != "" {
 			fl = flash{Tone: toneWarn, Text: stripDNSNote(res.Message, f.To) + ". " + w}
 		}
-	}
-	if events, ok := backToEvents(r.PostForm.Get("back")); ok && allow {
-		back = events // "Allow this destination" returns to the same filtered view
 	}
 	return s.doneWith(w, r, id, back, fl)
 }
