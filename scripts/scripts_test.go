@@ -91,3 +91,47 @@ func TestFindGo(t *testing.T) {
 		})
 	}
 }
+
+// TestDebianMirror: the mirror comes from apt's own sources, in either
+// format, so nothing names one in the project.
+func TestDebianMirror(t *testing.T) {
+	tests := []struct {
+		name        string
+		files       map[string]string
+		main, sec   string
+		mainMissing bool
+	}{
+		{"deb822 without a trailing blank line", map[string]string{"sources.list.d/debian.sources": "Types: deb\n# a comment\nURIs: http://mirror.test/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://security.test/debian-security\nSuites: bookworm-security\nComponents: main\n"},
+			"http://mirror.test/debian", "http://security.test/debian-security", false},
+		{"one-line with options, backports first", map[string]string{"sources.list": "# deb http://old.test/debian bookworm main\ndeb http://mirror.test/debian bookworm-backports main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.test/debian bookworm main\n"},
+			"http://mirror.test/debian", "", false},
+		{"deb-src only", map[string]string{"sources.list": "deb-src http://src.test/debian bookworm main\n"}, "", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			for name, content := range tt.files {
+				p := filepath.Join(root, "etc/apt", name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			run := func(which string) (string, error) {
+				cmd := exec.Command("./debian-mirror", which)
+				cmd.Env = append(os.Environ(), "SMTPGUARD_APT_ROOT="+root, "SMTPGUARD_DEBIAN_MIRROR=", "SMTPGUARD_DEBIAN_SECURITY_MIRROR=")
+				out, err := cmd.Output()
+				return strings.TrimSpace(string(out)), err
+			}
+			got, err := run("main")
+			if (err != nil) != tt.mainMissing || got != tt.main {
+				t.Errorf("debian-mirror main = %q, %v; want %q (missing %v)", got, err, tt.main, tt.mainMissing)
+			}
+			if got, _ := run("security"); got != tt.sec {
+				t.Errorf("debian-mirror security = %q, want %q", got, tt.sec)
+			}
+		})
+	}
+}

@@ -33,7 +33,6 @@ import (
 // what the test uses inside. The MTA is installed in the root only.
 const (
 	rootCacheDir = "/var/cache/smtpguard-test"
-	debianMirror = "http://deb.debian.org/debian"
 	basePackages = "systemd,systemd-sysv,dbus,nftables,iproute2"
 )
 
@@ -108,7 +107,12 @@ func cachedRoot(t *testing.T, ctx context.Context, img rootImage) string {
 	t.Logf("building the container root once (cached in %s): mmdebstrap --variant=minbase --include=%s bookworm", path, img.packages)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+img.packages, "bookworm", tmp, debianMirror)
+	// The Debian mirror this machine's apt already uses.
+	mirror, err := exec.CommandContext(ctx, "../../scripts/debian-mirror").Output()
+	if err != nil {
+		t.Fatalf("scripts/debian-mirror (apt's sources name no Debian mirror; set SMTPGUARD_DEBIAN_MIRROR): %v", err)
+	}
+	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+img.packages, "bookworm", tmp, strings.TrimSpace(string(mirror)))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mmdebstrap: %v\n%s", err, out)
 	}
