@@ -162,7 +162,7 @@ func TestPrivilegedEximReloadDuringStartup(t *testing.T) {
 	d := startEximDaemon(t, bin)
 	withStartupWork(t, d)
 	ctx := t.Context()
-	m, err := NewManager(ctx, Options{EximConfig: d.config}, systemDirectory(t))
+	m, err := NewManager(ctx, bin.options(Options{EximConfig: d.config}), systemDirectory(t))
 	if err != nil {
 		t.Fatalf("NewManager: %v", err)
 	}
@@ -224,7 +224,7 @@ func TestPrivilegedEximBackToBackChanges(t *testing.T) {
 	d := startEximDaemon(t, bin)
 	withStartupWork(t, d)
 	ctx := t.Context()
-	m, err := NewManager(ctx, Options{EximConfig: d.config}, systemDirectory(t))
+	m, err := NewManager(ctx, bin.options(Options{EximConfig: d.config}), systemDirectory(t))
 	if err != nil {
 		t.Fatalf("NewManager: %v", err)
 	}
