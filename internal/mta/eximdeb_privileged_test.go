@@ -3,13 +3,11 @@
 package mta
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -79,20 +77,7 @@ func (x privateExim) command(args ...string) *exec.Cmd {
 // be had.
 func eximFromDeb(t *testing.T) privateExim {
 	t.Helper()
-	cache := filepath.Join(os.TempDir(), eximDebCache)
-	if err := os.Mkdir(cache, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		t.Fatal(err)
-	}
-	// The binaries run as root: only a cache that root alone can write to
-	// may be trusted.
-	fi, err := os.Lstat(cache)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
-		t.Fatalf("%s is not a directory owned by uid %d and writable only by it (%v); remove it", cache, os.Geteuid(), fi.Mode())
-	}
+	cache := trustedCache(t, eximDebCache)
 	root := filepath.Join(cache, "root")
 	if _, err := os.Stat(root); err != nil {
 		fetchEximDebs(t, cache, root)

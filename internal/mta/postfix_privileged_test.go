@@ -142,18 +142,15 @@ type extractedPostfix struct {
 	daemonDir, metaDir string
 }
 
-// postfixFromDeb fetches Debian's postfix package with `apt-get download`
-// (without installing it) and unpacks it with dpkg-deb -x into
-// os.TempDir()/smtpguard-postfix-deb, which later runs reuse. The test
-// fails, never skips, when the package cannot be had.
-func postfixFromDeb(t *testing.T) extractedPostfix {
+// trustedCache is os.TempDir()/name, made if missing, for the Debian
+// packages a test unpacks and runs as root: only a directory that root alone
+// can write to may be trusted, so anything else fails the test.
+func trustedCache(t *testing.T, name string) string {
 	t.Helper()
-	cache := filepath.Join(os.TempDir(), postfixDebCache)
+	cache := filepath.Join(os.TempDir(), name)
 	if err := os.Mkdir(cache, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		t.Fatal(err)
 	}
-	// The binaries run as root: only a cache that root alone can write to
-	// may be trusted.
 	fi, err := os.Lstat(cache)
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +159,16 @@ func postfixFromDeb(t *testing.T) extractedPostfix {
 	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
 		t.Fatalf("%s is not a directory owned by uid %d and writable only by it (%v); remove it", cache, os.Geteuid(), fi.Mode())
 	}
+	return cache
+}
+
+// postfixFromDeb fetches Debian's postfix package with `apt-get download`
+// (without installing it) and unpacks it with dpkg-deb -x into
+// os.TempDir()/smtpguard-postfix-deb, which later runs reuse. The test
+// fails, never skips, when the package cannot be had.
+func postfixFromDeb(t *testing.T) extractedPostfix {
+	t.Helper()
+	cache := trustedCache(t, postfixDebCache)
 	root := filepath.Join(cache, "root")
 	pf := extractedPostfix{
 		root:      root,

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -91,17 +90,6 @@ func (b *Backend) CgroupPath() (string, error) {
 		return b.cfg.CgroupPath, nil
 	}
 	return Cgroup2Mount()
-}
-
-// Describe is part of enforce.Backend: Facts in the seam's terms.
-func (b *Backend) Describe() enforce.Description {
-	f := b.Facts()
-	return enforce.Description{
-		Covers:              strings.Join(f.Covers, "; "),
-		Limitations:         f.CannotStop,
-		Refusal:             f.Refusal,
-		ChangeNotifications: f.ChangeNotifications,
-	}
 }
 
 // Facts describes the backend on this kernel (the refusal's errno depends on

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -25,17 +24,6 @@ var errNotLinux = fmt.Errorf("the bpf backend needs Linux: %w", enforce.ErrNotSu
 
 // Name is part of enforce.Backend.
 func (b *Backend) Name() string { return Name }
-
-// Describe is part of enforce.Backend: Facts in the seam's terms.
-func (b *Backend) Describe() enforce.Description {
-	f := b.Facts()
-	return enforce.Description{
-		Covers:              strings.Join(f.Covers, "; "),
-		Limitations:         f.CannotStop,
-		Refusal:             f.Refusal,
-		ChangeNotifications: f.ChangeNotifications,
-	}
-}
 
 // Facts describes the backend.
 func (b *Backend) Facts() Facts {

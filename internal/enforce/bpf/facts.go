@@ -22,6 +22,7 @@ package bpf
 import (
 	"log/slog"
 	"net/netip"
+	"strings"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 )
@@ -126,4 +127,15 @@ type Event struct {
 	enforce.Event
 	Process
 	Lost uint64
+}
+
+// Describe is part of enforce.Backend: Facts in the seam's terms.
+func (b *Backend) Describe() enforce.Description {
+	f := b.Facts()
+	return enforce.Description{
+		Covers:              strings.Join(f.Covers, "; "),
+		Limitations:         f.CannotStop,
+		Refusal:             f.Refusal,
+		ChangeNotifications: f.ChangeNotifications,
+	}
 }
