@@ -115,6 +115,9 @@ func printStatus(out io.Writer, view statusView, max int) {
 	switch {
 	case st.Enabled:
 		state = fmt.Sprintf("enabled (backend %s, mode %s)", st.Backend, st.Mode)
+		if st.Cgroup != "" {
+			state = fmt.Sprintf("enabled (backend %s on cgroup %s, mode %s)", st.Backend, st.Cgroup, st.Mode)
+		}
 	case st.Kernel.State == engine.KernelPolicyMissing:
 		state = "NO STORED POLICY, but the kernel still enforces smtpguard's rules (see Kernel)"
 	case st.Kernel.State == engine.KernelLeftovers:

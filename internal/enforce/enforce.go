@@ -77,6 +77,9 @@ type Description struct {
 	// objects as they happen. Without them Watch returns ErrNotSupported at
 	// once and the daemon relies on its periodic verify.
 	ChangeNotifications bool
+	// AttachesToCgroup is set when the backend enforces for one cgroup
+	// and its descendants (bpf), which the policy then names (Cgroup).
+	AttachesToCgroup bool
 }
 
 // Event is one connection attempt the block rule saw.

@@ -33,8 +33,12 @@ type Kernel struct {
 // Status is everything "smtpguard status" shows. The first six fields are the
 // stable contract scripts rely on.
 type Status struct {
-	Enabled       bool              `json:"enabled"`
-	Backend       string            `json:"backend"`
+	Enabled bool   `json:"enabled"`
+	Backend string `json:"backend"`
+	// Cgroup is where a cgroup backend (bpf) attaches; empty for the
+	// others, and for bpf when the daemon's default (serve --cgroup, else
+	// the cgroup2 root) applies.
+	Cgroup        string            `json:"cgroup,omitempty"`
 	Mode          string            `json:"mode"`
 	Ports         []uint16          `json:"ports"`
 	AllowedUsers  []string          `json:"allowed_users"`
@@ -74,6 +78,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	st := Status{
 		Enabled:       p.Enabled,
 		Backend:       p.Backend,
+		Cgroup:        p.Cgroup,
 		Mode:          string(p.Mode),
 		Ports:         p.Ports,
 		AllowedUsers:  refs(p.Users),

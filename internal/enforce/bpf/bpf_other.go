@@ -34,6 +34,7 @@ func (b *Backend) Describe() enforce.Description {
 		Limitations:         f.CannotStop,
 		Refusal:             f.Refusal,
 		ChangeNotifications: f.ChangeNotifications,
+		AttachesToCgroup:    true,
 	}
 }
 
