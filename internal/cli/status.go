@@ -182,6 +182,11 @@ func printStatus(out io.Writer, view statusView, max int) {
 	for _, u := range st.Unresolved {
 		fmt.Fprintf(w, "Warning:\t%s\n", u)
 	}
+	for _, c := range st.Backends {
+		if !c.Active {
+			fmt.Fprintf(w, "Backend %s:\t%s\n", c.Name, c.Why)
+		}
+	}
 	for i, l := range st.Limitations {
 		label := ""
 		if i == 0 {

@@ -67,3 +67,38 @@ func TestEnableInStoresCgroup(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusSaysWhyOtherBackendsAreNot: status names the backend in use and
+// why each other one is not, explicit-only ones included.
+func TestStatusSaysWhyOtherBackendsAreNot(t *testing.T) {
+	ctx := context.Background()
+	f, _, two := newSwitchFixture(t)
+	d := two.Describe()
+	d.ExplicitOnly = true
+	two.SetDescription(d)
+	st, err := f.eng.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []BackendChoice{
+		{Name: "one", Active: true, Why: "enabled with this backend"},
+		{Name: "two", Why: "auto does not choose it yet: use it with enable --backend two"},
+	}
+	if diff := cmp.Diff(want, st.Backends); diff != "" {
+		t.Errorf("status backends (-want +got):\n%s", diff)
+	}
+	d.ExplicitOnly = false
+	two.SetDescription(d)
+	must(t)(f.eng.Disable(ctx, admin))
+	st, err = f.eng.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []BackendChoice{
+		{Name: "one", Why: "not used: the restriction is disabled"},
+		{Name: "two", Why: "not used: the restriction is disabled"},
+	}
+	if diff := cmp.Diff(want, st.Backends); diff != "" {
+		t.Errorf("status backends after disable (-want +got):\n%s", diff)
+	}
+}

@@ -124,6 +124,9 @@ func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
 	if got, want := w.status(), (bpfStatus{Enabled: true, Backend: "bpf", Cgroup: w.cg.Path}); got != want {
 		t.Errorf("status after enable = %+v, want %+v", got, want)
 	}
+	if out := w.sgOK("status"); !strings.Contains(out, "not used: the restriction was enabled with backend bpf") {
+		t.Errorf("status does not say why nft is not used:\n%s", out)
+	}
 	w.expect(&w.plain, false, smtp...)
 	w.expect(nil, true, smtp...)
 	w.expect(&w.plain, true, testutil.HostPort("192.0.2.2", 8080))
