@@ -164,6 +164,29 @@ func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
 		t.Errorf("status after enable through the daemon = %+v, want %+v", got, want)
 	}
 	w.expect(&w.plain, false, smtp...)
+	// The daemon records the refused attempt with the process that made
+	// it: bpf reports its pid and comm (the connect helper is this test
+	// binary, comm "e2e.test").
+	type procEvent struct {
+		UID  uint32 `json:"uid"`
+		PID  uint32 `json:"pid"`
+		Comm string `json:"comm"`
+	}
+	var seen []procEvent
+	w.waitUntil(t, "events --json names the refused process", 10*time.Second, func() bool {
+		var evs []procEvent
+		if err := json.Unmarshal([]byte(w.sgOK("events", "--json")), &evs); err != nil {
+			t.Fatalf("events --json: %v", err)
+		}
+		seen = evs
+		for _, e := range evs {
+			if e.UID == w.plain.UID && e.PID != 0 && e.Comm == "e2e.test" {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("events: %+v", seen)
 	w.sgOK("disable")
 	w.expectRemoved("after disable through the daemon")
 	w.expect(&w.plain, true, smtp...)

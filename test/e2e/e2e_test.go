@@ -381,7 +381,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 			t.Errorf("status after an external flush: kernel %q, want drift", st.Kernel.State)
 		}
 		w.expectReach(&w.plain, remote(25)...)
-		w.sgOK("enable")
+		w.sgOK("enable", "--backend", "nft")
 		w.expectBlocked(&w.plain, remote(25)...)
 	})
 	t.Run("disable restores everything and leaves no table", func(t *testing.T) {
