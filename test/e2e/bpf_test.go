@@ -127,6 +127,20 @@ func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
 	if out := w.sgOK("status"); !strings.Contains(out, "not used: the restriction was enabled with backend bpf") {
 		t.Errorf("status does not say why nft is not used:\n%s", out)
 	}
+	var full struct {
+		Limitations []string `json:"limitations"`
+	}
+	if err := json.Unmarshal([]byte(w.sgOK("status", "--json")), &full); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range full.Limitations {
+		if strings.Contains(l, "setuid after socket()") || strings.Contains(l, "fd passing") {
+			t.Errorf("status under bpf lists %q as a gap; bpf refuses setuid drops and passed fds (checked in internal/enforce/bpf)", l)
+		}
+	}
+	if len(full.Limitations) == 0 {
+		t.Error("status under bpf lists no limitations; want bpf's own (seteuid, SQPOLL rings, ...)")
+	}
 	w.expect(&w.plain, false, smtp...)
 	w.expect(nil, true, smtp...)
 	w.expect(&w.plain, true, testutil.HostPort("192.0.2.2", 8080))
@@ -164,6 +178,21 @@ func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
 		t.Errorf("status after enable through the daemon = %+v, want %+v", got, want)
 	}
 	w.expect(&w.plain, false, smtp...)
+	// The container case: a process of the cgroup in a network namespace
+	// of its own (nothing but loopback, as a container before its network
+	// is set up) is refused at connect(), before any routing: without bpf
+	// it would fail with ENETUNREACH instead, and root there does.
+	ctr := testutil.NewNetNS(t)
+	for _, r := range testutil.ConnectAsIn(t, w.cg, ctr, &w.plain, "192.0.2.2:25") {
+		if r.OK || (r.Errno != "ECONNREFUSED" && r.Errno != "EPERM") {
+			t.Errorf("%s in cgroup %s and its own network namespace to %s: %s, want refused by bpf (ECONNREFUSED or EPERM)", w.plain.Name, w.cg.Path, r.Addr, r)
+		}
+	}
+	for _, r := range testutil.ConnectAsIn(t, w.cg, ctr, nil, "192.0.2.2:25") {
+		if r.Errno == "ECONNREFUSED" || r.Errno == "EPERM" {
+			t.Errorf("root in its own network namespace to %s: %s, want not refused by smtpguard (no route)", r.Addr, r)
+		}
+	}
 	// The daemon records the refused attempt with the process that made
 	// it: bpf reports its pid and comm (the connect helper is this test
 	// binary, comm "e2e.test").
