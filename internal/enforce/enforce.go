@@ -102,7 +102,14 @@ type Event struct {
 	PID  uint32
 	TGID uint32
 	Comm string
+	// LostReason says why the kernel dropped events, for an ActionLost
+	// event: the reason label of smtpguard_events_dropped_total
+	// (LostRingFull), empty for "kernel".
+	LostReason string
 }
+
+// LostRingFull is the LostReason of events a ring buffer had no room for.
+const LostRingFull = "ring_full"
 
 // The actions an Event reports.
 const (
