@@ -220,3 +220,52 @@ func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
 	w.expectRemoved("after disable through the daemon")
 	w.expect(&w.plain, true, smtp...)
 }
+
+// vectorIn runs a bypass vector (see runVector) as a process of the test's
+// cgroup in the client namespace.
+func (w *bpfWorld) vectorIn(t *testing.T, name string, u testutil.User, addr string) vectorResult {
+	t.Helper()
+	body, _ := json.Marshal(vectorRequest{Vector: name, UID: u.UID, GID: u.GID, Addr: addr})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net="+w.client.Path(), "--", exe)
+	cmd.Env = append(os.Environ(), vectorEnv+"="+string(body))
+	var out, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := w.cg.Start(cmd); err != nil {
+		t.Fatalf("vector %s: %v", name, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("vector %s: %v %s", name, err, stderr.String())
+	}
+	var r vectorResult
+	if err := json.Unmarshal([]byte(out.String()), &r); err != nil {
+		t.Fatalf("vector %s output %q: %v", name, out.String(), err)
+	}
+	return r
+}
+
+// TestPrivilegedBPFClosesSetuidDrop: under bpf a socket root created and
+// connected after dropping to an ordinary uid is refused (nft lets it
+// through, see TestPrivilegedBypassVectors), and TCP Fast Open is refused
+// too; the same vectors as root connect, so the refusals prove something.
+func TestPrivilegedBPFClosesSetuidDrop(t *testing.T) {
+	w := newBPFWorld(t)
+	w.sgOK("enable", "--backend", "bpf", "--cgroup", w.cg.Path)
+	t.Cleanup(func() { w.sg("disable") })
+	target := testutil.HostPort("192.0.2.2", 25)
+	for _, vec := range []string{"setuid-drop", "tfo"} {
+		r := w.vectorIn(t, vec, w.plain, target)
+		if r.Connected || (r.Errno != "ECONNREFUSED" && r.Errno != "EPERM") {
+			t.Errorf("vector %s as %s in cgroup %s = %+v, want refused (ECONNREFUSED or EPERM)", vec, w.plain.Name, w.cg.Path, r)
+		}
+		if r.UIDInside != int(w.plain.UID) {
+			t.Errorf("vector %s ran as uid %d, want %d", vec, r.UIDInside, w.plain.UID)
+		}
+		if r := w.vectorIn(t, vec, testutil.User{}, target); !r.Connected {
+			t.Errorf("vector %s as root = %+v, want connected", vec, r)
+		}
+	}
+}
