@@ -11,7 +11,7 @@ import (
 // names of the compiled-in backends, best first ("auto|nft").
 func backendChoices() string {
 	names := []string{policy.BackendAuto}
-	for _, b := range systemBackends(slog.New(slog.DiscardHandler)) {
+	for _, b := range systemBackends(slog.New(slog.DiscardHandler), "") {
 		names = append(names, b.Name())
 	}
 	return strings.Join(names, "|")

@@ -9,7 +9,7 @@ import (
 )
 
 // systemBackends is empty off Linux: there is no kernel to enforce with.
-func systemBackends(logger *slog.Logger) []enforce.Backend { return nil }
+func systemBackends(logger *slog.Logger, bpffs string) []enforce.Backend { return nil }
 
 // serveBackends is empty off Linux too.
-func serveBackends(logger *slog.Logger, owned bool) []enforce.Backend { return nil }
+func serveBackends(logger *slog.Logger, owned bool, bpffs string) []enforce.Backend { return nil }

@@ -75,6 +75,7 @@ type env struct {
 	stateDir string
 	verbose  bool
 	resolver engine.Resolver // set by serve --dns-server
+	cgroup   string          // set by enable --cgroup: where cgroup backends probe and apply
 	// daemon is what the state directory's daemon said of itself, once
 	// asked (daemonChecked); nil when none runs.
 	daemon        *remote.Info
@@ -97,13 +98,17 @@ func Run(ctx context.Context, args []string, stdio Stdio) int {
 // DefaultOptions wires the real system.
 func DefaultOptions() Options {
 	return Options{
-		Backends:      systemBackends,
-		Getenv:        os.Getenv,
-		Actor:         currentActor,
-		Executable:    os.Executable,
-		Sessions:      sockdiag.Ender{},
-		Conflicts:     conflicts.Detector{},
-		ServeBackends: serveBackends,
+		Backends: func(logger *slog.Logger) []enforce.Backend {
+			return systemBackends(logger, os.Getenv("SMTPGUARD_BPFFS"))
+		},
+		Getenv:     os.Getenv,
+		Actor:      currentActor,
+		Executable: os.Executable,
+		Sessions:   sockdiag.Ender{},
+		Conflicts:  conflicts.Detector{},
+		ServeBackends: func(logger *slog.Logger, owned bool) []enforce.Backend {
+			return serveBackends(logger, owned, os.Getenv("SMTPGUARD_BPFFS"))
+		},
 	}
 }
 
@@ -222,7 +227,7 @@ func (e *env) engine(ctx context.Context) (*engine.Engine, error) {
 func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engine.Engine, error) {
 	var backends []enforce.Backend
 	if e.opts.Backends != nil {
-		backends = e.opts.Backends(logger)
+		backends = withCgroup(e.opts.Backends(logger), e.cgroup)
 	}
 	if info := e.runningDaemon(ctx, logger); info != nil {
 		logger.Debug("changing the kernel through the daemon", "pid", info.PID, "socket", remote.SocketPath(e.stateDir))

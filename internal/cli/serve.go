@@ -28,7 +28,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var cfg daemon.Config
 	var logFormat string
 	var dnsServers []string
-	var tlsCert, tlsKey, backend, tokenFile string
+	var tlsCert, tlsKey, backend, tokenFile, cgroup string
 	ownTable := true
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -99,7 +99,11 @@ lifts it.`,
 			}
 			// The daemon's own backends, never the remote ones: it is the
 			// process the CLI talks to.
-			kernel := daemon.NewKernel(e.opts.ServeBackends(logger, ownTable))
+			cg, err := cgroupFlag(cgroup)
+			if err != nil {
+				return err
+			}
+			kernel := daemon.NewKernel(withCgroup(e.opts.ServeBackends(logger, ownTable), cg))
 			defer kernel.Close() // the rules stay; an owned table is left orphaned and persistent
 			eng, err := e.openForServe(ctx, logger, kernel.Backends(), cfg.Listen, loopback)
 			if err != nil || eng == nil { // nil: stopped while the database was unreadable
@@ -151,6 +155,7 @@ lifts it.`,
 	}
 	cmd.Flags().StringVar(&cfg.Listen, "listen", DefaultListen, "address of the web UI, the API, /metrics and /healthz (\"\" to serve nothing); not loopback means HTTPS")
 	cmd.Flags().StringVar(&backend, "backend", "", "backend an Enable from the web UI or API uses: "+backendChoices()+" (default: the one last enabled with)")
+	cmd.Flags().StringVar(&cgroup, "cgroup", "", "cgroup v2 directory the bpf backend attaches to when the policy names none (default: the cgroup2 root)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, chain included)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	cmd.Flags().StringVar(&tokenFile, "metrics-token-file", "", "require \"Authorization: Bearer TOKEN\" on /metrics, TOKEN being this file's first line (always required when --listen is not loopback)")

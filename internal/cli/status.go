@@ -115,6 +115,9 @@ func printStatus(out io.Writer, view statusView, max int) {
 	switch {
 	case st.Enabled:
 		state = fmt.Sprintf("enabled (backend %s, mode %s)", st.Backend, st.Mode)
+		if st.Cgroup != "" {
+			state = fmt.Sprintf("enabled (backend %s on cgroup %s, mode %s)", st.Backend, st.Cgroup, st.Mode)
+		}
 	case st.Kernel.State == engine.KernelPolicyMissing:
 		state = "NO STORED POLICY, but the kernel still enforces smtpguard's rules (see Kernel)"
 	case st.Kernel.State == engine.KernelLeftovers:
@@ -178,6 +181,11 @@ func printStatus(out io.Writer, view statusView, max int) {
 	fmt.Fprintf(w, "List manager:\t%s\n", found(st.MTA.ListManagers))
 	for _, u := range st.Unresolved {
 		fmt.Fprintf(w, "Warning:\t%s\n", u)
+	}
+	for _, c := range st.Backends {
+		if !c.Active {
+			fmt.Fprintf(w, "Backend %s:\t%s\n", c.Name, c.Why)
+		}
 	}
 	for i, l := range st.Limitations {
 		label := ""

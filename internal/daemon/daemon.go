@@ -301,6 +301,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			continue
 		case <-d.kick:
 		case <-verify.C:
+			d.refreshLocal(ctx)
 		case <-retry:
 		}
 		started := d.kicks.Load()

@@ -333,6 +333,15 @@ func TestRecorderIsBoundedAndCountsDrops(t *testing.T) {
 	if n := promtest.ToFloat64(m.dropped.WithLabelValues("kernel")); n != 1 {
 		t.Errorf("kernel drops = %v, want 1", n)
 	}
+	// A ring buffer's drops (bpf) are counted under their own reason.
+	r.sink(enforce.Event{Action: enforce.ActionLost, LostReason: enforce.LostRingFull})
+	r.sink(enforce.Event{Action: enforce.ActionLost, LostReason: enforce.LostRingFull})
+	if n := promtest.ToFloat64(m.dropped.WithLabelValues("ring_full")); n != 2 {
+		t.Errorf("ring_full drops = %v, want 2", n)
+	}
+	if n := promtest.ToFloat64(m.dropped.WithLabelValues("kernel")); n != 1 {
+		t.Errorf("kernel drops after ring_full ones = %v, want still 1", n)
+	}
 	// At most two distinct aggregates between flushes.
 	aggs := map[aggKey]*store.Event{}
 	for _, port := range []uint16{25, 465, 587, 25} {

@@ -47,7 +47,11 @@ type recorder struct {
 // sink is handed to the backend's event reader. It never blocks.
 func (r *recorder) sink(ev enforce.Event) {
 	if ev.Action == enforce.ActionLost {
-		r.metrics.dropped.WithLabelValues("kernel").Inc()
+		reason := ev.LostReason
+		if reason == "" {
+			reason = "kernel"
+		}
+		r.metrics.dropped.WithLabelValues(reason).Inc()
 		return
 	}
 	select {

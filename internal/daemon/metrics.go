@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/smtpguard/smtpguard/internal/enforce"
 )
 
 // maxUserLabels bounds the cardinality of the per-user counter: a flood from
@@ -53,7 +55,7 @@ func newMetrics() *metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smtpguard_events_dropped_total",
-			Help: "Blocked-attempt events not recorded (or notifications not sent), by reason (queue_full, aggregate_limit, kernel, store, notify).",
+			Help: "Blocked-attempt events not recorded (or notifications not sent), by reason (queue_full, aggregate_limit, kernel, ring_full, store, notify).",
 		}, []string{"reason"}),
 		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smtpguard_events_folded_total",
@@ -74,7 +76,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.enabled, m.backend, m.allowedUIDs, m.attempts, m.driftRepairs, m.dropped, m.folded,
 		m.applyDuration, m.lastVerify, m.reconcileFails,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, reason := range []string{"queue_full", "aggregate_limit", "kernel", "store", "notify"} {
+	for _, reason := range []string{"queue_full", "aggregate_limit", "kernel", enforce.LostRingFull, "store", "notify"} {
 		m.dropped.WithLabelValues(reason) // export zeros so alerts can use rate()
 	}
 	for _, to := range []string{foldPrefix, foldedOther} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,4 +130,33 @@ func TestSuperviseGivesUpOnAnUnsupportedWatchOnly(t *testing.T) {
 			t.Fatalf("event stream ran %d times, want it restarted", i)
 		}
 	}
+}
+
+// refreshingBackend is a fake that keeps a list of local addresses.
+type refreshingBackend struct {
+	*fake.Backend
+	refreshes atomic.Int32
+}
+
+func (r *refreshingBackend) RefreshLocal(ctx context.Context) error {
+	r.refreshes.Add(1)
+	return nil
+}
+
+// The periodic verify first refreshes the local address lists of backends
+// that keep one (bpf), through the daemon's held backends.
+func TestDaemonRefreshesLocalAddressesPeriodically(t *testing.T) {
+	f := newFixture(t)
+	rb := &refreshingBackend{Backend: f.backend}
+	f.kernel = NewKernel([]enforce.Backend{rb})
+	cfg := f.cfg
+	cfg.Backends = f.kernel.Backends()
+	eng, err := engine.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	f.eng = eng
+	f.start(t, Config{VerifyInterval: 20 * time.Millisecond})
+	waitFor(t, "two periodic refreshes of the local addresses", func() bool { return rb.refreshes.Load() >= 2 })
 }

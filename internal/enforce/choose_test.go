@@ -19,6 +19,7 @@ func TestChoose(t *testing.T) {
 		name      string
 		requested string
 		failProbe map[string]error // candidate name -> its probe's error
+		explicit  string           // a candidate auto must not choose
 		// want is the chosen backend's name, "" for an error containing wantErr.
 		want       string
 		wantReason string
@@ -40,6 +41,20 @@ func TestChoose(t *testing.T) {
 			failProbe:  map[string]error{"bpf": unsupported, "nft": errors.New("netlink: operation not permitted")},
 			wantErr:    []string{"no enforcement backend works on this host", "bpf: no cgroup2 mount", "nft: netlink: operation not permitted"},
 			wantProbed: []string{"bpf", "nft"},
+		},
+		{
+			name: "auto skips an explicit-only backend without probing it", requested: "auto", explicit: "bpf",
+			want: "nft", wantReason: "auto: nft probe passed", wantProbed: []string{"nft"},
+		},
+		{
+			name: "auto never falls back to an explicit-only backend", requested: "auto", explicit: "bpf",
+			failProbe:  map[string]error{"nft": unsupported},
+			wantErr:    []string{"no enforcement backend works on this host", "nft: no cgroup2 mount"},
+			wantProbed: []string{"nft"},
+		},
+		{
+			name: "an explicit-only backend is used when named", requested: "bpf", explicit: "bpf",
+			want: "bpf", wantReason: "requested explicitly", wantProbed: []string{"bpf"},
 		},
 		{
 			name: "explicit name probes only that backend", requested: "nft",
@@ -71,6 +86,11 @@ func TestChoose(t *testing.T) {
 			for _, b := range []*fake.Backend{bpf, nft} {
 				if err := tt.failProbe[b.Name()]; err != nil {
 					b.FailProbe(err)
+				}
+				if b.Name() == tt.explicit {
+					d := b.Describe()
+					d.ExplicitOnly = true
+					b.SetDescription(d)
 				}
 			}
 			got, reason, err := enforce.Choose(context.Background(), tt.requested, []enforce.Backend{bpf, nft})

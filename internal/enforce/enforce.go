@@ -77,6 +77,13 @@ type Description struct {
 	// objects as they happen. Without them Watch returns ErrNotSupported at
 	// once and the daemon relies on its periodic verify.
 	ChangeNotifications bool
+	// AttachesToCgroup is set when the backend enforces for one cgroup
+	// and its descendants (bpf), which the policy then names (Cgroup).
+	AttachesToCgroup bool
+	// ExplicitOnly keeps "auto" from choosing the backend: it is used only
+	// when named (bpf, until the whole end-to-end matrix passes under it;
+	// auto picking it would attach to the cgroup2 root).
+	ExplicitOnly bool
 }
 
 // Event is one connection attempt the block rule saw.
@@ -95,7 +102,14 @@ type Event struct {
 	PID  uint32
 	TGID uint32
 	Comm string
+	// LostReason says why the kernel dropped events, for an ActionLost
+	// event: the reason label of smtpguard_events_dropped_total
+	// (LostRingFull), empty for "kernel".
+	LostReason string
 }
+
+// LostRingFull is the LostReason of events a ring buffer had no room for.
+const LostRingFull = "ring_full"
 
 // The actions an Event reports.
 const (
@@ -125,7 +139,8 @@ func (d Drift) String() string {
 
 // Choose picks the backend for "enable --backend requested". An explicit name
 // must exist and its probe must pass. "auto" takes the first candidate, in the
-// order given (best first), whose probe passes. The reason is for the log.
+// order given (best first), whose probe passes, skipping backends that are
+// ExplicitOnly. The reason is for the log.
 func Choose(ctx context.Context, requested string, candidates []Backend) (Backend, string, error) {
 	if requested != policy.BackendAuto {
 		for _, b := range candidates {
@@ -146,6 +161,9 @@ func Choose(ctx context.Context, requested string, candidates []Backend) (Backen
 	}
 	var errs []error
 	for _, b := range candidates {
+		if b.Describe().ExplicitOnly {
+			continue
+		}
 		err := b.Probe(ctx)
 		if err == nil {
 			return b, fmt.Sprintf("auto: %s probe passed", b.Name()), nil

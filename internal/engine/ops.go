@@ -13,8 +13,25 @@ import (
 // the best one). Enabling what is already enabled re-applies the rules, which
 // repairs a ruleset someone flushed.
 func (e *Engine) Enable(ctx context.Context, actor Actor, backend string) (Result, error) {
+	return e.EnableIn(ctx, actor, backend, "")
+}
+
+// cgroupBackend is a backend that attaches to a cgroup (bpf); it says which
+// one it would use when the policy names none.
+type cgroupBackend interface {
+	CgroupPath() (string, error)
+}
+
+// EnableIn is Enable for a backend attached to cgroup (bpf; empty: the
+// backend's own default, which is stored when the backend can tell it, so
+// the daemon re-converges the same attachment at boot). Backends that do
+// not attach to cgroups ignore it.
+func (e *Engine) EnableIn(ctx context.Context, actor Actor, backend, cgroup string) (Result, error) {
 	if backend == "" {
 		backend = policy.BackendAuto
+	}
+	if err := policy.ValidCgroup(cgroup); err != nil {
+		return Result{}, invalid(fmt.Errorf("--cgroup: %w", err))
 	}
 	b, reason, err := enforce.Choose(ctx, backend, e.cfg.Backends)
 	if err != nil {
@@ -23,13 +40,20 @@ func (e *Engine) Enable(ctx context.Context, actor Actor, backend string) (Resul
 		}
 		return Result{}, err
 	}
-	e.log.Info("backend chosen", "backend", b.Name(), "reason", reason)
+	if !b.Describe().AttachesToCgroup {
+		cgroup = "" // nothing to attach: do not store a cgroup nobody uses
+	} else if cb, ok := b.(cgroupBackend); ok && cgroup == "" {
+		if cg, err := cb.CgroupPath(); err == nil {
+			cgroup = cg
+		}
+	}
+	e.log.Info("backend chosen", "backend", b.Name(), "reason", reason, "cgroup", cgroup)
 	return e.change(ctx, actor, "enable", b.Name(), func(p *policy.Policy, _ *policy.Directory) (string, error) {
 		msg := fmt.Sprintf("SMTP restriction enabled (backend %s)", b.Name())
-		if p.Enabled && p.Backend == b.Name() {
+		if p.Enabled && p.Backend == b.Name() && p.Cgroup == cgroup {
 			msg = fmt.Sprintf("SMTP restriction already enabled (backend %s); rules re-applied", b.Name())
 		}
-		p.Enabled, p.Backend = true, b.Name()
+		p.Enabled, p.Backend, p.Cgroup = true, b.Name(), cgroup
 		return msg, nil
 	})
 }

@@ -33,8 +33,15 @@ type Kernel struct {
 // Status is everything "smtpguard status" shows. The first six fields are the
 // stable contract scripts rely on.
 type Status struct {
-	Enabled       bool              `json:"enabled"`
-	Backend       string            `json:"backend"`
+	Enabled bool   `json:"enabled"`
+	Backend string `json:"backend"`
+	// Cgroup is where a cgroup backend (bpf) attaches; empty for the
+	// others, and for bpf when the daemon's default (serve --cgroup, else
+	// the cgroup2 root) applies.
+	Cgroup string `json:"cgroup,omitempty"`
+	// Backends says of each compiled-in backend whether it is the one in
+	// use and why the others are not.
+	Backends      []BackendChoice   `json:"backends"`
 	Mode          string            `json:"mode"`
 	Ports         []uint16          `json:"ports"`
 	AllowedUsers  []string          `json:"allowed_users"`
@@ -74,6 +81,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	st := Status{
 		Enabled:       p.Enabled,
 		Backend:       p.Backend,
+		Cgroup:        p.Cgroup,
 		Mode:          string(p.Mode),
 		Ports:         p.Ports,
 		AllowedUsers:  refs(p.Users),
@@ -89,6 +97,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if meta.Revision > 0 {
 		st.UpdatedAt = &meta.UpdatedAt
 	}
+	st.Backends = e.backendChoices(p)
 	st.Exceptions = exceptionStatus(p, v.dns)
 	desc := e.describe(p.Backend)
 	st.Covers, st.Limitations = desc.Covers, desc.Limitations
@@ -422,4 +431,33 @@ func (e *Engine) describe(name string) enforce.Description {
 		return enforce.Description{}
 	}
 	return b.Describe()
+}
+
+// BackendChoice is one compiled-in backend in status: whether the policy
+// uses it, and why (not).
+type BackendChoice struct {
+	Name   string `json:"name"`
+	Active bool   `json:"active"`
+	Why    string `json:"why"`
+}
+
+// backendChoices explains the stored choice without probing anything
+// (status must not touch the kernel's cgroups).
+func (e *Engine) backendChoices(p policy.Policy) []BackendChoice {
+	out := []BackendChoice{}
+	for _, b := range e.cfg.Backends {
+		c := BackendChoice{Name: b.Name()}
+		switch {
+		case p.Enabled && p.Backend == b.Name():
+			c.Active, c.Why = true, "enabled with this backend"
+		case b.Describe().ExplicitOnly:
+			c.Why = "auto does not choose it yet: use it with enable --backend " + b.Name()
+		case p.Enabled:
+			c.Why = "not used: the restriction was enabled with backend " + p.Backend
+		default:
+			c.Why = "not used: the restriction is disabled"
+		}
+		out = append(out, c)
+	}
+	return out
 }

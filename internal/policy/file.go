@@ -55,6 +55,7 @@ type File struct {
 	Version       int             `toml:"version" yaml:"version"`
 	Enabled       bool            `toml:"enabled" yaml:"enabled"`
 	Backend       string          `toml:"backend" yaml:"backend"`
+	Cgroup        string          `toml:"cgroup,omitempty" yaml:"cgroup,omitempty"`
 	Mode          string          `toml:"mode" yaml:"mode"`
 	Ports         []int           `toml:"ports" yaml:"ports,flow"`
 	AllowLocal    bool            `toml:"allow_local" yaml:"allow_local"`
@@ -78,6 +79,7 @@ func ToFile(p Policy) File {
 		Version:       FileVersion,
 		Enabled:       p.Enabled,
 		Backend:       p.Backend,
+		Cgroup:        p.Cgroup,
 		Mode:          string(p.Mode),
 		AllowLocal:    p.AllowLocal,
 		AllowedUsers:  []string{},
@@ -197,6 +199,8 @@ func fileField(f *File, key string) (any, string, bool) {
 		return &f.Enabled, "true or false", true
 	case "backend":
 		return &f.Backend, "a backend name", true
+	case "cgroup":
+		return &f.Cgroup, "a cgroup directory path", true
 	case "mode":
 		return &f.Mode, "reject, redirect or log", true
 	case "ports":
@@ -412,10 +416,13 @@ func decodeYAMLExceptions(n *yaml.Node, out *[]FileException) error {
 // Policy validates the file against the system accounts and converts it. All
 // problems are reported at once, each with its field path.
 func (f File) Policy(dir *Directory) (Policy, error) {
-	p := Policy{Enabled: f.Enabled, Backend: f.Backend, AllowLocal: f.AllowLocal}
+	p := Policy{Enabled: f.Enabled, Backend: f.Backend, Cgroup: f.Cgroup, AllowLocal: f.AllowLocal}
 	var errs []error
 	if !validBackendName(f.Backend) {
 		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: %s", f.Backend, backendNameHint))
+	}
+	if err := ValidCgroup(f.Cgroup); err != nil {
+		errs = append(errs, fmt.Errorf("cgroup: %w", err))
 	}
 	if m, err := ParseMode(f.Mode); err != nil {
 		errs = append(errs, fmt.Errorf("mode: %w", err))

@@ -24,6 +24,9 @@ func filePolicies() map[string]Policy {
 	return map[string]Policy{
 		"default": Default(),
 		"full":    full,
+		"bpf on a cgroup": {
+			Enabled: true, Backend: "bpf", Cgroup: "/sys/fs/cgroup/system.slice", Mode: ModeReject, Ports: []uint16{25}, AllowLocal: true,
+		},
 		"root by uid": {
 			Backend: BackendAuto, Mode: ModeReject, Ports: []uint16{587}, AllowLocal: true,
 			Users: []Principal{{Kind: KindUser, Name: "root", ID: 0, ByID: true}},

@@ -7,6 +7,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,8 +82,13 @@ func (p Principal) Same(q Principal) bool {
 
 // Policy is the whole desired state an administrator controls.
 type Policy struct {
-	Enabled    bool
-	Backend    string // backend chosen at enable: "auto" or a backend name
+	Enabled bool
+	Backend string // backend chosen at enable: "auto" or a backend name
+	// Cgroup is the cgroup v2 directory a cgroup backend (bpf) attaches
+	// to, stored so the daemon re-converges the same attachment at boot;
+	// empty means the backend's default (the cgroup2 root). Backends that
+	// do not attach to cgroups ignore it.
+	Cgroup     string
 	Mode       Mode
 	Ports      []uint16 // sorted, unique
 	AllowLocal bool     // loopback and this host's own addresses stay reachable
@@ -116,7 +122,7 @@ func (p Policy) Clone() Policy {
 
 // Equal reports whether two policies are the same desired state.
 func (p Policy) Equal(q Policy) bool {
-	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Mode == q.Mode &&
+	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Cgroup == q.Cgroup && p.Mode == q.Mode &&
 		p.AllowLocal == q.AllowLocal && slices.Equal(p.Ports, q.Ports) &&
 		slices.Equal(p.Users, q.Users) && slices.Equal(p.Groups, q.Groups) &&
 		slices.EqualFunc(p.Exceptions, q.Exceptions, func(a, b Exception) bool {
@@ -252,6 +258,9 @@ func Validate(p Policy, dir *Directory) error {
 	if !validBackendName(p.Backend) {
 		errs = append(errs, fmt.Errorf("backend: invalid backend name %q: %s", p.Backend, backendNameHint))
 	}
+	if err := ValidCgroup(p.Cgroup); err != nil {
+		errs = append(errs, fmt.Errorf("cgroup: %w", err))
+	}
 	if _, err := normalizePorts(p.Ports); err != nil {
 		errs = append(errs, fmt.Errorf("ports: %w", err))
 	}
@@ -332,4 +341,16 @@ func validBackendName(s string) bool {
 		}
 	}
 	return true
+}
+
+// ValidCgroup accepts an empty cgroup (the backend's default) or a clean
+// absolute path: it is stored and compared exactly.
+func ValidCgroup(path string) error {
+	if path == "" {
+		return nil
+	}
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return fmt.Errorf("%q is not a clean absolute path: give the cgroup directory, e.g. /sys/fs/cgroup/smtpguard.slice", path)
+	}
+	return nil
 }

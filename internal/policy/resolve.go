@@ -104,7 +104,10 @@ type Ruleset struct {
 	Mode       Mode
 	Ports      []uint16 // sorted, unique
 	AllowLocal bool
-	UIDs       []uint32 // sorted, unique
+	// Cgroup is Policy.Cgroup: where a cgroup backend attaches (empty:
+	// its default).
+	Cgroup string
+	UIDs   []uint32 // sorted, unique
 	// Exceptions let a uid reach one prefix on one port; sorted, without
 	// prefixes covered by wider ones.
 	Exceptions []ExceptionRule
@@ -119,7 +122,7 @@ func (rs Ruleset) Clone() Ruleset {
 // Equal reports whether two rulesets enforce the same thing (nil and empty
 // lists alike).
 func (rs Ruleset) Equal(o Ruleset) bool {
-	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal &&
+	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal && rs.Cgroup == o.Cgroup &&
 		slices.Equal(rs.Ports, o.Ports) && slices.Equal(rs.UIDs, o.UIDs) && slices.Equal(rs.Exceptions, o.Exceptions)
 }
 
@@ -129,6 +132,7 @@ func Compile(p Policy, r Resolution) Ruleset {
 		Mode:       p.Mode,
 		Ports:      slices.Clone(p.Ports),
 		AllowLocal: p.AllowLocal,
+		Cgroup:     p.Cgroup,
 		UIDs:       slices.Clone(r.UIDs),
 		Exceptions: slices.Clone(r.Exceptions),
 	}

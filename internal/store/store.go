@@ -241,8 +241,8 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 	var ports, mode string
 	var updatedAt int64
 	err := q.QueryRowContext(ctx,
-		"SELECT enabled, backend, mode, ports, allow_local, revision, updated_at, updated_by FROM policy WHERE id = 1").
-		Scan(&enabled, &p.Backend, &mode, &ports, &allowLocal, &meta.Revision, &updatedAt, &meta.UpdatedBy)
+		"SELECT enabled, backend, cgroup, mode, ports, allow_local, revision, updated_at, updated_by FROM policy WHERE id = 1").
+		Scan(&enabled, &p.Backend, &p.Cgroup, &mode, &ports, &allowLocal, &meta.Revision, &updatedAt, &meta.UpdatedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, meta, nil
 	}
@@ -405,12 +405,12 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 		}
 	}
 	rev := meta.Revision + 1
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, mode, ports, allow_local, revision, updated_at, updated_by)
-		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, mode = excluded.mode,
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, cgroup, mode, ports, allow_local, revision, updated_at, updated_by)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, cgroup = excluded.cgroup, mode = excluded.mode,
 			ports = excluded.ports, allow_local = excluded.allow_local, revision = excluded.revision,
 			updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
-		boolInt(p.Enabled), p.Backend, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rev, at.UnixMilli(), by)
+		boolInt(p.Enabled), p.Backend, p.Cgroup, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rev, at.UnixMilli(), by)
 	if err != nil {
 		return 0, fmt.Errorf("write policy: %w", err)
 	}

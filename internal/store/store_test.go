@@ -364,6 +364,7 @@ func TestPutPolicyPersistsEverything(t *testing.T) {
 
 	smaller := policy.Default()
 	smaller.Ports = []uint16{587}
+	smaller.Backend, smaller.Cgroup = "bpf", "/sys/fs/cgroup/system.slice"
 	smaller.Users = []policy.Principal{{Kind: policy.KindUser, Name: "bob", ID: 1002, ByID: true}}
 	steps := []struct {
 		name string

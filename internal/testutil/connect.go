@@ -159,6 +159,12 @@ func userName(u *User) string {
 // callHelper starts argv as the helper, bounded in time, and decodes its
 // results.
 func callHelper(req connectRequest, argv ...string) ([]ConnectResult, error) {
+	return callHelperWith(req, (*exec.Cmd).Start, argv...)
+}
+
+// callHelperWith is callHelper starting the command with start (a cgroup's
+// Start puts it in the cgroup).
+func callHelperWith(req connectRequest, start func(*exec.Cmd) error, argv ...string) ([]ConnectResult, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -171,7 +177,11 @@ func callHelper(req connectRequest, argv ...string) ([]ConnectResult, error) {
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	err = start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("helper still running after %v: %w", bound, ctx.Err())
 		}

@@ -230,12 +230,12 @@ func TestPrivilegedBypassVectors(t *testing.T) {
 		w.t = t
 		w.sgOK("allow", "group", w.group)
 		member := testutil.NewUser(t, "memb", "", w.group)
-		w.sgOK("enable") // without the daemon, re-applying re-resolves the group
+		w.sgOK("enable", "--backend", "nft") // without the daemon, re-applying re-resolves the group
 		w.expectReach(&member, target)
 		if out, err := exec.Command("gpasswd", "-d", member.Name, w.group).CombinedOutput(); err != nil {
 			t.Fatalf("gpasswd -d: %v: %s", err, out)
 		}
-		w.sgOK("enable") // without the daemon, re-applying re-resolves
+		w.sgOK("enable", "--backend", "nft") // without the daemon, re-applying re-resolves
 		w.expectBlocked(&member, target)
 	})
 	t.Run("a process in another network namespace is not covered by nft: a documented limitation", func(t *testing.T) {

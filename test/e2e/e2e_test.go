@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpguard/smtpguard/internal/enforce/bpf"
 	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
@@ -54,8 +57,21 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	if err := testutil.RemoveLeftovers(); err != nil {
-		fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+	for _, clean := range []func() error{testutil.RemoveLeftovers, testutil.RemoveBPFFSLeftovers, testutil.RemoveCgroupLeftovers} {
+		if err := clean(); err != nil {
+			fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+		}
+	}
+	// No test may attach to the root cgroup, which the whole host is in.
+	cgRoot, err := testutil.Cgroup2Root()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "find the cgroup2 root:", err)
+		os.Exit(1)
+	}
+	rootProgsBefore, err := bpf.CgroupPrograms(cgRoot)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "list the root cgroup's programs:", err)
+		os.Exit(1)
 	}
 	hostBefore, err := exec.Command("nft", "list", "ruleset").CombinedOutput()
 	if err != nil {
@@ -63,6 +79,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	rootProgsAfter, err := bpf.CgroupPrograms(cgRoot)
+	if diff := cmp.Diff(rootProgsBefore, rootProgsAfter); err != nil || diff != "" {
+		fmt.Fprintf(os.Stderr, "FAIL: programs attached to the root cgroup %s changed during the tests (%v) (-before +after):\n%s", cgRoot, err, diff)
+		code = 1
+	}
 	hostAfter, _ := exec.Command("nft", "list", "ruleset").CombinedOutput()
 	if !bytes.Equal(hostBefore, hostAfter) {
 		fmt.Fprintf(os.Stderr, "FAIL: the host's ruleset changed during the tests:\nbefore:\n%s\nafter:\n%s", hostBefore, hostAfter)
@@ -360,7 +381,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 			t.Errorf("status after an external flush: kernel %q, want drift", st.Kernel.State)
 		}
 		w.expectReach(&w.plain, remote(25)...)
-		w.sgOK("enable")
+		w.sgOK("enable", "--backend", "nft")
 		w.expectBlocked(&w.plain, remote(25)...)
 	})
 	t.Run("disable restores everything and leaves no table", func(t *testing.T) {

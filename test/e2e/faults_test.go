@@ -47,7 +47,7 @@ func TestPrivilegedKillDuringApply(t *testing.T) {
 		// Whatever happened, the state must be consistent or repairable.
 		st := w.status()
 		if st.Kernel.State != "in sync" {
-			w.sgOK("enable")
+			w.sgOK("enable", "--backend", "nft")
 			if st = w.status(); st.Kernel.State != "in sync" {
 				t.Fatalf("round %d (%s): kernel %q after a repairing enable", i, strings.Join(args, " "), st.Kernel.State)
 			}

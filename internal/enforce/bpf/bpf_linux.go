@@ -259,7 +259,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	if err := b.checkBPFFS(true); err != nil {
 		return err
 	}
-	cg, err := b.CgroupPath()
+	cg, err := b.cgroupFor(rs)
 	if err != nil {
 		return err
 	}
@@ -531,7 +531,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		d.Problems = append(d.Problems, fmt.Sprintf("nothing is pinned under %s: the bpf programs are not installed", dir))
 		return d, nil
 	}
-	cg, err := b.CgroupPath()
+	cg, err := b.cgroupFor(rs)
 	if err != nil {
 		return d, err
 	}
@@ -685,7 +685,7 @@ func (b *Backend) Render(rs policy.Ruleset) string {
 	if err != nil {
 		return "bpf: " + err.Error() + "\n"
 	}
-	cg, err := b.CgroupPath()
+	cg, err := b.cgroupFor(rs)
 	if err != nil {
 		cg = "(" + err.Error() + ")"
 	}

@@ -104,7 +104,7 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 			// Reports come from this goroutine while Read runs on the
 			// other: the sink must not block and must be safe for that.
 			if n > lastDrops {
-				sink(Event{Event: enforce.Event{Time: time.Now(), Action: enforce.ActionLost}, Lost: n - lastDrops})
+				sink(Event{Event: enforce.Event{Time: time.Now(), Action: enforce.ActionLost, LostReason: enforce.LostRingFull}, Lost: n - lastDrops})
 			}
 			lastDrops = n
 		}

@@ -137,5 +137,8 @@ func (b *Backend) Describe() enforce.Description {
 		Limitations:         f.CannotStop,
 		Refusal:             f.Refusal,
 		ChangeNotifications: f.ChangeNotifications,
+		AttachesToCgroup:    true,
+		// Not chosen by auto yet: see enforce.Description.ExplicitOnly.
+		ExplicitOnly: true,
 	}
 }

@@ -28,8 +28,8 @@ var prefixEqual = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 func TestRulesetRoundTrip(t *testing.T) {
 	// Guard: a field added to Ruleset or ExceptionRule must be added to the
 	// wire types too, or the daemon would enforce less than the CLI meant.
-	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 5 {
-		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 5: add the new one to wire.go and to this test", n)
+	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 6 {
+		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 6: add the new one to wire.go and to this test", n)
 	}
 	if n := reflect.TypeFor[policy.ExceptionRule]().NumField(); n != 3 {
 		t.Fatalf("policy.ExceptionRule has %d fields, wireException carries 3: add the new one to wire.go and to this test", n)
@@ -41,7 +41,7 @@ func TestRulesetRoundTrip(t *testing.T) {
 		{"zero", policy.Ruleset{}},
 		{"empty lists stay empty, not nil", policy.Ruleset{Ports: []uint16{}, UIDs: []uint32{}, Exceptions: []policy.ExceptionRule{}}},
 		{"every field", policy.Ruleset{
-			Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true,
+			Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, Cgroup: "/sys/fs/cgroup/smtpguard.slice",
 			UIDs: []uint32{0, 101, 1001, 4294967294},
 			Exceptions: []policy.ExceptionRule{
 				{UID: 1001, Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 25},

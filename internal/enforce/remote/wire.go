@@ -51,6 +51,7 @@ type wireRuleset struct {
 	Mode       string          `json:"mode"`
 	Ports      []uint16        `json:"ports"`
 	AllowLocal bool            `json:"allow_local"`
+	Cgroup     string          `json:"cgroup,omitempty"`
 	UIDs       []uint32        `json:"uids"`
 	Exceptions []wireException `json:"exceptions"`
 }
@@ -63,7 +64,7 @@ type wireException struct {
 
 func toWire(rs policy.Ruleset) *wireRuleset {
 	w := &wireRuleset{
-		Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs,
+		Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, Cgroup: rs.Cgroup, UIDs: rs.UIDs,
 	}
 	if rs.Exceptions != nil {
 		w.Exceptions = make([]wireException, len(rs.Exceptions))
@@ -76,7 +77,7 @@ func toWire(rs policy.Ruleset) *wireRuleset {
 
 func fromWire(w *wireRuleset) policy.Ruleset {
 	rs := policy.Ruleset{
-		Mode: policy.Mode(w.Mode), Ports: w.Ports, AllowLocal: w.AllowLocal, UIDs: w.UIDs,
+		Mode: policy.Mode(w.Mode), Ports: w.Ports, AllowLocal: w.AllowLocal, Cgroup: w.Cgroup, UIDs: w.UIDs,
 	}
 	if w.Exceptions != nil {
 		rs.Exceptions = make([]policy.ExceptionRule, len(w.Exceptions))
