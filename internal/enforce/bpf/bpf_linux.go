@@ -463,9 +463,18 @@ func (b *Backend) Remove(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	dir := b.PinDir()
+	// Nothing pinned is nothing to remove, and is told by the file system
+	// alone: a process without CAP_BPF (the nft-only service's sandbox)
+	// gets EPERM from every bpf() call, even for a pin that is not there.
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	var errs []error
 	for _, h := range hooks {
 		path := filepath.Join(dir, h.linkPin)
+		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
 		l, err := link.LoadPinnedLink(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
