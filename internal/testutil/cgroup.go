@@ -97,6 +97,11 @@ func NewCgroup(t testing.TB) *Cgroup {
 // kindCgroup marks owner records of test cgroups.
 const kindCgroup = "cgroup"
 
+// leftoverCgroupAge is how old a cgroup of ours without an owner record must
+// be before RemoveCgroupLeftovers takes it for a crashed run's: longer than
+// make test's go test timeout.
+const leftoverCgroupAge = 40 * time.Minute
+
 // RemoveCgroupLeftovers removes the sgt-cg-* cgroups a crashed or killed run
 // left under the cgroup2 root (programs attached to them go with them), and
 // keeps those of test binaries still running. Call it from TestMain of
@@ -115,6 +120,16 @@ func RemoveCgroupLeftovers() error {
 		name := filepath.Base(dir)
 		if ownedByLiveProcess(kindCgroup, name) {
 			continue
+		}
+		// The cgroup2 mount is shared by every test run on the machine,
+		// also by runs whose owner records this one cannot see (make
+		// test-fresh's roots): without a record, a cgroup younger than the
+		// longest test run may be someone's that is still in use, and
+		// removing it would move their processes out from under their rules.
+		if _, err := os.Stat(recordPath(kindCgroup, name)); errors.Is(err, os.ErrNotExist) {
+			if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) < leftoverCgroupAge {
+				continue
+			}
 		}
 		if err := removeCgroup(dir); err != nil {
 			errs = append(errs, fmt.Errorf("leftover cgroup: %w", err))
