@@ -104,18 +104,52 @@ func mustSocket() int {
 	return fd
 }
 
-// connectWait is a blocking connect bounded by SO_SNDTIMEO.
+// connectWait is a blocking connect bounded by SO_SNDTIMEO. A signal (the Go
+// runtime preempts threads with SIGURG) interrupts connect with EINTR while
+// the connection goes on in the kernel: then its outcome is waited for.
 func connectWait(fd int, sa unix.Sockaddr) error {
 	if err := unix.Connect(fd, sa); err != nil {
-		return err
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if err := awaitConnect(fd); err != nil {
+			return err
+		}
 	}
 	return waitResult(fd)
+}
+
+// awaitConnect waits (bounded) for an interrupted connect to finish and
+// returns its result.
+func awaitConnect(fd int) error {
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if n > 0 {
+			soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			if err != nil {
+				return err
+			}
+			if soErr != 0 {
+				return unix.Errno(soErr)
+			}
+			return nil
+		}
+	}
+	return unix.ETIMEDOUT
 }
 
 // waitResult reads the greeting: a refused connection reports its error here.
 func waitResult(fd int) error {
 	buf := make([]byte, 64)
 	n, err := unix.Read(fd, buf)
+	for i := 0; errors.Is(err, unix.EINTR) && i < 100; i++ {
+		n, err = unix.Read(fd, buf)
+	}
 	if err == nil && n > 0 {
 		return nil
 	}
