@@ -116,6 +116,11 @@ const (
 	ActionBlocked    = "blocked"
 	ActionLogged     = "logged"
 	ActionRedirected = "redirected"
+	// ActionRateLimited: an allowed uid over its rate limit, refused as a
+	// blocked one would be.
+	ActionRateLimited = "rate-limited"
+	// ActionHeld: a uid was put on hold (its allowances suspended).
+	ActionHeld = "held"
 	// ActionLost marks a gap: the kernel dropped events it could not queue.
 	ActionLost = "lost"
 )

@@ -111,11 +111,15 @@ type Ruleset struct {
 	// Exceptions let a uid reach one prefix on one port; sorted, without
 	// prefixes covered by wider ones.
 	Exceptions []ExceptionRule
+	// RateLimits limit allowed uids' connections to restricted ports, one
+	// bucket per uid; sorted by uid, never root's or a system user's.
+	RateLimits []UIDRate
 }
 
 // Clone returns a deep copy.
 func (rs Ruleset) Clone() Ruleset {
 	rs.Ports, rs.UIDs, rs.Exceptions = slices.Clone(rs.Ports), slices.Clone(rs.UIDs), slices.Clone(rs.Exceptions)
+	rs.RateLimits = slices.Clone(rs.RateLimits)
 	return rs
 }
 
@@ -123,7 +127,8 @@ func (rs Ruleset) Clone() Ruleset {
 // lists alike).
 func (rs Ruleset) Equal(o Ruleset) bool {
 	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal && rs.Cgroup == o.Cgroup &&
-		slices.Equal(rs.Ports, o.Ports) && slices.Equal(rs.UIDs, o.UIDs) && slices.Equal(rs.Exceptions, o.Exceptions)
+		slices.Equal(rs.Ports, o.Ports) && slices.Equal(rs.UIDs, o.UIDs) && slices.Equal(rs.Exceptions, o.Exceptions) &&
+		slices.Equal(rs.RateLimits, o.RateLimits)
 }
 
 // Compile turns a policy and its resolution into a Ruleset.
