@@ -61,6 +61,14 @@ type Backend interface {
 	Describe() Description
 }
 
+// AllowedCounter is implemented by backends that count the connections
+// they let through to restricted ports per uid, for
+// smtpguard_allowed_connections_total and status. The counts only grow
+// while the backend's objects exist.
+type AllowedCounter interface {
+	AllowedConnections(ctx context.Context) (map[uint32]uint64, error)
+}
+
 // Description is what a backend says of itself, so that nothing outside it
 // has to know which backend it is.
 type Description struct {
