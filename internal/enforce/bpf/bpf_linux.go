@@ -587,6 +587,11 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		return d, err
 	}
 	d.Problems = append(d.Problems, problems(restrict(have, missing), restrict(want, missing))...)
+	stale, err := bucketProblems(maps, want)
+	if err != nil {
+		return d, err
+	}
+	d.Problems = append(d.Problems, stale...)
 	return d, nil
 }
 
@@ -672,7 +677,10 @@ func cgroupPrograms(path string, attach ebpf.AttachType) ([]ebpf.ProgramID, erro
 
 // restrict drops the maps named in missing (reported already) from c.
 func restrict(c contents, missing []string) contents {
-	out := contents{sets: map[string]map[string]bool{}, config: c.config}
+	out := contents{sets: map[string]map[string]bool{}, config: c.config, rates: c.rates}
+	if slices.Contains(missing, mapRates) {
+		out.rates = nil
+	}
 	for name, s := range c.sets {
 		if !slices.Contains(missing, name) {
 			out.sets[name] = s
@@ -729,6 +737,9 @@ func readContents(ms map[string]*ebpf.Map) (c contents, missing []string, err er
 			return c, nil, fmt.Errorf("read map %s: %w", name, err)
 		}
 	}
+	if err := readRates(ms, &c, &missing); err != nil {
+		return c, nil, err
+	}
 	m, ok := ms[mapConfig]
 	if !ok {
 		return c, append(missing, mapConfig), nil
@@ -784,6 +795,9 @@ func syncAll(ms map[string]*ebpf.Map, have, want contents) error {
 	if err := step(mapPorts, true, false); err != nil {
 		return err
 	}
+	if err := syncRatesTighten(ms, have.rates, want.rates); err != nil {
+		return err
+	}
 	for _, name := range allowed {
 		if err := step(name, false, true); err != nil {
 			return err
@@ -799,7 +813,10 @@ func syncAll(ms map[string]*ebpf.Map, have, want contents) error {
 			return err
 		}
 	}
-	return step(mapPorts, false, true)
+	if err := step(mapPorts, false, true); err != nil {
+		return err
+	}
+	return syncRatesLoosen(ms, have.rates, want.rates)
 }
 
 func syncSet(m *ebpf.Map, have, want map[string]bool, add, del bool) error {

@@ -76,3 +76,8 @@ func (b *Backend) DroppedEvents() (uint64, error) { return 0, errNotLinux }
 
 // InterfaceAddrs lists this host's addresses.
 func InterfaceAddrs() ([]netip.Prefix, error) { return nil, errNotLinux }
+
+// AllowedConnections counts allowed connections per uid.
+func (b *Backend) AllowedConnections(ctx context.Context) (map[uint32]uint64, error) {
+	return nil, errNotLinux
+}

@@ -221,6 +221,9 @@ func decodeEvent(raw []byte, wall func(uint64) time.Time) (Event, bool) {
 	default:
 		return Event{}, false
 	}
+	if raw[evFlags]&eventFlagRateLimited != 0 {
+		ev.Action = enforce.ActionRateLimited
+	}
 	comm := raw[evComm : evComm+commLen]
 	for i, c := range comm {
 		if c == 0 {

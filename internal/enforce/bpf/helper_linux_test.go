@@ -36,6 +36,10 @@ const (
 	// socket to a child process that dropped to the uid and connects it.
 	helperSendFD = "sendfd"
 	helperRecvFD = "recvfd" // the child of helperSendFD
+	// helperBurst drops to the uid, then makes Burst non-blocking connects
+	// to Addrs[0] as fast as it can, each socket closed at once, and
+	// counts the outcomes (ratelimit_privileged_test.go).
+	helperBurst = "burst"
 )
 
 type helperRequest struct {
@@ -46,6 +50,8 @@ type helperRequest struct {
 	// Kind is the socket and call: "" (TCP connect), "udp" (UDP connect),
 	// "mptcp" (IPPROTO_MPTCP connect) or "fastopen" (sendto MSG_FASTOPEN).
 	Kind string
+	// Burst is how many connects helperBurst makes.
+	Burst int
 }
 
 // The socket kinds of helperRequest.Kind.
@@ -58,6 +64,9 @@ const (
 type helperResult struct {
 	PID     int
 	Results []connResult
+	// Outcomes counts helperBurst's connects by errno ("EINPROGRESS": let
+	// through).
+	Outcomes map[string]int
 }
 
 type connResult struct {
@@ -138,6 +147,11 @@ func runHelper(req helperRequest) (helperResult, error) {
 			res.Results = append(res.Results, connectFD(fds[i], a))
 			unix.Close(fds[i])
 		}
+	case helperBurst:
+		if err := drop(); err != nil {
+			return res, err
+		}
+		res.Outcomes = burst(req.Addrs[0], req.Burst)
 	case helperSendFD:
 		for _, a := range req.Addrs {
 			r, err := sendFD(req, a)

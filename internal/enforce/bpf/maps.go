@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -61,7 +62,7 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 	set := func(name string, typ ebpf.MapType, keySize, max uint32) *ebpf.MapSpec {
 		return &ebpf.MapSpec{Name: name, Type: typ, KeySize: keySize, ValueSize: 1, MaxEntries: max, Flags: flagNoPrealloc}
 	}
-	return map[string]*ebpf.MapSpec{
+	specs := map[string]*ebpf.MapSpec{
 		mapUIDs:   set(mapUIDs, ebpf.Hash, 4, MaxAllowedUIDs),
 		mapPorts:  set(mapPorts, ebpf.Hash, 4, MaxPorts),
 		mapExc4:   set(mapExc4, ebpf.LPMTrie, 4+4+4+4, MaxExceptions),
@@ -72,6 +73,8 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 		mapDrops:  {Name: mapDrops, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1},
 		mapEvents: {Name: mapEvents, Type: ebpf.RingBuf, MaxEntries: ringSize},
 	}
+	maps.Copy(specs, rateMapSpecs())
+	return specs
 }
 
 // flagNoPrealloc is BPF_F_NO_PREALLOC: LPM tries require it, and the hash
@@ -89,10 +92,11 @@ var setMaps = []string{mapPorts, mapUIDs, mapExc4, mapExc6, mapLocal4, mapLocal6
 type contents struct {
 	sets   map[string]map[string]bool
 	config [configSize]byte
+	rates  map[string]string // sg_rates: key → value bytes
 }
 
 func newContents() contents {
-	c := contents{sets: map[string]map[string]bool{}}
+	c := contents{sets: map[string]map[string]bool{}, rates: map[string]string{}}
 	for _, m := range setMaps {
 		c.sets[m] = map[string]bool{}
 	}
@@ -131,6 +135,11 @@ func encode(rs policy.Ruleset, local []netip.Prefix) (contents, error) {
 		}
 	}
 	c.config = configValue(rs)
+	rates, err := encodeRates(rs)
+	if err != nil {
+		return c, err
+	}
+	c.rates = rates
 	return c, nil
 }
 
@@ -269,6 +278,9 @@ func problems(have, want contents) []string {
 			out = append(out, fmt.Sprintf("%s has unexpected %s", m, describeKey(m, []byte(k))))
 		}
 	}
+	if have.rates != nil && want.rates != nil { // nil: sg_rates is not pinned (reported already)
+		out = append(out, rateProblems(have.rates, want.rates)...)
+	}
 	return out
 }
 
@@ -285,5 +297,6 @@ func render(rs policy.Ruleset, c contents) string {
 		slices.Sort(keys)
 		fmt.Fprintf(&b, "%s (%d): %s\n", m, len(keys), strings.Join(keys, ", "))
 	}
+	b.WriteString(renderRates(c.rates))
 	return b.String()
 }

@@ -64,6 +64,9 @@ type progOptions struct {
 //     pass;
 //  3. allowed uids (the real uid of the task calling connect) pass;
 //  4. exceptions (uid, destination prefix, port) pass;
+//     what steps 3 and 4 let through passes only within the uid's rate
+//     limit, if it has one (rateCheck), and is counted; over the limit it
+//     is reported and refused as in step 5;
 //  5. the rest is reported to the ring buffer and, by mode, refused
 //     (ECONNREFUSED where bpf_set_retval works, else EPERM), redirected to
 //     loopback on the same port, or let through (log).
@@ -171,13 +174,13 @@ func body4(pfx string, addrOff int16, mapped bool, opts progOptions) asm.Instruc
 		asm.StoreMem(asm.RFP, stExcKey+12, asm.R1, asm.Word),
 	)
 	insns = append(insns, lookup(mapExc4, stExcKey)...)
-	insns = append(insns, asm.JNE.Imm(asm.R0, 0, "allow"))
+	insns = append(insns, asm.JNE.Imm(asm.R0, 0, pfx+"allowed"))
 	// Report: the address goes in the event's first address word.
 	var flags int64
 	if mapped {
 		flags = eventFlagMapped
 	}
-	insns = append(insns, eventPrologue(4, flags)...)
+	insns = append(insns, reportStart(pfx, eventPrologue(4, flags))...)
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R6, addrOff, asm.Word),
 		asm.StoreMem(asm.RFP, stEvent+evAddr, asm.R1, asm.Word),
@@ -190,7 +193,7 @@ func body4(pfx string, addrOff int16, mapped bool, opts progOptions) asm.Instruc
 		asm.StoreMem(asm.R6, addrOff, asm.R1, asm.Word),
 		asm.Ja.Label("allow"),
 	)
-	return insns
+	return append(insns, rateCheck(pfx)...)
 }
 
 // body6 is steps 2 to 5 for a native IPv6 destination.
@@ -226,8 +229,8 @@ func body6(pfx string, opts progOptions) asm.Instructions {
 	)
 	insns = append(insns, copyAddr(stExcKey+12)...)
 	insns = append(insns, lookup(mapExc6, stExcKey)...)
-	insns = append(insns, asm.JNE.Imm(asm.R0, 0, "allow"))
-	insns = append(insns, eventPrologue(6, 0)...)
+	insns = append(insns, asm.JNE.Imm(asm.R0, 0, pfx+"allowed"))
+	insns = append(insns, reportStart(pfx, eventPrologue(6, 0))...)
 	insns = append(insns, copyAddr(stEvent+evAddr)...)
 	insns = append(insns, eventSubmit(pfx)...)
 	insns = append(insns, verdict(pfx, opts)...)
@@ -240,7 +243,7 @@ func body6(pfx string, opts progOptions) asm.Instructions {
 		asm.StoreMem(asm.R6, ctxUserIP6+12, asm.R1, asm.Word),
 		asm.Ja.Label("allow"),
 	)
-	return insns
+	return append(insns, rateCheck(pfx)...)
 }
 
 // uidCheck (step 3) puts the calling task's real uid in R7 and lets allowed
@@ -253,7 +256,7 @@ func uidCheck(pfx string) asm.Instructions {
 		asm.StoreMem(asm.RFP, stSmall, asm.R7, asm.Word),
 	}
 	insns = append(insns, lookup(mapUIDs, stSmall)...)
-	return append(insns, asm.JNE.Imm(asm.R0, 0, "allow"))
+	return append(insns, asm.JNE.Imm(asm.R0, 0, pfx+"allowed"))
 }
 
 // eventPrologue zeroes the event on the stack and fills in everything but
