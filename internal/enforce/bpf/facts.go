@@ -3,7 +3,8 @@
 // (by default the cgroup2 root), decide every TCP connect() of its processes
 // to a restricted port from pinned maps: allowed uids, restricted ports,
 // exceptions (uid × prefix × port, one LPM trie per family), local addresses
-// and a config word (mode, allow-local). Blocked (or logged) attempts go to a
+// and a config word (mode, allow-local); allowed uids' connections are held
+// to per-uid rate limits (ratelimit.go) and counted. Blocked (or logged) attempts go to a
 // ring buffer with the process that made them; a per-CPU counter counts the
 // events the ring had no room for.
 //
