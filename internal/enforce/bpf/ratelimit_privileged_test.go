@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -151,16 +152,18 @@ func TestPrivilegedBPFRateLimitRefillAndUpdate(t *testing.T) {
 	w.check("5/m", w.connect(helperConnect, &w.allowed, addrs...), want)
 	w.check("5/m, still empty", w.connect(helperConnect, &w.allowed, dst...), []expect{{addr: dst[0], errno: w.refusal}})
 
-	rs.RateLimits = rateLimits(policy.UIDRate{UID: w.allowed.UID, Rate: rateOf(t, "2/s")})
+	// 2 per 2 s: an interval of a second between the first two connects
+	// and the third, which must be refused, leaves room for a slow machine.
+	rs.RateLimits = rateLimits(policy.UIDRate{UID: w.allowed.UID, Rate: policy.Rate{Count: 2, Period: 2 * time.Second}})
 	w.apply(rs)
 	if now, err := CgroupPrograms(w.cg.Path); err != nil || !cmp.Equal(progs, now) {
 		t.Fatalf("a rate change reloaded the programs: %v before, %v after (%v)", progs, now, err)
 	}
 	addrs, want = repeat(dst, 3, 2, w.refusal)
-	w.check("2/s, a fresh bucket", w.connect(helperConnect, &w.allowed, addrs...), want)
+	w.check("2 per 2s, a fresh bucket", w.connect(helperConnect, &w.allowed, addrs...), want)
 	// Once the bucket's TAT has passed it is full again: 2, not more.
-	w.waitBucketFull(w.allowed.UID, time.Second)
-	w.check("2/s after a period", w.connect(helperConnect, &w.allowed, addrs...), want)
+	w.waitBucketFull(w.allowed.UID, 2*time.Second)
+	w.check("2 per 2s after a period", w.connect(helperConnect, &w.allowed, addrs...), want)
 
 	rs.RateLimits = nil
 	w.apply(rs) // Verify would name a bucket left behind
@@ -168,6 +171,19 @@ func TestPrivilegedBPFRateLimitRefillAndUpdate(t *testing.T) {
 	w.check("rate removed", w.connect(helperConnect, &w.allowed, addrs...), want)
 	if n := w.allowedCounts()[w.allowed.UID]; n != 5+2+2+8 {
 		t.Errorf("allowed connections: %d, want %d", n, 5+2+2+8)
+	}
+
+	// Remove (disable) unpins the limits, the buckets and the counters.
+	if err := w.b.Remove(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{mapRates, mapBuckets, mapAllowed} {
+		if _, err := os.Lstat(filepath.Join(w.b.PinDir(), name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after Remove: %v, want it gone", name, err)
+		}
+	}
+	if _, err := w.b.AllowedConnections(context.Background()); !errors.Is(err, ErrNotInstalled) {
+		t.Errorf("AllowedConnections after Remove: %v, want ErrNotInstalled", err)
 	}
 }
 
@@ -323,11 +339,15 @@ func TestPrivilegedBPFRateLimitDrift(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := open(mapAllowed).Unpin(); err != nil {
+		t.Fatal(err)
+	}
 	d, err := w.b.Verify(context.Background(), rs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantProblems := []string{
+		"map sg_allowed_cnt is not pinned",
 		fmt.Sprintf("sg_rates holds uid %d at 100/s, want 5/m", w.allowed.UID),
 		fmt.Sprintf("sg_rates has unexpected uid %d at 1/d", w.user.UID),
 		"sg_buckets has a bucket of uid 4242, which has no rate limit",
