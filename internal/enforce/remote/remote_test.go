@@ -28,8 +28,8 @@ var prefixEqual = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 func TestRulesetRoundTrip(t *testing.T) {
 	// Guard: a field added to Ruleset or ExceptionRule must be added to the
 	// wire types too, or the daemon would enforce less than the CLI meant.
-	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 6 {
-		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 6: add the new one to wire.go and to this test", n)
+	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 7 {
+		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 7: add the new one to wire.go and to this test", n)
 	}
 	if n := reflect.TypeFor[policy.ExceptionRule]().NumField(); n != 3 {
 		t.Fatalf("policy.ExceptionRule has %d fields, wireException carries 3: add the new one to wire.go and to this test", n)
@@ -39,7 +39,7 @@ func TestRulesetRoundTrip(t *testing.T) {
 		rs   policy.Ruleset
 	}{
 		{"zero", policy.Ruleset{}},
-		{"empty lists stay empty, not nil", policy.Ruleset{Ports: []uint16{}, UIDs: []uint32{}, Exceptions: []policy.ExceptionRule{}}},
+		{"empty lists stay empty, not nil", policy.Ruleset{Ports: []uint16{}, UIDs: []uint32{}, Exceptions: []policy.ExceptionRule{}, RateLimits: []policy.UIDRate{}}},
 		{"every field", policy.Ruleset{
 			Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, Cgroup: "/sys/fs/cgroup/smtpguard.slice",
 			UIDs: []uint32{0, 101, 1001, 4294967294},
@@ -51,6 +51,10 @@ func TestRulesetRoundTrip(t *testing.T) {
 				{UID: 1003, Dst: netip.MustParsePrefix("::ffff:192.0.2.0/120"), Port: 25},
 				{UID: 1004, Dst: netip.MustParsePrefix("192.0.2.9/24"), Port: 25}, // unmasked: kept as is
 				{UID: 1005, Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 2525},
+			},
+			RateLimits: []policy.UIDRate{
+				{UID: 1001, Rate: policy.Rate{Count: 5, Period: time.Minute}},
+				{UID: 1002, Rate: policy.Rate{Count: 2, Period: 2 * time.Second}},
 			},
 		}},
 		{"log mode, local restricted", policy.Ruleset{Mode: policy.ModeLog, Ports: []uint16{25}, UIDs: []uint32{0}}},

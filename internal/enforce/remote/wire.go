@@ -2,6 +2,7 @@ package remote
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -54,6 +55,15 @@ type wireRuleset struct {
 	Cgroup     string          `json:"cgroup,omitempty"`
 	UIDs       []uint32        `json:"uids"`
 	Exceptions []wireException `json:"exceptions"`
+	RateLimits []wireRate      `json:"rate_limits"`
+}
+
+// wireRate is one policy.UIDRate; the period in nanoseconds, as a backend
+// may be given periods that "N/PERIOD" cannot spell.
+type wireRate struct {
+	UID      uint32 `json:"uid"`
+	Count    uint32 `json:"count"`
+	PeriodNs int64  `json:"period_ns"`
 }
 
 type wireException struct {
@@ -72,6 +82,12 @@ func toWire(rs policy.Ruleset) *wireRuleset {
 			w.Exceptions[i] = wireException{UID: e.UID, Dst: e.Dst, Port: e.Port}
 		}
 	}
+	if rs.RateLimits != nil {
+		w.RateLimits = make([]wireRate, len(rs.RateLimits))
+		for i, r := range rs.RateLimits {
+			w.RateLimits[i] = wireRate{UID: r.UID, Count: r.Rate.Count, PeriodNs: int64(r.Rate.Period)}
+		}
+	}
 	return w
 }
 
@@ -83,6 +99,12 @@ func fromWire(w *wireRuleset) policy.Ruleset {
 		rs.Exceptions = make([]policy.ExceptionRule, len(w.Exceptions))
 		for i, e := range w.Exceptions {
 			rs.Exceptions[i] = policy.ExceptionRule{UID: e.UID, Dst: e.Dst, Port: e.Port}
+		}
+	}
+	if w.RateLimits != nil {
+		rs.RateLimits = make([]policy.UIDRate, len(w.RateLimits))
+		for i, r := range w.RateLimits {
+			rs.RateLimits[i] = policy.UIDRate{UID: r.UID, Rate: policy.Rate{Count: r.Count, Period: time.Duration(r.PeriodNs)}}
 		}
 	}
 	return rs
