@@ -246,8 +246,8 @@ func body6(pfx string, opts progOptions) asm.Instructions {
 	return append(insns, rateCheck(pfx)...)
 }
 
-// uidCheck (step 3) puts the calling task's real uid in R7 and lets allowed
-// uids through. Real, not effective: a setuid drop before connect() counts
+// uidCheck (step 3) puts the calling task's real uid in R7 and sends allowed
+// uids on to their rate check (pfx+"allowed"). Real, not effective: a setuid drop before connect() counts
 // as the user it dropped to, whoever created the socket.
 func uidCheck(pfx string) asm.Instructions {
 	insns := asm.Instructions{
