@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,14 +32,29 @@ type vectorRequest struct {
 	UID, GID uint32
 	Addr     string
 	Exe      string // fd-pass: the copy of this binary the receiving user runs
+	Cgroup   string // fd-pass-outside: the cgroup the receiver is started in
 }
 
 type vectorResult struct {
-	Connected bool
-	Errno     string
-	Err       string
+	Connected  bool
+	Errno      string
+	Err        string
 	UIDInside  int // getuid() as the vector's process saw it (fd-pass: the receiver)
 	EUIDInside int // geteuid()
+	// Cgroup is the connecting process's cgroup, Creator the socket
+	// creator's (differs for fd-pass-outside).
+	Cgroup, Creator string
+}
+
+// ownCgroup is the calling process's cgroup2 path, from /proc/self/cgroup.
+func ownCgroup() string {
+	data, _ := os.ReadFile("/proc/self/cgroup")
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	return ""
 }
 
 // runVector is the helper side, entered from TestMain in a child process.
@@ -108,9 +124,11 @@ func runVector() {
 			err = waitResult(fd)
 		}
 		res = outcome(err)
-	case "fd-pass":
+	case "fd-pass", "fd-pass-outside":
 		// Root opens the socket and passes it over a Unix socket
-		// (SCM_RIGHTS) to a process of the ordinary user, which connects.
+		// (SCM_RIGHTS) to a process of the ordinary user, which connects;
+		// fd-pass-outside runs outside the test's cgroup and starts the
+		// receiver inside it.
 		res = passFd(req, sa)
 	case "fd-receive":
 		res = receiveFd(sa)
@@ -121,8 +139,12 @@ func runVector() {
 	default:
 		fail(fmt.Errorf("unknown vector %q", req.Vector))
 	}
-	if req.Vector != "fd-pass" {
+	if !strings.HasPrefix(req.Vector, "fd-pass") {
 		res.UIDInside, res.EUIDInside = os.Getuid(), os.Geteuid()
+		res.Cgroup = ownCgroup()
+	}
+	if req.Vector != "fd-receive" {
+		res.Creator = ownCgroup()
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
 	os.Exit(0)
@@ -142,6 +164,14 @@ func passFd(req vectorRequest, sa *unix.SockaddrInet4) vectorResult {
 	cmd.Env = append(os.Environ(), vectorEnv+"="+string(body))
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: req.UID, Gid: req.GID, Groups: []uint32{}}}
+	if req.Cgroup != "" {
+		cg, err := os.Open(req.Cgroup)
+		if err != nil {
+			fail(err)
+		}
+		defer cg.Close()
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(cg.Fd())
+	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -277,8 +307,12 @@ func (w *world) vector(t *testing.T, name string, u testutil.User, addr string, 
 		t.Fatal(err)
 	}
 	req := vectorRequest{Vector: name, UID: u.UID, GID: u.GID, Addr: addr}
-	if name == "fd-pass" {
+	start := w.start
+	if strings.HasPrefix(name, "fd-pass") {
 		req.Exe = worldReadableCopy(t, exe) // the receiver runs it as the ordinary user
+	}
+	if name == "fd-pass-outside" && w.isBPF() {
+		req.Cgroup, start = w.cg.Path, (*exec.Cmd).Start
 	}
 	if len(wrapper) > 0 {
 		exe = worldReadableCopy(t, exe) // the wrapper runs it as the ordinary user
@@ -289,15 +323,15 @@ func (w *world) vector(t *testing.T, name string, u testutil.User, addr string, 
 	cmd.Env = append(os.Environ(), vectorEnv+"="+string(body))
 	var out, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &stderr
-	start := time.Now()
-	if err := w.start(cmd); err != nil {
+	began := time.Now()
+	if err := start(cmd); err != nil {
 		t.Fatalf("vector %s: %v", name, err)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("vector %s: %v %s", name, err, stderr.String())
 	}
-	if time.Since(start) > 5*time.Second {
-		t.Errorf("vector %s took %v: a blocked connection must fail at once", name, time.Since(start))
+	if time.Since(began) > 5*time.Second {
+		t.Errorf("vector %s took %v: a blocked connection must fail at once", name, time.Since(began))
 	}
 	var r vectorResult
 	if err := json.Unmarshal([]byte(out.String()), &r); err != nil {
@@ -307,33 +341,36 @@ func (w *world) vector(t *testing.T, name string, u testutil.User, addr string, 
 }
 
 // bypassVectors are the ways an ordinary user might reach a remote SMTP
-// server other than a plain connect(). passes names the backends that let
-// the vector through by design, with gap the words of the limitation status
-// reports for it (and must not report where the vector is refused), and why
-// says why the backends differ.
+// server other than a plain connect(). gaps names the backends that let the
+// vector through by design, each with the words of the limitation its status
+// reports for it; under the other backends the vector is refused and status
+// must report none of those words. why says why the backends differ.
 var bypassVectors = []struct {
 	vector string
-	passes map[string]bool
-	gap    string
+	gaps   map[string]string
 	why    string
 }{
 	{vector: "tfo", why: "sendto(MSG_FASTOPEN) sends the SYN without connect(): nft sees the packet, bpf's connect hooks run for it too"},
 	{vector: "io_uring", why: "IORING_OP_CONNECT runs in the submitting task, with its credentials"},
 	{
-		vector: "setuid-drop", passes: map[string]bool{"nft": true}, gap: "setuid after socket()",
+		vector: "setuid-drop", gaps: map[string]string{"nft": "setuid after socket()"},
 		why: "nft matches the socket's owner (root, who created it); bpf the real uid of the task calling connect()",
 	},
 	{
-		vector: "fd-pass", passes: map[string]bool{"nft": true}, gap: "fd passing",
+		vector: "fd-pass", gaps: map[string]string{"nft": "fd passing"},
 		why: "a socket root created and passed over a Unix socket keeps root as its owner (nft); bpf sees the receiving task's real uid",
 	},
 	{
-		vector: "seteuid", passes: map[string]bool{"bpf": true}, gap: "seteuid",
+		vector: "seteuid", gaps: map[string]string{"bpf": "seteuid"},
 		why: "seteuid also sets the fsuid, which owns the socket (nft refuses); the real uid stays root's (bpf lets it through)",
 	},
 	{
-		vector: "io_uring-sqpoll", passes: map[string]bool{"bpf": true}, gap: "SQPOLL",
+		vector: "io_uring-sqpoll", gaps: map[string]string{"bpf": "SQPOLL"},
 		why: "the user's socket is the user's (nft refuses); the connect runs in root's SQPOLL kernel thread with root's credentials (bpf lets it through)",
+	},
+	{
+		vector: "fd-pass-outside", gaps: map[string]string{"nft": "fd passing", "bpf": "created outside the cgroup"},
+		why: "root's socket keeps its owner (nft); a socket created outside the cgroup has no cgroup program, the cgroup being bound at socket() (bpf)",
 	},
 }
 
@@ -360,23 +397,37 @@ func testBypassVectors(t *testing.T, w *world) {
 		t.Run(v.vector, func(t *testing.T) {
 			w.t = t
 			r := w.vector(t, v.vector, w.plain, target)
+			if w.isBPF() {
+				// The connecting process is the cgroup's, and the socket
+				// too, except where the vector is about that.
+				in := "/" + filepath.Base(w.cg.Path)
+				wantCreator := in
+				if v.vector == "fd-pass-outside" {
+					wantCreator = ownCgroup()
+				}
+				if r.Cgroup != in || r.Creator != wantCreator {
+					t.Errorf("vector %s connected in cgroup %q with a socket made in %q, want %q and %q", v.vector, r.Cgroup, r.Creator, in, wantCreator)
+				}
+			}
 			if r.UIDInside != int(w.plain.UID) && !(v.vector == "seteuid" && r.EUIDInside == int(w.plain.UID)) {
 				t.Errorf("the vector ran as uid %d euid %d, want %d (%s)", r.UIDInside, r.EUIDInside, w.plain.UID, w.plain.Name)
 			}
-			if v.passes[w.backend] {
+			if gap, ok := v.gaps[w.backend]; ok {
 				if !r.Connected {
 					t.Errorf("%s as %s = %+v, want connected: the documented %s limitation (%s) no longer holds; update its Describe() and this table",
 						v.vector, w.plain.Name, r, w.backend, v.why)
 				}
-				if !strings.Contains(limitations, v.gap) {
-					t.Errorf("status limitations = %q, want the %q gap reported (%s)", st.Limitations, v.gap, v.why)
+				if !strings.Contains(limitations, gap) {
+					t.Errorf("status limitations = %q, want the %q gap reported (%s)", st.Limitations, gap, v.why)
 				}
 			} else {
 				if r.Connected || r.Errno != w.refusalErrno() {
 					t.Errorf("%s as %s = %+v, want refused with %s (%s)", v.vector, w.plain.Name, r, w.refusalErrno(), v.why)
 				}
-				if v.gap != "" && strings.Contains(limitations, v.gap) {
-					t.Errorf("status limitations = %q report %q as a gap, but %s refuses it", st.Limitations, v.gap, w.backend)
+				for _, gap := range v.gaps {
+					if strings.Contains(limitations, gap) {
+						t.Errorf("status limitations = %q report %q as a gap, but %s refuses it", st.Limitations, gap, w.backend)
+					}
 				}
 			}
 			if r := w.vector(t, v.vector, testutil.User{}, target); !r.Connected {
