@@ -1,8 +1,10 @@
 //go:build linux
 
-// Package e2e drives the built smtpguard binary against real nftables in
-// private network namespaces, with real test users, and checks who can and
-// cannot reach SMTP servers over IPv4, IPv6 and IPv4-mapped IPv6.
+// Package e2e drives the built smtpguard binary against real nftables, and
+// for the bpf backend real cgroup programs on a child cgroup of the test's
+// own (backends_test.go), in private network namespaces, with real test
+// users, and checks who can and cannot reach SMTP servers over IPv4, IPv6 and
+// IPv4-mapped IPv6.
 //
 // Addresses: the client namespace is 192.0.2.1 / 2001:db8::1, the server
 // namespace 192.0.2.2 and .3 / 2001:db8::2 and ::3 (documentation ranges only).
