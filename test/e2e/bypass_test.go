@@ -124,6 +124,24 @@ func runVector() {
 			err = waitResult(fd)
 		}
 		res = outcome(err)
+	case "io_uring-personality":
+		// Root registers its credentials with a ring as a personality,
+		// then drops to the user, who opens the socket and submits the
+		// connect under that personality.
+		ring, err := newIOURing(0)
+		if err != nil {
+			fail(err)
+		}
+		if err := ring.registerPersonality(); err != nil {
+			fail(err)
+		}
+		drop()
+		fd := mustSocket()
+		err = ring.connect(fd, rawInet4(ap.Addr().As4(), ap.Port()))
+		if err == nil {
+			err = waitResult(fd)
+		}
+		res = outcome(err)
 	case "fd-pass", "fd-pass-outside":
 		// Root opens the socket and passes it over a Unix socket
 		// (SCM_RIGHTS) to a process of the ordinary user, which connects;
@@ -367,6 +385,10 @@ var bypassVectors = []struct {
 	{
 		vector: "io_uring-sqpoll", gaps: map[string]string{"bpf": "SQPOLL"},
 		why: "the user's socket is the user's (nft refuses); the connect runs in root's SQPOLL kernel thread with root's credentials (bpf lets it through)",
+	},
+	{
+		vector: "io_uring-personality", gaps: map[string]string{"bpf": "personality"},
+		why: "the user's socket is the user's (nft refuses); the request runs with the credentials root registered as its personality (bpf lets it through)",
 	},
 	{
 		vector: "fd-pass-outside", gaps: map[string]string{"nft": "fd passing", "bpf": "created outside the cgroup"},

@@ -60,9 +60,11 @@ const (
 	ioringEnterGetevents = 1
 	ioringEnterSqWakeup  = 2
 	ioringSetupSqpoll    = 2
-	ioringOffSqRing      = 0
-	ioringOffCqRing      = 0x8000000
-	ioringOffSqes        = 0x10000000
+
+	ioringRegisterPersonality = 9
+	ioringOffSqRing           = 0
+	ioringOffCqRing           = 0x8000000
+	ioringOffSqes             = 0x10000000
 )
 
 // ioUringConnect connects fd to sa through io_uring and returns the result
@@ -80,6 +82,7 @@ func ioUringConnect(fd int, sa *unix.RawSockaddrInet4) error {
 type ioURing struct {
 	fd           int
 	sqpoll       bool
+	personality  uint16 // nonzero: requests run with the credentials registered under it
 	p            ioUringParams
 	sq, cq, sqes []byte
 }
@@ -112,6 +115,17 @@ func newIOURing(flags uint32) (*ioURing, error) {
 	return r, nil
 }
 
+// registerPersonality registers the caller's credentials with the ring;
+// later requests run with them (IORING_REGISTER_PERSONALITY).
+func (r *ioURing) registerPersonality() error {
+	id, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), ioringRegisterPersonality, 0, 0, 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("io_uring_register personality: %w", errno)
+	}
+	r.personality = uint16(id)
+	return nil
+}
+
 func (r *ioURing) close() {
 	for _, m := range [][]byte{r.sqes, r.cq, r.sq} {
 		if m != nil {
@@ -129,7 +143,7 @@ func (r *ioURing) connect(fd int, sa *unix.RawSockaddrInet4) error {
 	tail := atomic.LoadUint32(u32(sq, p.SqOff.Tail))
 	idx := tail & atomic.LoadUint32(u32(sq, p.SqOff.RingMask))
 	sqe := (*ioUringSqe)(unsafe.Pointer(&sqes[idx*uint32(unsafe.Sizeof(ioUringSqe{}))]))
-	*sqe = ioUringSqe{Opcode: ioringOpConnect, Fd: int32(fd), Addr: uint64(uintptr(unsafe.Pointer(sa))), Off: uint64(unix.SizeofSockaddrInet4), UserData: 1}
+	*sqe = ioUringSqe{Opcode: ioringOpConnect, Fd: int32(fd), Addr: uint64(uintptr(unsafe.Pointer(sa))), Off: uint64(unix.SizeofSockaddrInet4), UserData: 1, Personality: r.personality}
 	*(*uint32)(unsafe.Pointer(&sq[p.SqOff.Array+idx*4])) = idx
 	atomic.StoreUint32(u32(sq, p.SqOff.Tail), tail+1)
 	toSubmit, flags := uintptr(1), uintptr(ioringEnterGetevents)
