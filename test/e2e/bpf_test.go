@@ -3,110 +3,30 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/smtpguard/smtpguard/internal/enforce/bpf"
 	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
-// bpfWorld is a world whose smtpguard commands use the bpf backend on a
-// child cgroup of the test's own, pinning in a bpf file system of its own.
-type bpfWorld struct {
-	*world
-	cg    *testutil.Cgroup
-	bpffs string
-}
-
-func newBPFWorld(t *testing.T) *bpfWorld {
-	t.Helper()
-	w := &bpfWorld{world: newWorld(t), cg: testutil.NewCgroup(t), bpffs: testutil.NewBPFFS(t)}
-	if err := testutil.RefuseRootCgroup(w.cg.Path); err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
-// command runs the binary in the client namespace with nsenter --net: ip
-// netns exec would mount a new /sys and hide the cgroup and bpf mounts.
-func (w *bpfWorld) command(args ...string) *exec.Cmd {
-	cmd := exec.Command("nsenter", append([]string{"--net=" + w.client.Path(), "--", binary, "--state-dir", w.stateDir}, args...)...)
-	cmd.Env = append(os.Environ(), "SMTPGUARD_BPFFS="+w.bpffs)
-	return cmd
-}
-
-func (w *bpfWorld) sg(args ...string) cmdResult {
-	w.t.Helper()
-	return run(w.t, w.command(args...))
-}
-
-func (w *bpfWorld) sgOK(args ...string) string {
-	w.t.Helper()
-	r := w.sg(args...)
-	if r.code != 0 {
-		w.t.Fatalf("smtpguard %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
-	}
-	return r.stdout
-}
-
-type bpfStatus struct {
-	Enabled bool   `json:"enabled"`
-	Backend string `json:"backend"`
-	Cgroup  string `json:"cgroup"`
-}
-
-func (w *bpfWorld) status() bpfStatus {
-	w.t.Helper()
-	var st bpfStatus
-	out := w.sgOK("status", "--json")
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		w.t.Fatalf("status --json: %v: %s", err, out)
-	}
-	return st
-}
-
-// expect asserts whether u, as a process of the test's cgroup, reaches
-// addrs (refused means at once, with ECONNREFUSED or EPERM: the errno bpf
-// can give depends on the kernel's bpf_set_retval).
-func (w *bpfWorld) expect(u *testutil.User, reach bool, addrs ...string) {
-	w.t.Helper()
-	for _, r := range testutil.ConnectAsIn(w.t, w.cg, w.client, u, addrs...) {
-		switch {
-		case reach && !r.OK:
-			w.t.Errorf("%s in cgroup %s cannot connect to %s, want connected: %s", w.who(u), w.cg.Path, r.Addr, r)
-		case !reach && r.OK:
-			w.t.Errorf("%s in cgroup %s connected to %s, want refused: this user can still send mail around the MTA", w.who(u), w.cg.Path, r.Addr)
-		case !reach && r.Errno != "ECONNREFUSED" && r.Errno != "EPERM":
-			w.t.Errorf("%s to %s failed with %s (%s), want ECONNREFUSED or EPERM at once", w.who(u), r.Addr, r.Errno, r.Err)
-		}
-	}
-}
-
-// expectRemoved asserts bpf left no pins and no programs on the cgroup.
-func (w *bpfWorld) expectRemoved(when string) {
-	w.t.Helper()
-	if entries, err := os.ReadDir(filepath.Join(w.bpffs, bpf.PinDirName)); err == nil && len(entries) > 0 {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		w.t.Errorf("%s: pins left under %s: %v", when, w.bpffs, names)
-	}
-	progs, err := bpf.CgroupPrograms(w.cg.Path)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	for attach, ids := range progs {
-		if len(ids) > 0 {
-			w.t.Errorf("%s: cgroup %s still has %s programs %v", when, w.cg.Path, attach, ids)
-		}
-	}
-}
+// Cases only the bpf backend has: what its cgroup hook adds over nft
+// (containers, processes named in events), and what living among other
+// programs on a cgroup asks of it. The matrix both backends pass is in
+// e2e_test.go and bypass_test.go.
 
 // TestPrivilegedBPFEnableOnCgroup: enable --backend bpf --cgroup attaches to
 // that cgroup only, status names backend and cgroup, the CLI refuses a
@@ -114,158 +34,346 @@ func (w *bpfWorld) expectRemoved(when string) {
 // running daemon (the CLI's enable goes over its socket, and the daemon
 // converges the stored cgroup).
 func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
-	w := newBPFWorld(t)
+	w := newWorldFor(t, bpf.Name)
 	smtp := remote(25)
 
 	if r := w.sg("enable", "--backend", "nft", "--cgroup", w.cg.Path); r.code != 2 {
 		t.Errorf("enable --backend nft --cgroup: exit %d (%s), want 2", r.code, r.stderr)
 	}
-	w.sgOK("enable", "--backend", "bpf", "--cgroup", w.cg.Path)
-	if got, want := w.status(), (bpfStatus{Enabled: true, Backend: "bpf", Cgroup: w.cg.Path}); got != want {
-		t.Errorf("status after enable = %+v, want %+v", got, want)
+	w.enable()
+	if st := w.status(); !st.Enabled || st.Backend != bpf.Name || st.Cgroup != w.cg.Path {
+		t.Errorf("status after enable = %+v, want enabled, backend bpf, cgroup %s", st, w.cg.Path)
 	}
 	if out := w.sgOK("status"); !strings.Contains(out, "not used: the restriction was enabled with backend bpf") {
 		t.Errorf("status does not say why nft is not used:\n%s", out)
 	}
-	var full struct {
-		Limitations []string `json:"limitations"`
-	}
-	if err := json.Unmarshal([]byte(w.sgOK("status", "--json")), &full); err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range full.Limitations {
-		if strings.Contains(l, "setuid after socket()") || strings.Contains(l, "fd passing") {
-			t.Errorf("status under bpf lists %q as a gap; bpf refuses setuid drops and passed fds (checked in internal/enforce/bpf)", l)
-		}
-	}
-	if len(full.Limitations) == 0 {
-		t.Error("status under bpf lists no limitations; want bpf's own (seteuid, SQPOLL rings, ...)")
-	}
-	w.expect(&w.plain, false, smtp...)
-	w.expect(nil, true, smtp...)
-	w.expect(&w.plain, true, testutil.HostPort("192.0.2.2", 8080))
+	w.expectBlocked(&w.plain, smtp...)
+	w.expectReach(nil, smtp...)
+	w.expectReach(&w.plain, testutil.HostPort("192.0.2.2", 8080))
 	// Outside the cgroup nothing is attached: the host's root cgroup is
 	// untouched, and nft's table was never made.
-	w.expectReach(&w.plain, smtp...)
+	for _, r := range testutil.ConnectAs(t, w.client, &w.plain, smtp...) {
+		if !r.OK {
+			t.Errorf("%s outside cgroup %s: %s, want connected (bpf applies to the cgroup only)", w.plain.Name, w.cg.Path, r)
+		}
+	}
 	if table := w.kernelTable(); table != "" {
 		t.Errorf("bpf enable created an nftables table:\n%s", table)
 	}
 	w.sgOK("disable")
-	w.expectRemoved("after disable")
-	w.expect(&w.plain, true, smtp...)
+	w.expectNothingLeft("after disable")
+	w.expectReach(&w.plain, smtp...)
 
 	// Through the daemon: serve --cgroup keeps its probe in the test's
 	// cgroup; the CLI enable goes over the socket.
-	logs := &strings.Builder{}
-	cmd := w.command("serve", "--listen", metricsAddr, "--verify-interval", "1s", "--cgroup", w.cg.Path)
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start serve: %v", err)
+	w.startDaemon(t, "--verify-interval", "1s")
+	w.enable()
+	if st := w.status(); !st.Enabled || st.Backend != bpf.Name || st.Cgroup != w.cg.Path {
+		t.Errorf("status after enable through the daemon = %+v, want enabled, backend bpf, cgroup %s", st, w.cg.Path)
 	}
-	d := testutil.Watch(cmd)
-	t.Cleanup(func() {
-		d.Stop()
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", logs.String())
-		}
-	})
-	w.waitUntil(t, "the daemon serves /metrics", 10*time.Second, func() bool {
-		_, err := w.metrics()
-		return err == nil
-	})
-	w.sgOK("enable", "--backend", "bpf", "--cgroup", w.cg.Path)
-	if got, want := w.status(), (bpfStatus{Enabled: true, Backend: "bpf", Cgroup: w.cg.Path}); got != want {
-		t.Errorf("status after enable through the daemon = %+v, want %+v", got, want)
+	w.expectBlocked(&w.plain, smtp...)
+	w.sgOK("disable")
+	w.expectNothingLeft("after disable through the daemon")
+	w.expectReach(&w.plain, smtp...)
+}
+
+// mailerScript connects once with bash's /dev/tcp, says on stdout whether
+// it connected, and stays alive until its stdin closes, so the daemon finds
+// it in /proc when it enriches the event.
+const mailerScript = `#!/bin/bash
+if : 3<>"/dev/tcp/$1/$2"; then echo connected; else echo refused; fi
+read -r -t 60 _
+`
+
+// script is a running mailerScript.
+type script struct {
+	path   string // as executed, and as the kernel puts it in argv[1]
+	pid    int
+	stdin  io.Closer
+	stderr *strings.Builder
+	proc   *testutil.Proc
+	result string // "connected" or "refused"
+}
+
+// runScript starts mailerScript as u in ns, in the test's cgroup, and waits
+// until it has tried addr:port.
+func (w *world) runScript(t *testing.T, ns *testutil.NetNS, u testutil.User, addr string, port int) *script {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "smtpguard-script-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	w.expect(&w.plain, false, smtp...)
-	// The container case: a process of the cgroup in a network namespace
-	// of its own (nothing but loopback, as a container before its network
-	// is set up) is refused at connect(), before any routing: without bpf
-	// it would fail with ENETUNREACH instead, and root there does.
-	ctr := testutil.NewNetNS(t)
-	for _, r := range testutil.ConnectAsIn(t, w.cg, ctr, &w.plain, "192.0.2.2:25") {
-		if r.OK || (r.Errno != "ECONNREFUSED" && r.Errno != "EPERM") {
-			t.Errorf("%s in cgroup %s and its own network namespace to %s: %s, want refused by bpf (ECONNREFUSED or EPERM)", w.plain.Name, w.cg.Path, r.Addr, r)
-		}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	for _, r := range testutil.ConnectAsIn(t, w.cg, ctr, nil, "192.0.2.2:25") {
-		if r.Errno == "ECONNREFUSED" || r.Errno == "EPERM" {
-			t.Errorf("root in its own network namespace to %s: %s, want not refused by smtpguard (no route)", r.Addr, r)
-		}
+	s := &script{path: filepath.Join(dir, "sgt-mailer.sh"), stderr: &strings.Builder{}}
+	if err := os.WriteFile(s.path, []byte(mailerScript), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	// The daemon records the refused attempt with the process that made
-	// it: bpf reports its pid and comm (the connect helper is this test
-	// binary, comm "e2e.test").
-	type procEvent struct {
-		UID  uint32 `json:"uid"`
-		PID  uint32 `json:"pid"`
-		Comm string `json:"comm"`
+	// nsenter and setpriv exec, so the script keeps the started pid.
+	cmd := w.netCommand(ns, "setpriv", "--reuid", strconv.Itoa(int(u.UID)), "--regid", strconv.Itoa(int(u.GID)),
+		"--clear-groups", s.path, addr, strconv.Itoa(port))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = s.stderr
+	if err := w.start(cmd); err != nil {
+		t.Fatalf("start %s: %v", s.path, err)
+	}
+	s.pid, s.stdin, s.proc = cmd.Process.Pid, stdin, testutil.Watch(cmd)
+	t.Cleanup(func() { stdin.Close(); s.proc.Stop() })
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(stdout).ReadString('\n')
+		line <- strings.TrimSpace(l)
+	}()
+	select {
+	case s.result = <-line:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s said nothing within 10s; stderr: %s", s.path, s.stderr)
+	}
+	return s
+}
+
+// procEvent is an events --json item with the process fields.
+type procEvent struct {
+	UID         uint32 `json:"uid"`
+	Destination string `json:"destination"`
+	Port        int    `json:"port"`
+	Action      string `json:"action"`
+	PID         int    `json:"pid"`
+	Comm        string `json:"comm"`
+	Exe         string `json:"exe"`
+	Cmdline     string `json:"cmdline"`
+	Cgroup      string `json:"cgroup"`
+}
+
+// eventOf waits (bounded) for the event events --json records for pid.
+func (w *world) eventOf(t *testing.T, pid int) procEvent {
+	t.Helper()
+	var found procEvent
 	var seen []procEvent
-	w.waitUntil(t, "events --json names the refused process", 10*time.Second, func() bool {
-		var evs []procEvent
-		if err := json.Unmarshal([]byte(w.sgOK("events", "--json")), &evs); err != nil {
+	w.waitUntil(t, fmt.Sprintf("events --json records pid %d", pid), 10*time.Second, func() bool {
+		seen = nil
+		if err := json.Unmarshal([]byte(w.sgOK("events", "--json")), &seen); err != nil {
 			t.Fatalf("events --json: %v", err)
 		}
-		seen = evs
-		for _, e := range evs {
-			if e.UID == w.plain.UID && e.PID != 0 && e.Comm == "e2e.test" {
+		for _, e := range seen {
+			if e.PID == pid {
+				found = e
 				return true
 			}
 		}
 		return false
 	})
-	t.Logf("events: %+v", seen)
-	w.sgOK("disable")
-	w.expectRemoved("after disable through the daemon")
-	w.expect(&w.plain, true, smtp...)
+	return found
 }
 
-// vectorIn runs a bypass vector (see runVector) as a process of the test's
-// cgroup in the client namespace.
-func (w *bpfWorld) vectorIn(t *testing.T, name string, u testutil.User, addr string) vectorResult {
-	t.Helper()
-	body, _ := json.Marshal(vectorRequest{Vector: name, UID: u.UID, GID: u.GID, Addr: addr})
-	exe, err := os.Executable()
+// TestPrivilegedBPFEventsNameTheProcess: a blocked attempt by a script (bash
+// connecting through /dev/tcp, still running while the daemon looks in /proc)
+// is recorded with its pid, comm (the script's name), exe (bash), cmdline
+// and cgroup; and a process of the cgroup in a network namespace of its own
+// (a container) is refused and named the same way.
+func TestPrivilegedBPFEventsNameTheProcess(t *testing.T) {
+	w := newWorldFor(t, bpf.Name)
+	w.startDaemon(t, "--verify-interval", "1s")
+	w.enable()
+	// The event reader attaches after the daemon's converge of the enable.
+	w.waitUntil(t, "status to report the daemon recording", 10*time.Second, func() bool {
+		_, d := w.daemonStatus(w.sg("status", "--json"))
+		return d.Recording
+	})
+	bash, err := filepath.EvalSymlinks("/bin/bash")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", "--net="+w.client.Path(), "--", exe)
-	cmd.Env = append(os.Environ(), vectorEnv+"="+string(body))
-	var out, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := w.cg.Start(cmd); err != nil {
-		t.Fatalf("vector %s: %v", name, err)
+	// A container before its network is set up: nothing but loopback.
+	// Without bpf its connect fails with ENETUNREACH, before any packet;
+	// the cgroup hook runs before routing and refuses it.
+	container := testutil.NewNetNS(t)
+	for _, c := range []struct {
+		name string
+		ns   *testutil.NetNS
+		dst  string
+		port int
+	}{
+		{"a script in the host's network namespace", w.client, "192.0.2.2", 25},
+		{"a script in a container's network namespace", container, "192.0.2.3", 587},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w.t = t
+			s := w.runScript(t, c.ns, w.plain, c.dst, c.port)
+			if s.result != "refused" {
+				t.Fatalf("%s as %s to %s:%d: %s, want refused; stderr: %s", s.path, w.plain.Name, c.dst, c.port, s.result, s.stderr)
+			}
+			e := w.eventOf(t, s.pid)
+			want := procEvent{
+				UID: w.plain.UID, Destination: c.dst, Port: c.port, Action: "blocked",
+				PID: s.pid, Comm: filepath.Base(s.path), Exe: bash,
+				Cmdline: fmt.Sprintf("/bin/bash %s %s %d", s.path, c.dst, c.port),
+				Cgroup:  "/" + filepath.Base(w.cg.Path),
+			}
+			if diff := cmp.Diff(want, e); diff != "" {
+				t.Errorf("event of %s (-want +got):\n%s", s.path, diff)
+			}
+			s.stdin.Close()
+			select {
+			case <-s.proc.Done():
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s still runs 5s after its stdin closed", s.path)
+			}
+			if msg := w.refusalMessage(); !strings.Contains(s.stderr.String(), msg) {
+				t.Errorf("%s stderr = %q, want bash to report %q", s.path, s.stderr, msg)
+			}
+		})
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("vector %s: %v %s", name, err, stderr.String())
-	}
-	var r vectorResult
-	if err := json.Unmarshal([]byte(out.String()), &r); err != nil {
-		t.Fatalf("vector %s output %q: %v", name, out.String(), err)
-	}
-	return r
+	t.Run("root in the container is not refused by smtpguard", func(t *testing.T) {
+		w.t = t
+		for _, r := range w.connectIn(container, nil, "192.0.2.2:25") {
+			if r.OK || r.Errno != "ENETUNREACH" {
+				t.Errorf("root in a network namespace without routes to %s: %s, want ENETUNREACH (no route, not a refusal)", r.Addr, r)
+			}
+		}
+	})
+	w.t = t
+	w.sgOK("disable")
 }
 
-// TestPrivilegedBPFClosesSetuidDrop: under bpf a socket root created and
-// connected after dropping to an ordinary uid is refused (nft lets it
-// through, see TestPrivilegedBypassVectors), and TCP Fast Open is refused
-// too; the same vectors as root connect, so the refusals prove something.
-func TestPrivilegedBPFClosesSetuidDrop(t *testing.T) {
-	w := newBPFWorld(t)
-	w.sgOK("enable", "--backend", "bpf", "--cgroup", w.cg.Path)
-	t.Cleanup(func() { w.sg("disable") })
-	target := testutil.HostPort("192.0.2.2", 25)
-	for _, vec := range []string{"setuid-drop", "tfo"} {
-		r := w.vectorIn(t, vec, w.plain, target)
-		if r.Connected || (r.Errno != "ECONNREFUSED" && r.Errno != "EPERM") {
-			t.Errorf("vector %s as %s in cgroup %s = %+v, want refused (ECONNREFUSED or EPERM)", vec, w.plain.Name, w.cg.Path, r)
-		}
-		if r.UIDInside != int(w.plain.UID) {
-			t.Errorf("vector %s ran as uid %d, want %d", vec, r.UIDInside, w.plain.UID)
-		}
-		if r := w.vectorIn(t, vec, testutil.User{}, target); !r.Connected {
-			t.Errorf("vector %s as root = %+v, want connected", vec, r)
-		}
+// refusalMessage is strerror of refusalErrno, as bash prints it.
+func (w *world) refusalMessage() string {
+	if w.refusalErrno() == "EPERM" {
+		return "Operation not permitted"
 	}
+	return "Connection refused"
+}
+
+// counterProgram is someone else's cgroup/connect4 program: it counts the
+// connects it sees in an array map and allows them.
+func counterProgram(t *testing.T) (*ebpf.Program, *ebpf.Map) {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sgt_count", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "sgt_counter", Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL",
+		Instructions: asm.Instructions{
+			asm.StoreImm(asm.RFP, -8, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -8),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "out"),
+			asm.Mov.Imm(asm.R1, 1),
+			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, m
+}
+
+func count(t *testing.T, m *ebpf.Map) uint64 {
+	t.Helper()
+	var v uint64
+	if err := m.Lookup(uint32(0), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestPrivilegedBPFCoexistsWithOtherPrograms: programs another tool attached
+// to the same cgroup (BPF_F_ALLOW_MULTI) before smtpguard and after keep
+// running on every connect while smtpguard refuses, and disable removes
+// smtpguard's programs only.
+func TestPrivilegedBPFCoexistsWithOtherPrograms(t *testing.T) {
+	w := newWorldFor(t, bpf.Name)
+	attach := func(p *ebpf.Program) link.Link {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: w.cg.Path, Attach: ebpf.AttachCGroupInet4Connect, Program: p})
+		if err != nil {
+			t.Fatalf("attach another program to %s: %v", w.cg.Path, err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	beforeProg, beforeCount := counterProgram(t)
+	attach(beforeProg)
+	w.enable()
+	afterProg, afterCount := counterProgram(t)
+	attach(afterProg)
+	w.sgOK("allow", "group", w.group) // a policy change must not disturb them either
+
+	counts := func() [2]uint64 { return [2]uint64{count(t, beforeCount), count(t, afterCount)} }
+	c0 := counts()
+	w.expectBlocked(&w.plain, "192.0.2.2:25")
+	w.expectReach(&w.supp, "192.0.2.2:25")
+	w.expectReach(&w.plain, "192.0.2.2:8080")
+	if c1 := counts(); c1 != [2]uint64{c0[0] + 3, c0[1] + 3} {
+		t.Errorf("the programs attached before and after smtpguard counted %v → %v for 3 connects, want each +3", c0, c1)
+	}
+	w.sgOK("disable")
+	progs, err := bpf.CgroupPrograms(w.cg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := progs[ebpf.AttachCGroupInet4Connect.String()]; len(got) != 2 {
+		t.Errorf("after disable cgroup %s runs connect4 programs %v, want only the other 2", w.cg.Path, got)
+	}
+	if got := progs[ebpf.AttachCGroupInet6Connect.String()]; len(got) != 0 {
+		t.Errorf("after disable cgroup %s runs connect6 programs %v, want none", w.cg.Path, got)
+	}
+	c2 := counts()
+	w.expectReach(&w.plain, "192.0.2.2:25")
+	if c3 := counts(); c3 != [2]uint64{c2[0] + 1, c2[1] + 1} {
+		t.Errorf("after disable the other programs counted %v → %v for 1 connect, want each +1", c2, c3)
+	}
+}
+
+// TestPrivilegedBPFDaemonRepairsADetachedLink: root detaching smtpguard's
+// link from outside (opening the pin, BPF_LINK_DETACH, unpinning it) lets
+// the user through only until the daemon's next verification reattaches it.
+func TestPrivilegedBPFDaemonRepairsADetachedLink(t *testing.T) {
+	w := newWorldFor(t, bpf.Name)
+	w.enable()
+	w.startDaemon(t, "--verify-interval", "1s")
+	w.expectBlocked(&w.plain, remote(25)...)
+
+	for _, c := range []struct{ link, addr string }{
+		{"link_sg_connect4", "192.0.2.2:25"},
+		{"link_sg_connect6", "[2001:db8::2]:25"},
+	} {
+		t.Run(c.link, func(t *testing.T) {
+			w.t = t
+			w.detachPinnedLink(c.link)
+			if r := w.connect(&w.plain, c.addr)[0]; !r.OK {
+				t.Fatalf("%s right after detaching %s: %s, want connected (else the detach did nothing and the repair proves nothing)", w.plain.Name, c.link, r)
+			}
+			took := w.waitUntil(t, "the daemon reattaches "+c.link, 5*time.Second, func() bool {
+				r := w.connect(&w.plain, c.addr)[0]
+				return !r.OK && r.Errno == w.refusalErrno()
+			})
+			t.Logf("%s repaired within %v", c.link, took)
+			w.expectBlocked(&w.plain, remote(25)...)
+			if _, err := os.Stat(filepath.Join(w.bpffs, bpf.PinDirName, c.link)); err != nil {
+				t.Errorf("after the repair: %v, want the link pinned again", err)
+			}
+			w.waitUntil(t, "status reports in sync", 5*time.Second, func() bool {
+				return w.status().Kernel.State == "in sync"
+			})
+		})
+	}
+	w.t = t
+	w.sgOK("disable")
+	w.expectNothingLeft("after disable")
 }

@@ -1,8 +1,10 @@
 //go:build linux
 
-// Package e2e drives the built smtpguard binary against real nftables in
-// private network namespaces, with real test users, and checks who can and
-// cannot reach SMTP servers over IPv4, IPv6 and IPv4-mapped IPv6.
+// Package e2e drives the built smtpguard binary against real nftables, and
+// for the bpf backend real cgroup programs on a child cgroup of the test's
+// own (backends_test.go), in private network namespaces, with real test
+// users, and checks who can and cannot reach SMTP servers over IPv4, IPv6 and
+// IPv4-mapped IPv6.
 //
 // Addresses: the client namespace is 192.0.2.1 / 2001:db8::1, the server
 // namespace 192.0.2.2 and .3 / 2001:db8::2 and ::3 (documentation ranges only).
@@ -15,8 +17,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +107,10 @@ type world struct {
 	plain          testutil.User // an ordinary user
 	primary        testutil.User // primary group is the allowed group
 	supp           testutil.User // only a supplementary member of it
+
+	backend string           // "nft" (newWorld) or "bpf" (see newWorldFor)
+	cg      *testutil.Cgroup // bpf: the test's own child cgroup
+	bpffs   string           // bpf: the test's own bpf file system for the pins
 }
 
 var serverPorts = []int{25, 465, 587, 2525, 8080}
@@ -110,7 +118,7 @@ var serverPorts = []int{25, 465, 587, 2525, 8080}
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	testutil.Privileged(t)
-	w := &world{t: t, stateDir: t.TempDir()}
+	w := &world{t: t, stateDir: t.TempDir(), backend: "nft"}
 	w.client, w.server = testutil.NewNetNS(t), testutil.NewNetNS(t)
 	testutil.Veth(t, w.client, []string{"192.0.2.1/24", "2001:db8::1/64"}, w.server,
 		[]string{"192.0.2.2/24", "2001:db8::2/64", "192.0.2.3/24", "2001:db8::3/64"})
@@ -138,7 +146,7 @@ type cmdResult struct {
 // sg runs the binary inside the client namespace.
 func (w *world) sg(args ...string) cmdResult {
 	w.t.Helper()
-	return run(w.t, w.client.Command(binary, append([]string{"--state-dir", w.stateDir}, args...)...))
+	return run(w.t, w.command(args...))
 }
 
 // run runs cmd and returns its exit code and output; only a failure to run
@@ -169,6 +177,7 @@ func (w *world) sgOK(args ...string) string {
 type status struct {
 	Enabled       bool     `json:"enabled"`
 	Backend       string   `json:"backend"`
+	Cgroup        string   `json:"cgroup"`
 	Mode          string   `json:"mode"`
 	Ports         []int    `json:"ports"`
 	AllowedUsers  []string `json:"allowed_users"`
@@ -220,7 +229,7 @@ func (w *world) who(u *testutil.User) string {
 // expectReach asserts that u connects to every address.
 func (w *world) expectReach(u *testutil.User, addrs ...string) {
 	w.t.Helper()
-	for _, r := range testutil.ConnectAs(w.t, w.client, u, addrs...) {
+	for _, r := range w.connect(u, addrs...) {
 		if !r.OK {
 			w.t.Errorf("%s cannot connect to %s, want connected (mail or service this user may use is cut off): %s", w.who(u), r.Addr, r)
 		} else if !strings.HasPrefix(r.Banner, "220 ") {
@@ -229,15 +238,17 @@ func (w *world) expectReach(u *testutil.User, addrs ...string) {
 	}
 }
 
-// expectBlocked asserts that u is refused at once on every address.
+// expectBlocked asserts that u is refused at once on every address, with
+// the backend's refusal (w.refusalErrno).
 func (w *world) expectBlocked(u *testutil.User, addrs ...string) {
 	w.t.Helper()
-	for _, r := range testutil.ConnectAs(w.t, w.client, u, addrs...) {
+	want := w.refusalErrno()
+	for _, r := range w.connect(u, addrs...) {
 		switch {
 		case r.OK:
 			w.t.Errorf("%s connected to %s, want refused: this user can still send mail around the MTA", w.who(u), r.Addr)
-		case r.Errno != "ECONNREFUSED":
-			w.t.Errorf("%s to %s failed with %s (%s) after %v, want ECONNREFUSED at once", w.who(u), r.Addr, r.Errno, r.Err, r.Elapsed)
+		case r.Errno != want:
+			w.t.Errorf("%s to %s failed with %s (%s) after %v, want %s at once", w.who(u), r.Addr, r.Errno, r.Err, r.Elapsed, want)
 		case r.Elapsed > 500*time.Millisecond:
 			// A reset answers at once; 1 s means an icmp reject's SYN retransmit.
 			w.t.Errorf("%s to %s was refused only after %v, want at once", w.who(u), r.Addr, r.Elapsed)
@@ -245,8 +256,14 @@ func (w *world) expectBlocked(u *testutil.User, addrs ...string) {
 	}
 }
 
+// TestPrivilegedEndToEnd is the matrix every backend must pass, run for each
+// (forEachBackend); under bpf every connecting process is one of the test's
+// own cgroup.
 func TestPrivilegedEndToEnd(t *testing.T) {
-	w := newWorld(t)
+	forEachBackend(t, testEndToEnd)
+}
+
+func testEndToEnd(t *testing.T, w *world) {
 	local := []string{"127.0.0.1:25", "[::1]:25"}
 
 	t.Run("before enable everyone reaches everything", func(t *testing.T) {
@@ -262,7 +279,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 	})
 	t.Run("enable restricts ordinary users at once", func(t *testing.T) {
 		w.t = t
-		w.sgOK("enable", "--backend", "nft")
+		w.enable()
 		w.sgOK("allow", "group", w.group)
 		for _, port := range []int{25, 465, 587} {
 			w.expectBlocked(&w.plain, remote(port)...)
@@ -280,14 +297,28 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 		w.expectReach(&w.supp, remote(25)...)
 		w.expectReach(&w.supp, remote(587)...)
 	})
+	t.Run("the MTA's account connects", func(t *testing.T) {
+		w.t = t
+		accounts := w.mtaAccounts()
+		if len(accounts) == 0 {
+			t.Skip("no MTA with an account of its own is installed on this host (status --json lists none)")
+		}
+		for _, u := range accounts {
+			w.expectReach(&u, remote(25)...)
+			w.expectReach(&u, remote(587)...)
+		}
+	})
 	t.Run("status reflects the policy", func(t *testing.T) {
 		w.t = t
 		st := w.status()
 		if !st.Enabled {
 			t.Errorf("status --json says enabled=false right after enable: %+v", st)
 		}
-		if st.Backend != "nft" {
-			t.Errorf("status --json backend = %q after enable --backend nft", st.Backend)
+		if st.Backend != w.backend {
+			t.Errorf("status --json backend = %q after enable --backend %s", st.Backend, w.backend)
+		}
+		if w.isBPF() && st.Cgroup != w.cg.Path {
+			t.Errorf("status --json cgroup = %q after enable --cgroup %s", st.Cgroup, w.cg.Path)
 		}
 		if st.Mode != "reject" {
 			t.Errorf("status --json mode = %q, want the default reject", st.Mode)
@@ -314,6 +345,9 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 			t.Errorf("status --json ports = %v after set ports 25,465,587,2525", st.Ports)
 		}
 		w.expectReach(&w.plain, remote(8080)...)
+		w.sgOK("set", "ports", "25,465,587")
+		w.expectReach(&w.plain, remote(2525)...)
+		w.expectBlocked(&w.plain, remote(587)...)
 	})
 	t.Run("allow and revoke a user live", func(t *testing.T) {
 		w.t = t
@@ -332,8 +366,10 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 		w.t = t
 		w.sgOK("revoke", "group", w.group)
 		w.expectBlocked(&w.supp, remote(25)...)
+		w.expectBlocked(&w.primary, remote(25)...)
 		w.sgOK("allow", "group", w.group)
 		w.expectReach(&w.supp, remote(25)...)
+		w.expectReach(&w.primary, remote(25)...)
 	})
 	t.Run("log mode lets connections through, reject blocks again", func(t *testing.T) {
 		w.t = t
@@ -374,24 +410,54 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 		w.expectBlocked(&w.plain, remote(25)...)
 		w.expectReach(&w.supp, remote(25)...)
 	})
-	t.Run("enable repairs a flushed ruleset", func(t *testing.T) {
+	t.Run("enable repairs enforcement undone from outside", func(t *testing.T) {
 		w.t = t
-		w.client.Exec(t, "nft", "flush", "ruleset")
+		w.tamper()
 		if st := w.status(); st.Kernel.State != "drift" {
-			t.Errorf("status after an external flush: kernel %q, want drift", st.Kernel.State)
+			t.Errorf("status after tampering: kernel %q, want drift", st.Kernel.State)
 		}
 		w.expectReach(&w.plain, remote(25)...)
-		w.sgOK("enable", "--backend", "nft")
+		w.enable()
 		w.expectBlocked(&w.plain, remote(25)...)
+		if st := w.status(); st.Kernel.State != "in sync" {
+			t.Errorf("status after enable repaired it: kernel %q, want in sync", st.Kernel.State)
+		}
 	})
-	t.Run("disable restores everything and leaves no table", func(t *testing.T) {
+	t.Run("disable restores everything and leaves nothing in the kernel", func(t *testing.T) {
 		w.t = t
 		w.sgOK("disable")
 		w.expectReach(&w.plain, append(remote(25), remote(587)...)...)
-		if out := w.client.Exec(t, "nft", "list", "tables"); strings.Contains(out, "smtpguard") {
-			t.Errorf("nft list tables after disable = %q, want no smtpguard table", out)
-		}
+		w.expectNothingLeft("after disable")
 	})
+}
+
+// mtaAccounts are the accounts of the MTAs status --json reports installed,
+// which smtpguard allows on its own account.
+func (w *world) mtaAccounts() []testutil.User {
+	w.t.Helper()
+	var st struct {
+		MTA struct {
+			MTAs []struct {
+				Users []string `json:"users"`
+			} `json:"mtas"`
+		} `json:"mta"`
+	}
+	if err := json.Unmarshal([]byte(w.sgOK("status", "--json")), &st); err != nil {
+		w.t.Fatalf("status --json: %v", err)
+	}
+	var out []testutil.User
+	for _, m := range st.MTA.MTAs {
+		for _, name := range m.Users {
+			acct, err := user.Lookup(name)
+			if err != nil {
+				w.t.Fatalf("MTA account %s that status lists: %v", name, err)
+			}
+			uid, _ := strconv.ParseUint(acct.Uid, 10, 32)
+			gid, _ := strconv.ParseUint(acct.Gid, 10, 32)
+			out = append(out, testutil.User{Name: name, UID: uint32(uid), GID: uint32(gid)})
+		}
+	}
+	return out
 }
 
 func TestPrivilegedBadInputChangesNothing(t *testing.T) {

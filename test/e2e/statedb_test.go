@@ -18,8 +18,7 @@ import (
 // metrics: a daemon whose database cannot be read answers only /healthz.
 func (w *world) spawnDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	args := append([]string{"--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s"}, extra...)
-	cmd := w.client.Command(binary, args...)
+	cmd := w.command(w.serveArgs(append([]string{"--verify-interval", "5s"}, extra...)...)...)
 	logs := &strings.Builder{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {

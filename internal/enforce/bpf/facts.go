@@ -94,6 +94,7 @@ var Covers = []string{
 var Limitations = []string{
 	"a process that only changes its effective uid (seteuid) keeps a real uid of root or an allowed user and passes",
 	"io_uring rings with SQPOLL created by root or an allowed user connect from the ring's kernel thread, with its creator's uid",
+	"io_uring requests submitted under a personality root or an allowed user registered (IORING_REGISTER_PERSONALITY) run with that uid and pass",
 	"a socket created outside the cgroup (the cgroup is bound at socket() time) and passed into it is not seen",
 	"with allow-local, an IPv6 socket with a routing header (IPV6_RTHDR) to a local first address is let through: the hook sees only the connect() address",
 	"the kernel cannot tell us when our maps or links change: drift is found by periodic verification",

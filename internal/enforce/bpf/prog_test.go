@@ -97,7 +97,7 @@ func TestFactsAreExplicit(t *testing.T) {
 	if f.RefusalErrno != "ECONNREFUSED" && f.RefusalErrno != "EPERM" {
 		t.Errorf("RefusalErrno %q", f.RefusalErrno)
 	}
-	for _, gap := range []string{"seteuid", "SQPOLL"} {
+	for _, gap := range []string{"seteuid", "SQPOLL", "personality"} {
 		if !slices.ContainsFunc(f.CannotStop, func(s string) bool { return strings.Contains(s, gap) }) {
 			t.Errorf("CannotStop does not mention %s: %v", gap, f.CannotStop)
 		}
