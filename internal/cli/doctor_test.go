@@ -323,3 +323,27 @@ func TestDoctorAllPassExits0(t *testing.T) {
 		t.Errorf("doctor's first line = %q, want %q", strings.SplitAfter(r.stdout, "\n")[0], want)
 	}
 }
+
+func TestDoctorUnresolvableHostAndIPv6(t *testing.T) {
+	h, n := doctorHost(t, true)
+	h.ok("enable")
+	code, rep, _ := h.doctorJSON("--user", "alice", "--to", "nowhere.example.net")
+	for _, name := range []string{"policy", "upstream"} {
+		c := checkOf(t, rep, name)
+		if c.OK || !strings.HasPrefix(c.Detail, "cannot resolve nowhere.example.net: ") || c.Fix != "check the host name, and this server's resolver (/etc/resolv.conf)" {
+			t.Errorf("%s check for a name that does not resolve = %+v", name, c)
+		}
+	}
+	if code != ExitFailure {
+		t.Errorf("doctor for a name that does not resolve: exit %d, want 1 (a runtime failure, not bad input)", code)
+	}
+
+	n.greet["[2001:db8::25]:587"] = "220 relay.example.net ESMTP\r\n"
+	_, rep, _ = h.doctorJSON("--user", "alice", "--to", "[2001:db8::25]:587")
+	if c := checkOf(t, rep, "upstream"); !c.OK || !strings.HasPrefix(c.Detail, "root connects to 2001:db8::25 port 587 in ") {
+		t.Errorf("upstream check over IPv6 = %+v, want ok", c)
+	}
+	if c := checkOf(t, rep, "policy"); c.OK || !strings.HasPrefix(c.Detail, "smtpguard refuses alice (uid 1001) connecting to 2001:db8::25 port 587: ") {
+		t.Errorf("policy check over IPv6 = %+v, want alice refused", c)
+	}
+}
