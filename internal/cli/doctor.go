@@ -33,7 +33,7 @@ func newDoctorCmd(e *env) *cobra.Command {
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "doctor [--user NAME] [--to HOST[:PORT]] [--json]",
+		Use:   "doctor",
 		Short: "Check that outgoing mail works as the policy means, and say how to fix what does not",
 		Long: `Check, one line each, what must hold for outgoing mail to work as the policy
 means, and print the fix of each check that fails:
