@@ -30,13 +30,13 @@ type doctorWorld struct {
 }
 
 const (
-	doctorServer   = "192.0.2.66"
-	providerTable  = "sgtprovider"
-	doctorTimeout  = "1s"
-	providerDrop25 = `table inet ` + providerTable + ` {
+	doctorServer    = "192.0.2.66"
+	providerTable   = "sgtprovider"
+	doctorTimeout   = "1s"
+	providerBlock25 = `table inet ` + providerTable + ` {
 	chain forward {
 		type filter hook forward priority 0; policy accept;
-		tcp dport 25 drop
+		tcp dport 25 VERDICT
 	}
 }
 `
@@ -62,11 +62,12 @@ func newDoctorWorld(t *testing.T) *doctorWorld {
 	return w
 }
 
-// blockPort25 makes the provider drop forwarded port 25 until unblockPort25.
-func (w *doctorWorld) blockPort25(t *testing.T) {
+// blockPort25 makes the provider refuse forwarded port 25 with verdict
+// ("drop", "reject with tcp reset") until unblockPort25.
+func (w *doctorWorld) blockPort25(t *testing.T, verdict string) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "provider.nft")
-	if err := os.WriteFile(file, []byte(providerDrop25), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(strings.Replace(providerBlock25, "VERDICT", verdict, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	w.provider.Exec(t, "nft", "-f", file)
@@ -106,7 +107,7 @@ func TestPrivilegedDoctorTellsProviderBlockFromSmtpguards(t *testing.T) {
 	smtpguardRefuses := "smtpguard refuses " + w.plain.Name + " (uid "
 
 	t.Run("the provider drops port 25", func(t *testing.T) {
-		w.blockPort25(t)
+		w.blockPort25(t, "drop")
 		defer w.unblockPort25(t)
 		code, c := w.doctor(t, "--user", w.plain.Name, to25)
 		up := c[doctor.NameUpstream]
@@ -120,6 +121,20 @@ func TestPrivilegedDoctorTellsProviderBlockFromSmtpguards(t *testing.T) {
 		// The provider passes 587: the same server is reachable there.
 		if _, c := w.doctor(t, "--user", w.plain.Name, "--to="+doctorServer+":587"); !c[doctor.NameUpstream].OK {
 			t.Errorf("upstream check on 587 = %+v, want ok: the provider drops only 25", c[doctor.NameUpstream])
+		}
+	})
+
+	t.Run("the provider resets port 25", func(t *testing.T) {
+		w.blockPort25(t, "reject with tcp reset")
+		defer w.unblockPort25(t)
+		_, c := w.doctor(t, "--user", w.plain.Name, to25)
+		up := c[doctor.NameUpstream]
+		if up.OK || !strings.Contains(up.Detail, "was refused at once (connection refused): nothing listens there, or the network upstream resets it") ||
+			up.Fix != "make sure "+doctorServer+" accepts connections on port 25; if it does, "+doctor.UpstreamFix(25) {
+			t.Errorf("upstream check = %+v, want the reset named as a possible provider block", up)
+		}
+		if pol := c[doctor.NamePolicy]; pol.OK || !strings.HasPrefix(pol.Detail, smtpguardRefuses) {
+			t.Errorf("policy check = %+v, want smtpguard's own refusal of %s", pol, w.plain.Name)
 		}
 	})
 
