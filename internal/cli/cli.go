@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/conflicts"
+	"github.com/smtpguard/smtpguard/internal/doctor"
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
@@ -66,6 +67,8 @@ type Options struct {
 	// owned asks for backends that keep their kernel objects to themselves
 	// while the daemon runs (serve --own-table).
 	ServeBackends func(logger *slog.Logger, owned bool) []enforce.Backend
+	// Doctor is what doctor probes (zero: the real system).
+	Doctor doctor.System
 }
 
 // env is what every subcommand gets.
@@ -204,6 +207,7 @@ State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
 		newEventsCmd(e), newAuditCmd(e),
 		newServeCmd(e), newInstallServiceCmd(e), newUninstallServiceCmd(e),
 		newMTACmd(e), newAccountCmd(e), newTokenCmd(e),
+		newDoctorCmd(e),
 	)
 	addVersion(root, e)
 	return root

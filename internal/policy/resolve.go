@@ -169,30 +169,7 @@ const (
 // every backend implements: non-SMTP ports leave first, then local
 // destinations (when allowed; never a packet with a routing header), then allowed uids, then exceptions, then the
 // block.
-func (rs Ruleset) Trace(pkt Packet) Verdict {
-	if !slices.Contains(rs.Ports, pkt.DstPort) {
-		return VerdictAccept
-	}
-	if rs.AllowLocal && pkt.DstLocal && !pkt.RoutingHeader {
-		return VerdictAccept
-	}
-	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {
-		return VerdictAccept
-	}
-	dst := pkt.Dst.Unmap()
-	for _, e := range rs.Exceptions {
-		if e.UID == pkt.UID && e.Port == pkt.DstPort && dst.IsValid() && e.Dst.Contains(dst) {
-			return VerdictAccept
-		}
-	}
-	switch rs.Mode {
-	case ModeLog:
-		return VerdictLog
-	case ModeRedirect:
-		return VerdictRedirect
-	}
-	return VerdictReject
-}
+func (rs Ruleset) Trace(pkt Packet) Verdict { return rs.Decide(pkt).Verdict }
 
 // PortsString renders ports as the CLI takes them: "25,465,587".
 func PortsString(ports []uint16) string {
