@@ -159,8 +159,8 @@ func newRootCmd(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "smtpguard",
 		Short: "Stop users and scripts from bypassing the mail server to send mail directly",
-		Long: `smtpguard restricts outgoing connections to remote SMTP ports (25, 465 and 587
-by default). Once enabled, only root, the mail server (MTA), the mailing-list
+		Long: `smtpguard restricts outgoing connections to remote SMTP ports (25, 465, 587
+and 2525 by default). Once enabled, only root, the mail server (MTA), the mailing-list
 manager and the users and groups you allow can open them; everyone else (PHP
 scripts, cron jobs, a compromised web app) gets "connection refused" at once,
 while local delivery through the MTA keeps working.

@@ -123,7 +123,7 @@ func TestStatusJSONContract(t *testing.T) {
 		}
 	}
 	st := h.status()
-	want := statusJSON{Backend: "auto", Mode: "reject", Ports: []int{25, 465, 587}, AllowLocal: true, AllowedUsers: []string{}, AllowedGroups: []string{}}
+	want := statusJSON{Backend: "auto", Mode: "reject", Ports: []int{25, 465, 587, 2525}, AllowLocal: true, AllowedUsers: []string{}, AllowedGroups: []string{}}
 	want.Kernel.State = "not enforcing"
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("fresh status (-want +got):\n%s", diff)

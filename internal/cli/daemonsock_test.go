@@ -17,9 +17,10 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 )
 
-// serveInProcess runs "serve --listen ”" on the harness's state directory
-// with its own backend, the daemon's kernel, until stop is called.
-func (h *harness) serveInProcess(t *testing.T) (kernel *fake.Backend, stop func()) {
+// serveInProcess runs "serve --listen ”" (and extra flags) on the
+// harness's state directory with its own backend, the daemon's kernel,
+// until stop is called.
+func (h *harness) serveInProcess(t *testing.T, extra ...string) (kernel *fake.Backend, stop func()) {
 	t.Helper()
 	kernel = fake.New("fake")
 	opts := h.opts
@@ -27,7 +28,7 @@ func (h *harness) serveInProcess(t *testing.T) (kernel *fake.Backend, stop func(
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- RunWith(ctx, []string{"--state-dir", h.stateDir, "serve", "--listen", ""},
+		done <- RunWith(ctx, append([]string{"--state-dir", h.stateDir, "serve", "--listen", ""}, extra...),
 			Stdio{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}, opts)
 	}()
 	deadline := time.Now().Add(5 * time.Second)

@@ -29,6 +29,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var logFormat string
 	var dnsServers []string
 	var tlsCert, tlsKey, backend, tokenFile, cgroup string
+	var webhookURL, webhookSecretFile string
 	ownTable := true
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -94,6 +95,18 @@ lifts it.`,
 				return err
 			}
 			cfg.MetricsToken, cfg.RequireMetricsToken = token, !loopback
+			if cfg.WebhookURL, cfg.WebhookSecret, err = webhookConfig(webhookURL, webhookSecretFile); err != nil {
+				return err
+			}
+			if cfg.WebhookURL != "" {
+				cfg.Hostname, _ = os.Hostname()
+				if cfg.WebhookSecret == nil {
+					logger.Warn("webhook requests are not signed: give --webhook-secret-file so the receiver can check they come from this daemon", "webhook", cfg.WebhookURL)
+				}
+				if webhookInTheClear(cfg.WebhookURL) {
+					logger.Warn("webhook bodies name users, addresses and command lines and go unencrypted over http:// to another host: use https://", "webhook", cfg.WebhookURL)
+				}
+			}
 			if !loopback && token == "" {
 				logger.Warn("/metrics answers 401 to everyone: it names blocked users, and --listen is not loopback; give --metrics-token-file to let a scraper in", "listen", cfg.Listen)
 			}
@@ -167,7 +180,9 @@ lifts it.`,
 	cmd.Flags().DurationVar(&cfg.DNSMaxTTL, "dns-max-ttl", time.Hour, "re-resolve exception host names at least this often")
 	cmd.Flags().StringSliceVar(&dnsServers, "dns-server", nil, "nameserver ADDRESS:PORT for exception host names (default: /etc/hosts, then /etc/resolv.conf)")
 	cmd.Flags().StringVar(&cfg.NotifyCommand, "notify-command", "", "run this for users whose connections were blocked: args USER DESTINATION:PORT COUNT, JSON on stdin")
-	cmd.Flags().DurationVar(&cfg.NotifyInterval, "notify-interval", 10*time.Minute, "notify each user at most this often")
+	cmd.Flags().DurationVar(&cfg.NotifyInterval, "notify-interval", 10*time.Minute, "notify each user at most this often (the command and the webhook alike)")
+	cmd.Flags().StringVar(&webhookURL, "webhook", "", "POST JSON to this http(s) URL for blocked users (at most once per --notify-interval per user) and for every hold and release")
+	cmd.Flags().StringVar(&webhookSecretFile, "webhook-secret-file", "", "sign webhook bodies with the secret on this file's first line (HMAC-SHA256 in X-Smtpguard-Signature; at least 16 characters; the file mode 0600)")
 	return cmd
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/procinfo"
+	"github.com/smtpguard/smtpguard/internal/webhook"
 )
 
 // Config configures a Daemon. Zero durations and sizes take the defaults.
@@ -70,6 +71,15 @@ type Config struct {
 	// blocked, at most once per NotifyInterval per user (10m).
 	NotifyCommand  string
 	NotifyInterval time.Duration
+	// WebhookURL, when set, receives a signed JSON POST for the same
+	// blocked-attempt notifications (same per-user interval) and for every
+	// hold and release (notify.go, internal/webhook). WebhookSecret keys the
+	// signature; Webhook tunes the sender (its URL, Secret and Failed are
+	// set from here); Hostname goes into each body.
+	WebhookURL    string
+	WebhookSecret []byte
+	Webhook       webhook.Config
+	Hostname      string
 	// Service, when set, tells systemd when the daemon is ready and feeds
 	// its watchdog from the reconcile loop (systemd.go).
 	Service *ServiceNotifier
@@ -161,8 +171,18 @@ func New(cfg Config) (*Daemon, error) {
 			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
-	if cfg.NotifyCommand != "" {
-		d.rec.notify = newNotifier(cfg.NotifyCommand, cfg.NotifyInterval, cfg.Logger.With("component", "notify"), m)
+	if cfg.NotifyCommand != "" || cfg.WebhookURL != "" {
+		var hook *webhook.Sender
+		if cfg.WebhookURL != "" {
+			wc := cfg.Webhook
+			wc.URL, wc.Secret, wc.Logger = cfg.WebhookURL, cfg.WebhookSecret, cfg.Logger.With("component", "webhook")
+			wc.Failed = func(reason string) { m.webhookFailures.WithLabelValues(reason).Inc() }
+			var err error
+			if hook, err = webhook.New(wc); err != nil {
+				return nil, err
+			}
+		}
+		d.rec.notify = newNotifier(cfg.NotifyCommand, hook, cfg.Hostname, cfg.NotifyInterval, cfg.Logger.With("component", "notify"), m)
 	}
 	return d, nil
 }

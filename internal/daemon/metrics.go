@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/webhook"
 )
 
 // maxUserLabels bounds the cardinality of the per-user counter: a flood from
@@ -29,6 +30,8 @@ type metrics struct {
 	applyDuration  prometheus.Histogram
 	lastVerify     prometheus.Gauge
 	reconcileFails prometheus.Counter
+	// webhookFailures counts webhook notifications not delivered, by reason.
+	webhookFailures *prometheus.CounterVec
 
 	mu         sync.Mutex // protects the following fields
 	userLabels map[string]bool
@@ -71,13 +74,20 @@ func newMetrics() *metrics {
 		reconcileFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smtpguard_reconcile_errors_total", Help: "Failed attempts to verify or repair the kernel rules.",
 		}),
+		webhookFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpguard_webhook_failures_total",
+			Help: "Webhook notifications not delivered, by reason (queue_full: dropped, the queue was full; gave_up: every attempt failed; rejected: the receiver refused it for good).",
+		}, []string{"reason"}),
 		userLabels: map[string]bool{},
 	}
 	m.registry.MustRegister(m.enabled, m.backend, m.allowedUIDs, m.attempts, m.driftRepairs, m.dropped, m.folded,
-		m.applyDuration, m.lastVerify, m.reconcileFails,
+		m.applyDuration, m.lastVerify, m.reconcileFails, m.webhookFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, reason := range []string{"queue_full", "aggregate_limit", "kernel", enforce.LostRingFull, "store", "notify"} {
 		m.dropped.WithLabelValues(reason) // export zeros so alerts can use rate()
+	}
+	for _, reason := range []string{webhook.FailQueueFull, webhook.FailGaveUp, webhook.FailRejected} {
+		m.webhookFailures.WithLabelValues(reason)
 	}
 	for _, to := range []string{foldPrefix, foldedOther} {
 		m.folded.WithLabelValues(to)

@@ -127,8 +127,8 @@ func TestEnableInstallsRootMTAAndAllowedUsers(t *testing.T) {
 		t.Errorf("installed uids (-want +got):\n%s", diff)
 	}
 	rs := f.backend.Installed()
-	if rs.Mode != policy.ModeReject || !rs.AllowLocal || !cmp.Equal(rs.Ports, []uint16{25, 465, 587}) {
-		t.Errorf("installed ruleset = %+v, want reject on 25,465,587 with local allowed", rs)
+	if rs.Mode != policy.ModeReject || !rs.AllowLocal || !cmp.Equal(rs.Ports, []uint16{25, 465, 587, 2525}) {
+		t.Errorf("installed ruleset = %+v, want reject on 25,465,587,2525 (a fresh store's default) with local allowed", rs)
 	}
 	p, _ := f.stored(t)
 	if !p.Enabled || p.Backend != "fake" {

@@ -37,6 +37,14 @@ const maxConfig = 4 << 20
 func newFile() policy.File {
 	f := policy.ToFile(policy.Default())
 	f.Backend = policy.BackendAuto
+	// What the foreign tool closes when its configuration names no ports
+	// (CSF's SMTP_PORTS, Imunify360's ports and cPanel all default to
+	// these three): an import keeps what the old setup enforced, and
+	// smtpguard's own newer default (with 2525) is not slipped in.
+	f.Ports = nil
+	for _, port := range policy.LegacyPorts() {
+		f.Ports = append(f.Ports, int(port))
+	}
 	return f
 }
 

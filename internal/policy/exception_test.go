@@ -102,6 +102,7 @@ func TestResolveExceptions(t *testing.T) {
 		{UID: 1001, Dst: pf("192.0.2.2/32"), Port: 587},
 		{UID: 1001, Dst: pf("2001:db8::2/128"), Port: 587},
 		{UID: 1001, Dst: pf("2001:db8::25/128"), Port: 587},
+		{UID: 1001, Dst: pf("2001:db8::25/128"), Port: 2525}, // every restricted port: the default's 2525 too
 		{UID: 1002, Dst: pf("198.51.100.0/24"), Port: 25},
 		{UID: 1003, Dst: pf("198.51.100.0/24"), Port: 25},
 	}

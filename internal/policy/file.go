@@ -130,7 +130,8 @@ func (f File) Encode(format Format) ([]byte, error) {
 
 // DecodeFile parses a policy file strictly: unknown keys, trailing documents,
 // a missing or unsupported version and a missing enabled are errors. Other
-// keys left out take the defaults of a fresh install.
+// keys left out take the defaults of a fresh install, except ports, which
+// means LegacyPorts (25, 465, 587) as it always has.
 //
 // Errors name the line and, for an unknown key, the key, but never repeat
 // what the file holds: import may be pointed at the wrong file
@@ -185,6 +186,15 @@ func DecodeFilePartial(data []byte, format Format) (f File, readable bool, err e
 	}
 	if f.Backend == "" {
 		f.Backend = BackendAuto
+	}
+	if !keys["ports"] {
+		// Not the fresh install's default: version 1 files without ports
+		// have always meant these three, and a fleet's file must not
+		// restrict another port because smtpguard was upgraded.
+		f.Ports = nil
+		for _, port := range LegacyPorts() {
+			f.Ports = append(f.Ports, int(port))
+		}
 	}
 	return f, true, errors.Join(errs...)
 }

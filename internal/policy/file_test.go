@@ -160,19 +160,23 @@ func TestDecodeFileRejectsMalformedTrailingYAML(t *testing.T) {
 
 func TestDecodeFileDefaults(t *testing.T) {
 	dir := testDirectory(t)
+	// A file without ports keeps meaning 25, 465, 587 (what it meant when
+	// it was written), not the fresh install's list with 2525.
+	v1 := Default()
+	v1.Ports = []uint16{25, 465, 587}
 	tests := []struct {
 		name   string
 		format Format
 		data   string
 		want   Policy
 	}{
-		{name: "toml only version and enabled", format: FormatTOML, data: "version = 1\nenabled = false\n", want: Default()},
-		{name: "yaml only version and enabled", format: FormatYAML, data: "version: 1\nenabled: false\n", want: Default()},
-		{name: "toml comments only", format: FormatTOML, data: "# exported\nversion = 1 # required\nenabled = false\n", want: Default()},
-		{name: "yaml explicit end of document", format: FormatYAML, data: "version: 1\nenabled: false\n...\n", want: Default()},
-		{name: "toml empty backend means auto", format: FormatTOML, data: "version = 1\nenabled = false\nbackend = \"\"\n", want: Default()},
-		{name: "yaml null backend means auto", format: FormatYAML, data: "version: 1\nenabled: false\nbackend:\n", want: Default()},
-		{name: "yaml null lists", format: FormatYAML, data: "version: 1\nenabled: false\nallowed_users:\nallowed_groups:\n", want: Default()},
+		{name: "toml only version and enabled", format: FormatTOML, data: "version = 1\nenabled = false\n", want: v1},
+		{name: "yaml only version and enabled", format: FormatYAML, data: "version: 1\nenabled: false\n", want: v1},
+		{name: "toml comments only", format: FormatTOML, data: "# exported\nversion = 1 # required\nenabled = false\n", want: v1},
+		{name: "yaml explicit end of document", format: FormatYAML, data: "version: 1\nenabled: false\n...\n", want: v1},
+		{name: "toml empty backend means auto", format: FormatTOML, data: "version = 1\nenabled = false\nbackend = \"\"\n", want: v1},
+		{name: "yaml null backend means auto", format: FormatYAML, data: "version: 1\nenabled: false\nbackend:\n", want: v1},
+		{name: "yaml null lists", format: FormatYAML, data: "version: 1\nenabled: false\nallowed_users:\nallowed_groups:\n", want: v1},
 		{
 			name: "toml one setting keeps the other defaults", format: FormatTOML,
 			data: "version = 1\nenabled = false\nallow_local = false\n",

@@ -23,12 +23,24 @@ const (
 	ModeRedirect Mode = "redirect" // send it to the same port on loopback, where the local MTA listens
 )
 
-// DefaultPorts are the remote SMTP ports restricted out of the box:
-// SMTP, SMTPS (implicit TLS submission) and submission.
-var defaultPorts = []uint16{25, 465, 587}
+// defaultPorts are the remote SMTP ports a new policy restricts: SMTP,
+// SMTPS (implicit TLS submission), submission, and 2525, which relays
+// (SendGrid, Mailgun, SparkPost, ...) advertise precisely for networks that
+// block the other three, so leaving it open leaves the bypass open.
+var defaultPorts = []uint16{25, 465, 587, 2525}
 
-// DefaultPorts returns a fresh copy of the default restricted ports.
+// DefaultPorts returns a fresh copy of the ports a new policy restricts.
 func DefaultPorts() []uint16 { return slices.Clone(defaultPorts) }
+
+// legacyPorts were the defaults before 2525 joined them: what a version 1
+// policy file without a ports key has always meant, and what CSF, cPanel
+// and Imunify360 close by default.
+var legacyPorts = []uint16{25, 465, 587}
+
+// LegacyPorts returns a fresh copy of 25, 465, 587: the ports of a policy
+// file that leaves ports out, so the same file gives the same policy before
+// and after the default grew (a fleet's files keep what they say).
+func LegacyPorts() []uint16 { return slices.Clone(legacyPorts) }
 
 // BackendAuto asks "enable --backend" for the best backend that works here;
 // every other name is a backend's own (enforce.Backend.Name), and which of
@@ -97,8 +109,10 @@ type Policy struct {
 	Exceptions []Exception // scoped permissions: one principal, one destination
 }
 
-// Default is the policy of a fresh install: disabled, reject mode, the three
-// SMTP ports, local delivery allowed, nobody extra allowed.
+// Default is the policy of a fresh install: disabled, reject mode, the
+// SMTP ports 25, 465, 587 and 2525, local delivery allowed, nobody extra
+// allowed. A stored policy keeps its own ports: this is only for a store
+// that holds none yet.
 func Default() Policy {
 	return Policy{
 		Backend:    BackendAuto,

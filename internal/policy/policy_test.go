@@ -102,7 +102,8 @@ func TestPortsString(t *testing.T) {
 	}{
 		{name: "none", ports: nil, want: ""},
 		{name: "one", ports: []uint16{25}, want: "25"},
-		{name: "defaults", ports: DefaultPorts(), want: "25,465,587"},
+		{name: "defaults", ports: DefaultPorts(), want: "25,465,587,2525"},
+		{name: "legacy", ports: LegacyPorts(), want: "25,465,587"},
 		{name: "edges", ports: []uint16{1, 65535}, want: "1,65535"},
 	}
 	for _, tt := range tests {
@@ -116,19 +117,24 @@ func TestPortsString(t *testing.T) {
 
 func TestDefaultPortsIsACopy(t *testing.T) {
 	p := DefaultPorts()
-	p[0] = 2525
+	p[0] = 2526
 	if got := DefaultPorts(); got[0] != 25 {
 		t.Errorf("DefaultPorts() = %v after a caller edited an earlier result, want 25 first", got)
 	}
+	l := LegacyPorts()
+	l[0] = 2526
+	if got := LegacyPorts(); !cmp.Equal(got, []uint16{25, 465, 587}) {
+		t.Errorf("LegacyPorts() = %v after a caller edited an earlier result, want [25 465 587]", got)
+	}
 	d := Default()
-	d.Ports[0] = 2525
-	if got := Default().Ports; !cmp.Equal(got, []uint16{25, 465, 587}) {
-		t.Errorf("Default().Ports = %v after a caller edited an earlier default, want [25 465 587]", got)
+	d.Ports[0] = 2526
+	if got := Default().Ports; !cmp.Equal(got, []uint16{25, 465, 587, 2525}) {
+		t.Errorf("Default().Ports = %v after a caller edited an earlier default, want [25 465 587 2525]", got)
 	}
 }
 
 func TestDefault(t *testing.T) {
-	want := Policy{Backend: BackendAuto, Mode: ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true}
+	want := Policy{Backend: BackendAuto, Mode: ModeReject, Ports: []uint16{25, 465, 587, 2525}, AllowLocal: true}
 	if diff := cmp.Diff(want, Default()); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
 	}

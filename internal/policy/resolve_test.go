@@ -264,6 +264,7 @@ func TestRulesetTrace(t *testing.T) {
 	logMode := compiledRuleset(t, func(p *Policy) { p.Mode = ModeLog })
 	redirectMode := compiledRuleset(t, func(p *Policy) { p.Mode = ModeRedirect })
 	customPorts := compiledRuleset(t, func(p *Policy) { p.Ports = []uint16{2525} })
+	legacyPorts := compiledRuleset(t, func(p *Policy) { p.Ports = LegacyPorts() })
 	const dave = 1004 // ordinary user, not allowed
 	tests := []struct {
 		name string
@@ -272,7 +273,9 @@ func TestRulesetTrace(t *testing.T) {
 		want Verdict
 	}{
 		{name: "https for an ordinary user", rs: reject, pkt: Packet{UID: dave, DstPort: 443}, want: VerdictAccept},
-		{name: "port 2525 is not restricted by default", rs: reject, pkt: Packet{UID: dave, DstPort: 2525}, want: VerdictAccept},
+		{name: "port 2525 is restricted by default", rs: reject, pkt: Packet{UID: dave, DstPort: 2525}, want: VerdictReject},
+		{name: "allowed user to 2525", rs: reject, pkt: Packet{UID: 1001, DstPort: 2525}, want: VerdictAccept},
+		{name: "an older policy's ports leave 2525 open", rs: legacyPorts, pkt: Packet{UID: dave, DstPort: 2525}, want: VerdictAccept},
 		{name: "ordinary user to 25", rs: reject, pkt: Packet{UID: dave, DstPort: 25}, want: VerdictReject},
 		{name: "ordinary user to 465", rs: reject, pkt: Packet{UID: dave, DstPort: 465}, want: VerdictReject},
 		{name: "ordinary user to 587", rs: reject, pkt: Packet{UID: dave, DstPort: 587}, want: VerdictReject},

@@ -13,10 +13,6 @@ import (
 	"github.com/google/nftables"
 )
 
-// churnChanges is P8's number of foreign set changes (an add and a delete
-// each), as fail2ban makes banning and unbanning addresses.
-const churnChanges = 500
-
 // cpuTime is the daemon's user+system CPU time so far, from /proc/PID/stat
 // (all threads; clock ticks of 10 ms).
 func (d *daemonProc) cpuTime() (time.Duration, error) {
@@ -70,7 +66,7 @@ func (s *suite) measureChurn(d *daemonProc) (busy, idle time.Duration) {
 		s.b.Fatal(err)
 	}
 	start := time.Now()
-	for i := range churnChanges {
+	for i := range s.p.churnChanges {
 		el := []nftables.SetElement{{Key: net.IPv4(198, 51, 100, byte(i%250+1)).To4()}}
 		for _, op := range []func(*nftables.Set, []nftables.SetElement) error{c.SetAddElements, c.SetDeleteElements} {
 			if err := op(set, el); err != nil {

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,7 +41,7 @@ type helperRequest struct {
 type helperResult struct {
 	Attempts int
 	OK       int
-	Refused  int // ECONNREFUSED
+	Refused  int // ECONNREFUSED, or EPERM (bpf where bpf_set_retval cannot choose the errno)
 	Other    int // any other failure
 	FirstErr string
 	Elapsed  time.Duration
@@ -147,7 +148,7 @@ func connectLoop(req helperRequest) (helperResult, error) {
 		switch {
 		case err == nil:
 			res.OK++
-		case errors.Is(err, unix.ECONNREFUSED):
+		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EPERM):
 			res.Refused++
 		default:
 			res.Other++
@@ -229,9 +230,9 @@ func streamLoop(req helperRequest) (helperResult, error) {
 	return res, nil
 }
 
-// runLoad re-executes the test binary inside the namespace as a helper
-// (GOMAXPROCS=1: the load uses one core) and returns its result.
-func runLoad(ctx context.Context, nsName string, req helperRequest) (helperResult, error) {
+// runLoad re-executes the test binary inside the namespace and the cgroup
+// as a helper (GOMAXPROCS=1: the load uses one core) and returns its result.
+func runLoad(ctx context.Context, cg *testutil.Cgroup, nsName string, req helperRequest) (helperResult, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return helperResult{}, err
@@ -246,15 +247,21 @@ func runLoad(ctx context.Context, nsName string, req helperRequest) (helperResul
 	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(s string) bool { return strings.HasPrefix(s, "GOMAXPROCS=") }),
 		helperEnv+"="+string(body), "GOMAXPROCS=1")
 	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
 	var errOut strings.Builder
-	cmd.Stderr = &errOut
-	out, err := cmd.Output()
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	// In the cgroup from its fork (CLONE_INTO_CGROUP): the helper it
+	// execs inherits it, `ip netns exec` changes only namespaces.
+	err = cg.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if err != nil {
 		return helperResult{}, fmt.Errorf("load helper %s %s as uid %d in %s: %v: %s", req.Mode, req.Addr, req.UID, nsName, err, strings.TrimSpace(errOut.String()))
 	}
 	var res helperResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		return helperResult{}, fmt.Errorf("load helper output %q: %w", out, err)
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		return helperResult{}, fmt.Errorf("load helper output %q: %w", out.Bytes(), err)
 	}
 	return res, nil
 }

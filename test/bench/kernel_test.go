@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -146,7 +146,7 @@ func (s *suite) measureCLILatency() {
 	for _, n := range []int{smallUIDs, largeUIDs} {
 		s.sg("import", s.writePolicy(n))
 		var ds []time.Duration
-		for range latencyRuns {
+		for range s.p.latencyRuns {
 			uid := next
 			next++
 			start := time.Now()
@@ -167,7 +167,7 @@ func (s *suite) measureCLILatency() {
 		s.b.Fatalf("table after import: %+v, %v", full, err)
 	}
 	var enables []time.Duration
-	for range enableRuns {
+	for range s.p.enableRuns {
 		s.sg("disable")
 		if st, err := s.readKernel(false); err != nil || st.present {
 			s.b.Fatalf("table after disable: %+v, %v; want none", st, err)
@@ -182,14 +182,24 @@ func (s *suite) measureCLILatency() {
 		}
 		enables = append(enables, seen.Sub(start))
 	}
+	bpfAllow, bpfEnable := map[int]float64{smallUIDs: math.NaN(), largeUIDs: math.NaN()}, math.NaN()
+	if s.withBPF {
+		bpfAllow, bpfEnable = s.measureCLILatencyBPF()
+	}
+	csf := func(n int) float64 {
+		if v, ok := s.csfP4[n]; ok {
+			return v
+		}
+		return math.NaN() // the csf part did not run
+	}
 	s.rep.add("P4", "`allow user U` (CLI, end to end) until enforced, 10 uids, median", "ms", "< 20 ms", below(20),
-		map[string]float64{colNFT: allowMS[smallUIDs], colCSF: s.csfP4[smallUIDs]})
+		map[string]float64{colNFT: allowMS[smallUIDs], colBPF: bpfAllow[smallUIDs], colCSF: csf(smallUIDs)})
 	s.rep.add("P4", "`allow user U` (CLI, end to end) until enforced, 10,000 uids, median", "ms", "< 20 ms", below(20),
-		map[string]float64{colNFT: allowMS[largeUIDs], colCSF: s.csfP4[largeUIDs]})
+		map[string]float64{colNFT: allowMS[largeUIDs], colBPF: bpfAllow[largeUIDs], colCSF: csf(largeUIDs)})
 	s.rep.add("P4", "`enable` from scratch until enforced (10 uids), median", "ms", "< 50 ms", below(50),
-		map[string]float64{colNFT: medianMS(enables)})
+		map[string]float64{colNFT: medianMS(enables), colBPF: bpfEnable})
 	s.rep.Notes = append(s.rep.Notes,
-		fmt.Sprintf("P4: median of %d runs per size (%d for enable); from fork of the CLI until a netlink query of that one element, every %v, finds the uid in allowed_uids (the CLI applies before it exits); the API rows time from the request's start instead of the fork. CSF-style column: one `%s -I OUTPUT 1 ... --uid-owner U -j ACCEPT` (CSF itself restarts the whole firewall).", latencyRuns, enableRuns, pollPeriod, s.csfCmd))
+		fmt.Sprintf("P4: median of %d runs per size (%d for enable); from fork of the CLI until a netlink query of that one element, every %v, finds the uid in allowed_uids (the CLI applies before it exits); the API rows time from the request's start instead of the fork. CSF-style column: one `%s -I OUTPUT 1 ... --uid-owner U -j ACCEPT` (CSF itself restarts the whole firewall).", s.p.latencyRuns, s.p.enableRuns, pollPeriod, s.csfCmd))
 }
 
 // daemonProc is `smtpguard serve` running in the client namespace.
@@ -198,9 +208,9 @@ type daemonProc struct {
 	logs *strings.Builder
 }
 
-func (s *suite) startDaemon() *daemonProc {
+func (s *suite) startDaemon(extra ...string) *daemonProc {
 	s.b.Helper()
-	cmd := exec.Command(s.binary, "--state-dir", s.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s")
+	cmd := s.command(context.Background(), append([]string{"serve", "--listen", metricsAddr, "--verify-interval", "5s"}, extra...)...)
 	logs := &strings.Builder{}
 	cmd.Stderr = logs
 	if _, err := s.start(cmd); err != nil {
@@ -345,7 +355,7 @@ func (s *suite) measureRepair(runs, wantUIDs int) []time.Duration {
 // apiAllowLatency is P4 through the JSON API of the running daemon (what a
 // panel or script uses): POST /api/v1/allowed until the uid is in the
 // kernel's set, without the start-up of a CLI process.
-func (s *suite) apiAllowLatency(token string, first uint32, runs int) float64 {
+func (s *suite) apiAllowLatency(token string, first uint32, runs int, wait func(time.Duration, uint32) (time.Time, error)) float64 {
 	s.b.Helper()
 	client := s.client.HTTPClient(10 * time.Second)
 	var ds []time.Duration
@@ -368,7 +378,7 @@ func (s *suite) apiAllowLatency(token string, first uint32, runs int) float64 {
 		if resp.StatusCode != http.StatusOK {
 			s.b.Fatalf("POST /api/v1/allowed uid %d: %s %s", uid, resp.Status, body)
 		}
-		seen, err := s.waitUID(2*time.Second, uid)
+		seen, err := wait(2*time.Second, uid)
 		if err != nil {
 			s.b.Fatalf("after POST /api/v1/allowed uid %d: %v", uid, err)
 		}
@@ -382,18 +392,18 @@ func (s *suite) measureDaemon() {
 	s.sg("import", s.writePolicy(smallUIDs))
 	token := strings.TrimSpace(s.sg("token", "create", "bench", "--role", "admin"))
 	d := s.startDaemon()
-	api10 := s.apiAllowLatency(token, probeUID+1000, latencyRuns)
+	api10 := s.apiAllowLatency(token, probeUID+1000, s.p.latencyRuns, s.waitUID)
 
-	p7 := s.connectLoad(s.blocked, 25, 10*time.Second, blockedCount, true)
+	p7 := s.connectLoad(s.blocked, 25, 10*time.Second, s.p.blockedCount, true)
 	if p7.Refused != p7.Attempts {
 		s.b.Fatalf("blocked uid %d under smtpguard: %+v, want every connect refused", s.blocked.UID, p7)
 	}
 
-	repair10 := s.measureRepair(repairRuns, smallUIDs)
-	window := s.flushWindow(flushRuns)
+	repair10 := s.measureRepair(s.p.repairRuns, smallUIDs)
+	window := s.flushWindow(s.p.flushRuns)
 
 	recBefore, dropBefore := s.stableRecorded(s.blocked.UID), s.dropped()
-	flood := s.connectLoad(s.blocked, 25, floodWindow, floodMax, false)
+	flood := s.connectLoad(s.blocked, 25, s.p.floodWindow, floodMax, false)
 	if flood.Refused != flood.Attempts {
 		s.b.Fatalf("flood by blocked uid %d: %d of %d not refused (first error %q)", s.blocked.UID, flood.Attempts-flood.Refused, flood.Attempts, flood.FirstErr)
 	}
@@ -405,12 +415,17 @@ func (s *suite) measureDaemon() {
 	}
 
 	s.sg("import", s.writePolicy(largeUIDs))
-	repair10k := s.measureRepair(repairRuns/2, largeUIDs)
+	repair10k := s.measureRepair(s.p.repairRuns/2, largeUIDs)
 	churnBusy, churnIdle := s.measureChurn(d)
-	api10k := s.apiAllowLatency(token, probeUID+2000, latencyRuns)
+	api10k := s.apiAllowLatency(token, probeUID+2000, s.p.latencyRuns, s.waitUID)
 	d.Stop()
 	owned := s.measureOwnedFlush()
 
+	bd := s.bpfd
+	if bd == nil { // no bpf column: every bpf cell n/a, dropped before printing
+		nan := math.NaN()
+		bd = &bpfDaemon{api10: nan, api10k: nan, recorded: nan, ringFull: nan, droppedAll: nan, rss: nan}
+	}
 	ms := func(ds []time.Duration) float64 {
 		m := percentile(ds, 50)
 		if m == time.Duration(math.MaxInt64) {
@@ -419,9 +434,9 @@ func (s *suite) measureDaemon() {
 		return float64(m) / float64(time.Millisecond)
 	}
 	s.rep.add("P4", "`POST /api/v1/allowed` (daemon running) until enforced, 10 uids, median", "ms", "< 20 ms", below(20),
-		map[string]float64{colNFT: api10})
+		map[string]float64{colNFT: api10, colBPF: bd.api10})
 	s.rep.add("P4", "`POST /api/v1/allowed` (daemon running) until enforced, 10,000 uids, median", "ms", "< 20 ms", below(20),
-		map[string]float64{colNFT: api10k})
+		map[string]float64{colNFT: api10k, colBPF: bd.api10k})
 	s.rep.add("P5", "drift repair: `nft flush ruleset` until restored, 10 uids, median", "ms", "< 100 ms", below(100),
 		map[string]float64{colNFT: ms(repair10)})
 	s.rep.add("P5", "drift repair: `nft flush ruleset` until restored, 10,000 uids, median", "ms", "< 100 ms", below(100),
@@ -430,32 +445,35 @@ func (s *suite) measureDaemon() {
 		map[string]float64{colNFT: float64(window.OK)})
 	s.rep.add("P5", fmt.Sprintf("%d foreign `nft flush ruleset`, %v apart: blocked connects that got through, table owned (nft.Config.Owner)", owned.flushes, flushEvery), "count", "0", func(v float64) bool { return v == 0 },
 		map[string]float64{colNFT: owned.through()})
-	s.rep.add("P6", fmt.Sprintf("flood: blocked connects/s on one core for %v", floodWindow), "/s", "", nil,
-		map[string]float64{colNFT: flood.rate()})
+	s.rep.add("P6", fmt.Sprintf("flood: blocked connects/s on one core for %v", s.p.floodWindow), "/s", "", nil,
+		map[string]float64{colNFT: flood.rate(), colBPF: bd.flood.rate()})
 	s.rep.add("P6", "flood: daemon peak RSS (VmHWM)", "MiB", "< 64 MiB", below(64),
-		map[string]float64{colNFT: rss})
-	s.rep.add("P6", fmt.Sprintf("flood: attempts made (%d) vs events recorded", flood.Attempts), "count", "", nil,
-		map[string]float64{colNFT: recorded})
+		map[string]float64{colNFT: rss, colBPF: bd.rss})
+	s.rep.add("P6", "flood: attempts made", "count", "", nil,
+		map[string]float64{colNFT: float64(flood.Attempts), colBPF: float64(bd.flood.Attempts)})
+	s.rep.add("P6", "flood: events recorded", "count", "", nil,
+		map[string]float64{colNFT: recorded, colBPF: bd.recorded})
 	s.rep.add("P6", "flood: events dropped (smtpguard_events_dropped_total)", "count", "", nil,
-		map[string]float64{colNFT: dropped})
+		map[string]float64{colNFT: dropped, colBPF: bd.droppedAll})
+	s.rep.add("P6", "flood: of those, ring buffer full (reason=\"ring_full\")", "count", "", nil,
+		map[string]float64{colBPF: bd.ringFull})
 	s.rep.add("P6", "flood: attempts neither recorded nor counted as dropped", "count", "", nil,
-		map[string]float64{colNFT: float64(flood.Attempts) - recorded - dropped})
+		map[string]float64{colNFT: float64(flood.Attempts) - recorded - dropped, colBPF: float64(bd.flood.Attempts) - bd.recorded - bd.droppedAll})
 	csf7 := math.NaN()
 	if len(s.csfP7) > 0 {
 		csf7 = medianMS(s.csfP7)
 	}
-	s.rep.add("P7", "blocked connect() until ECONNREFUSED, median", "ms", "< 1 ms", below(1),
-		map[string]float64{colNFT: medianMS(p7.Samples), colCSF: csf7})
-	s.rep.add("P7", "blocked connect() until ECONNREFUSED, p99", "ms", "", nil,
-		map[string]float64{colNFT: float64(percentile(p7.Samples, 99)) / float64(time.Millisecond),
-			colCSF: float64(percentile(s.csfP7, 99)) / float64(time.Millisecond)})
-	s.rep.add("P8", fmt.Sprintf("daemon CPU time during %d foreign set changes (fail2ban-like), 10,000 uids", 2*churnChanges), "ms", "", nil,
+	s.rep.add("P7", "blocked connect() until refused, median", "ms", "< 1 ms", below(1),
+		map[string]float64{colNFT: medianMS(p7.Samples), colBPF: medianMS(bd.p7), colCSF: csf7})
+	s.rep.add("P7", "blocked connect() until refused, p99", "ms", "", nil,
+		map[string]float64{colNFT: percentileMS(p7.Samples, 99), colBPF: percentileMS(bd.p7, 99), colCSF: percentileMS(s.csfP7, 99)})
+	s.rep.add("P8", fmt.Sprintf("daemon CPU time during %d foreign set changes (fail2ban-like), 10,000 uids", 2*s.p.churnChanges), "ms", "", nil,
 		map[string]float64{colNFT: float64(churnBusy) / float64(time.Millisecond)})
 	s.rep.add("P8", "daemon CPU time over the same wall time, nothing changing (baseline)", "ms", "", nil,
 		map[string]float64{colNFT: float64(churnIdle) / float64(time.Millisecond)})
 	s.rep.Notes = append(s.rep.Notes,
-		fmt.Sprintf("P5: the whole ruleset of the client namespace flushed over netlink, then polled every %v over netlink until smtpguard's table has all its rules again (one atomic transaction brings the uids with them; a dump after the timing confirms every uid is back); median of %d runs at 10 uids, %d at 10,000 (a run not repaired within %v counts as infinite).", pollPeriod, repairRuns, repairRuns/2, repairBound),
-		fmt.Sprintf("P5 flushes: one blocked user loops connect() to port 25 (%d and %d attempts) while the client namespace's ruleset is flushed over netlink %d times, %v apart, starting once the block rule's counter shows the loop running; got through = connects that succeeded. Owned: an in-process nft.Config.Owner backend holds the table (the daemon stopped)%s.", window.Attempts, owned.Attempts, flushRuns, flushEvery, owned.note),
-		fmt.Sprintf("P8: %d transactions adding or deleting one element of another table's set in the client namespace, as fail2ban bans and unbans, while the daemon holds 10,000 uids; CPU time is the daemon's utime+stime (10 ms ticks).", 2*churnChanges),
-		fmt.Sprintf("P6: %d attempts in %v by one blocked user; recorded = growth of the summed counts of `smtpguard events --json` for that uid; RSS peak is the daemon's VmHWM over its whole run (P5 and P7 included). P7: %d blocked connects (CSF-style column: 10,000 rules, blocked user matched by none).", flood.Attempts, flood.Elapsed.Round(time.Millisecond), blockedCount))
+		fmt.Sprintf("P5: the whole ruleset of the client namespace flushed over netlink, then polled every %v over netlink until smtpguard's table has all its rules again (one atomic transaction brings the uids with them; a dump after the timing confirms every uid is back); median of %d runs at 10 uids, %d at 10,000 (a run not repaired within %v counts as infinite).", pollPeriod, s.p.repairRuns, s.p.repairRuns/2, repairBound),
+		fmt.Sprintf("P5 flushes: one blocked user loops connect() to port 25 (%d and %d attempts) while the client namespace's ruleset is flushed over netlink %d times, %v apart, starting once the block rule's counter shows the loop running; got through = connects that succeeded. Owned: an in-process nft.Config.Owner backend holds the table (the daemon stopped)%s.", window.Attempts, owned.Attempts, s.p.flushRuns, flushEvery, owned.note),
+		fmt.Sprintf("P8: %d transactions adding or deleting one element of another table's set in the client namespace, as fail2ban bans and unbans, while the daemon holds 10,000 uids; CPU time is the daemon's utime+stime (10 ms ticks).", 2*s.p.churnChanges),
+		fmt.Sprintf("P6: %d attempts in %v by one blocked user; recorded = growth of the summed counts of `smtpguard events --json` for that uid; RSS peak is the daemon's VmHWM over its whole run (P5 and P7 included). P7: %d blocked connects (CSF-style column: 10,000 rules, blocked user matched by none).", flood.Attempts, flood.Elapsed.Round(time.Millisecond), s.p.blockedCount))
 }

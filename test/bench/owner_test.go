@@ -125,7 +125,7 @@ func (s *suite) measureOwnedFlush() flushResult {
 	if !b.Owned() {
 		return flushResult{note: " — not measured: this kernel cannot own tables (needs Linux 6.9)"}
 	}
-	r := s.flushWindow(flushRuns)
+	r := s.flushWindow(s.p.flushRuns)
 	r.owned = true
 	if d, err := b.Verify(ctx, rs); err != nil || !d.InSync() {
 		s.b.Fatalf("owned table after %d foreign flushes: %v %v; want in sync", r.flushes, d, err)

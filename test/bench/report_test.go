@@ -17,23 +17,26 @@ import (
 // Columns of the report: one per backend present, plus the baseline.
 const (
 	colNFT = "nft"
+	colBPF = "bpf"
 	colCSF = "csf-iptables"
 )
 
-var columns = []string{colNFT, colCSF}
+var columns = []string{colNFT, colBPF, colCSF}
 
 // row is one line of the report. Values are keyed by column; a missing key
-// is a cell that does not apply. The verdict compares the smtpguard column
-// (nft) with the target; MISS is information, not a failure.
+// is a cell that does not apply. The verdicts compare the smtpguard columns
+// (nft, bpf) with the target; MISS is information, not a failure.
 type row struct {
 	ID      string             `json:"id"`
 	Metric  string             `json:"metric"`
 	Unit    string             `json:"unit"` // "x" (ratio), "ms", "MiB", "/s", "count", "%"
 	Target  string             `json:"target,omitempty"`
 	Values  map[string]float64 `json:"values"`
-	Verdict string             `json:"verdict,omitempty"` // PASS, MISS, or "" (no target)
+	Verdict string             `json:"verdict,omitempty"` // nft: PASS, MISS, or "" (no target)
+	// VerdictBPF is the bpf column's verdict, as Verdict.
+	VerdictBPF string `json:"verdict_bpf,omitempty"`
 
-	ok func(float64) bool // the target as a predicate over the nft value
+	ok func(float64) bool // the target as a predicate over a smtpguard value
 }
 
 type report struct {
@@ -41,6 +44,7 @@ type report struct {
 	Kernel  string    `json:"kernel"`
 	CPUs    int       `json:"cpus"`
 	CSFTool string    `json:"csf_tool"`
+	Cgroup  string    `json:"cgroup,omitempty"` // the bpf column's test cgroup
 	Notes   []string  `json:"notes"`
 	Rows    []row     `json:"rows"`
 }
@@ -60,12 +64,17 @@ func (r *report) add(id, metric, unit, target string, ok func(float64) bool, val
 		id += string(rune('a' + n))
 	}
 	rw := row{ID: id, Metric: metric, Unit: unit, Target: target, Values: values, ok: ok}
-	if v, has := values[colNFT]; has && ok != nil && !math.IsNaN(v) {
-		rw.Verdict = "MISS"
-		if ok(v) {
-			rw.Verdict = "PASS"
+	verdict := func(col string) string {
+		v, has := values[col]
+		switch {
+		case !has || ok == nil || math.IsNaN(v):
+			return ""
+		case ok(v):
+			return "PASS"
 		}
+		return "MISS"
 	}
+	rw.Verdict, rw.VerdictBPF = verdict(colNFT), verdict(colBPF)
 	r.Rows = append(r.Rows, rw)
 }
 
@@ -99,7 +108,7 @@ func format(v float64, unit string) string {
 // print writes the table in Markdown, so it can go into README as is.
 func (r *report) print(w io.Writer) {
 	header := append([]string{"", "metric"}, columns...)
-	header = append(header, "target", "nft verdict")
+	header = append(header, "target", "nft verdict", "bpf verdict")
 	lines := [][]string{header}
 	for _, rw := range r.Rows {
 		cells := []string{rw.ID, rw.Metric}
@@ -110,7 +119,7 @@ func (r *report) print(w io.Writer) {
 				cells = append(cells, "—")
 			}
 		}
-		cells = append(cells, rw.Target, rw.Verdict)
+		cells = append(cells, rw.Target, rw.Verdict, rw.VerdictBPF)
 		lines = append(lines, cells)
 	}
 	widths := make([]int, len(header))
@@ -168,6 +177,14 @@ func medianMS(ds []time.Duration) float64 {
 		return math.NaN()
 	}
 	return float64(percentile(ds, 50)) / float64(time.Millisecond)
+}
+
+// percentileMS is percentile in milliseconds; NaN for none.
+func percentileMS(ds []time.Duration, p int) float64 {
+	if len(ds) == 0 {
+		return math.NaN()
+	}
+	return float64(percentile(ds, p)) / float64(time.Millisecond)
 }
 
 func percentile(ds []time.Duration, p int) time.Duration {

@@ -27,8 +27,10 @@ import (
 func TestMain(m *testing.M) {
 	maybeRunHelper()
 	if os.Getenv(testutil.PrivilegedEnv) == "1" {
-		if err := testutil.RemoveLeftovers(); err != nil {
-			fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+		for _, clean := range []func() error{testutil.RemoveLeftovers, testutil.RemoveBPFFSLeftovers, testutil.RemoveCgroupLeftovers} {
+			if err := clean(); err != nil {
+				fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+			}
 		}
 	}
 	os.Exit(m.Run())
@@ -42,7 +44,41 @@ const (
 	// csfToolEnv picks the iptables flavour of the CSF-style baseline:
 	// "legacy" (default) or "nft".
 	csfToolEnv = "SMTPGUARD_BENCH_CSF_IPTABLES"
+	// quickEnv=1 shortens every loop (fewer rounds, shorter windows, fewer
+	// runs): a check that the suite works, not a measurement to publish.
+	quickEnv = "SMTPGUARD_BENCH_QUICK"
+	// partsEnv picks the phases to run, comma-separated, of rates (P1–P3),
+	// csf (the CSF-style P4 and P7 cells), cli (P4 through the CLI) and
+	// daemon (P4 through the API, P5–P8); default all of them.
+	partsEnv = "SMTPGUARD_BENCH_PARTS"
+	// bpfEnv=0 leaves the bpf column out (a kernel without cgroup BPF).
+	bpfEnv = "SMTPGUARD_BENCH_BPF"
 )
+
+// params are the suite's loop sizes: the full run's, or quickEnv's.
+type params struct {
+	rounds       int           // interleaved rounds of the rate measurements
+	rateWindow   time.Duration // one connect-rate sample
+	streamWindow time.Duration // one throughput sample
+	latencyRuns  int           // P4 runs per size
+	enableRuns   int
+	repairRuns   int // P5 runs at 10 uids (half at 10,000)
+	flushRuns    int // P5 foreign flushes during one blocked connect loop
+	floodWindow  time.Duration
+	blockedCount int // P7 connects
+	churnChanges int // P8 foreign set changes
+	quick        bool
+}
+
+func fullParams() params {
+	return params{rounds: 7, rateWindow: 800 * time.Millisecond, streamWindow: time.Second, latencyRuns: 7, enableRuns: 5,
+		repairRuns: 10, flushRuns: 20, floodWindow: 5 * time.Second, blockedCount: 2000, churnChanges: 500}
+}
+
+func quickParams() params {
+	return params{rounds: 2, rateWindow: 200 * time.Millisecond, streamWindow: 200 * time.Millisecond, latencyRuns: 3, enableRuns: 2,
+		repairRuns: 2, flushRuns: 4, floodWindow: time.Second, blockedCount: 200, churnChanges: 50, quick: true}
+}
 
 // Sizes, bounds and addresses of the suite.
 const (
@@ -51,19 +87,10 @@ const (
 	fillerUID = 200000 // numeric uids without accounts, for policy sizes
 	probeUID  = 300000 // fresh uids for the allow-latency runs
 
-	rounds       = 7                      // interleaved rounds of the rate measurements
-	rateWindow   = 800 * time.Millisecond // one connect-rate sample
 	rateMaxCount = 500000
-	streamWindow = time.Second // one throughput sample
-	latencyRuns  = 7           // P4 runs per size
-	enableRuns   = 5
-	repairRuns   = 10 // P5 runs at 10 uids (5 at 10,000)
-	flushRuns    = 20 // P5 foreign flushes during one blocked connect loop
 	flushEvery   = 50 * time.Millisecond
 	repairBound  = 3 * time.Second
-	floodWindow  = 5 * time.Second
 	floodMax     = 10000000
-	blockedCount = 2000 // P7 connects
 
 	serverV4    = "192.0.2.2"
 	metricsAddr = "127.0.0.1:9725"
@@ -80,12 +107,24 @@ type suite struct {
 	csfRestore       string // iptables-legacy-restore or iptables-nft-restore
 	csfCmd           string // iptables-legacy or iptables-nft
 	rep              *report
+	p                params
+	parts            map[string]bool // phases to run (partsEnv)
+
+	// The bpf column: the backend attaches to cg, a child cgroup of the
+	// cgroup2 mount this suite created (never the root), and pins in a bpf
+	// file system of the suite's own. Every load helper runs in cg, also
+	// for the other columns, so each column sees the same cgroup.
+	withBPF bool
+	cg      *testutil.Cgroup
+	bpffs   string
 
 	lost     int    // connects of the rate loops that failed without a refusal
 	lostWhat string // the last such failure
 
 	csfP4 map[int]float64 // median ms of one iptables insert, by rule count
 	csfP7 []time.Duration // blocked connect durations at 10,000 rules
+
+	bpfd *bpfDaemon // the bpf column of the daemon rows
 }
 
 // BenchmarkPrivilegedSuite measures P1–P7 of issue 8 once (whatever b.N) and
@@ -97,12 +136,34 @@ func BenchmarkPrivilegedSuite(b *testing.B) {
 	s := newSuite(b, ctx)
 	b.ResetTimer()
 
-	s.measureRates()
-	s.measureCSFChanges()
-	s.measureCLILatency()
-	s.measureDaemon()
+	if s.parts["rates"] {
+		s.measureRates()
+	}
+	if s.parts["csf"] {
+		s.measureCSFChanges()
+	}
+	if s.parts["cli"] {
+		s.measureCLILatency()
+	}
+	if s.parts["daemon"] {
+		if s.withBPF {
+			s.measureDaemonBPF()
+		}
+		s.measureDaemon()
+	}
+	if s.p.quick {
+		s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("%s=1: shortened loops (%d rounds of %v samples, %d runs per latency, a %v flood); a check that the suite works, not numbers to publish.", quickEnv, s.p.rounds, s.p.rateWindow, s.p.latencyRuns, s.p.floodWindow))
+	}
 
 	b.StopTimer()
+	if !s.withBPF {
+		for _, r := range s.rep.Rows {
+			delete(r.Values, colBPF)
+		}
+		s.rep.Notes = append(s.rep.Notes, bpfEnv+"=0: the bpf column was not measured.")
+	} else {
+		s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("bpf column: `enable --backend bpf --cgroup %s`, a child cgroup of the cgroup2 mount made for this run (never the root); every load helper of every column runs in it (CLONE_INTO_CGROUP), so the columns differ only by what is attached. A refusal under bpf is ECONNREFUSED (bpf_set_retval) or EPERM, both counted as refused.", s.cg.Path))
+	}
 	s.rep.print(os.Stdout)
 	path := os.Getenv(jsonEnv)
 	if path == "" {
@@ -113,8 +174,10 @@ func BenchmarkPrivilegedSuite(b *testing.B) {
 	}
 	fmt.Fprintf(os.Stdout, "written to %s\n", path)
 	for _, r := range s.rep.Rows {
-		if v, ok := r.Values[colNFT]; ok && r.Unit == "x" && !math.IsNaN(v) {
-			b.ReportMetric(v, r.ID+"-nft-x")
+		for _, col := range []string{colNFT, colBPF} {
+			if v, ok := r.Values[col]; ok && r.Unit == "x" && !math.IsNaN(v) {
+				b.ReportMetric(v, r.ID+"-"+col+"-x")
+			}
 		}
 	}
 }
@@ -129,7 +192,29 @@ func moduleRoot(b *testing.B) string {
 
 func newSuite(b *testing.B, ctx context.Context) *suite {
 	b.Helper()
-	s := &suite{b: b, ctx: ctx, stateDir: b.TempDir(), rep: &report{When: time.Now(), CPUs: runtime.NumCPU()}}
+	s := &suite{b: b, ctx: ctx, stateDir: b.TempDir(), rep: &report{When: time.Now(), CPUs: runtime.NumCPU()}, p: fullParams()}
+	if os.Getenv(quickEnv) == "1" {
+		s.p = quickParams()
+	}
+	s.parts = map[string]bool{"rates": true, "csf": true, "cli": true, "daemon": true}
+	if v := os.Getenv(partsEnv); v != "" {
+		clear(s.parts)
+		for part := range strings.SplitSeq(v, ",") {
+			switch part = strings.TrimSpace(part); part {
+			case "rates", "csf", "cli", "daemon":
+				s.parts[part] = true
+			default:
+				b.Fatalf("%s=%q: unknown part %q, want rates, csf, cli or daemon", partsEnv, v, part)
+			}
+		}
+	}
+	switch v := os.Getenv(bpfEnv); v {
+	case "", "1":
+		s.withBPF = true
+	case "0":
+	default:
+		b.Fatalf("%s=%q: want 0 or 1", bpfEnv, v)
+	}
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {
 		s.rep.Kernel = unix.ByteSliceToString(uts.Release[:])
@@ -164,6 +249,13 @@ func newSuite(b *testing.B, ctx context.Context) *suite {
 	}
 	s.allowed = testutil.NewUser(b, "ballow", "")
 	s.blocked = testutil.NewUser(b, "bblock", "")
+	// Registered before the disable below, so removed after it.
+	s.cg = testutil.NewCgroup(b)
+	if err := testutil.RefuseRootCgroup(s.cg.Path); err != nil {
+		b.Fatal(err)
+	}
+	s.bpffs = testutil.NewBPFFS(b)
+	s.rep.Cgroup = s.cg.Path
 	b.Cleanup(func() {
 		// Leave nothing enforcing in the namespace before it is deleted.
 		s.sg("disable")
@@ -222,7 +314,7 @@ func (s *suite) start(cmd *exec.Cmd) (time.Time, error) {
 func (s *suite) sgTimed(args ...string) (time.Duration, string, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.binary, append([]string{"--state-dir", s.stateDir}, args...)...)
+	cmd := s.command(ctx, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	t0, err := s.start(cmd)
@@ -237,6 +329,14 @@ func (s *suite) sgTimed(args ...string) (time.Duration, string, error) {
 	return d, out.String(), nil
 }
 
+// command is smtpguard with the suite's state directory and bpf file
+// system (the bpf backend never pins in the host's /sys/fs/bpf).
+func (s *suite) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, s.binary, append([]string{"--state-dir", s.stateDir}, args...)...)
+	cmd.Env = append(os.Environ(), "SMTPGUARD_BPFFS="+s.bpffs)
+	return cmd
+}
+
 func (s *suite) sg(args ...string) string {
 	s.b.Helper()
 	_, out, err := s.sgTimed(args...)
@@ -246,25 +346,36 @@ func (s *suite) sg(args ...string) string {
 	return out
 }
 
-// writePolicy writes a policy file allowing n uids: fillers, then the
+// writePolicy writes an nft policy file allowing n uids: fillers, then the
 // allowed test user. root and the MTA user are allowed on top, always.
 func (s *suite) writePolicy(n int) string {
+	s.b.Helper()
+	return s.writePolicyFor(colNFT, n)
+}
+
+// writePolicyFor writes the policy for backend (colNFT or colBPF; bpf
+// attaches to the suite's own cgroup).
+func (s *suite) writePolicyFor(backend string, n int) string {
 	s.b.Helper()
 	users := make([]string, 0, n)
 	for i := range n - 1 {
 		users = append(users, strconv.Quote(strconv.Itoa(fillerUID+i)))
 	}
 	users = append(users, strconv.Quote(s.allowed.Name))
+	where := ""
+	if backend == colBPF {
+		where = fmt.Sprintf("cgroup = %q\n", s.cg.Path)
+	}
 	policy := fmt.Sprintf(`version = 1
 enabled = true
-backend = "nft"
-mode = "reject"
+backend = %q
+%smode = "reject"
 ports = [25, 465, 587]
 allow_local = true
 allowed_users = [%s]
 allowed_groups = []
-`, strings.Join(users, ", "))
-	path := filepath.Join(s.b.TempDir(), fmt.Sprintf("policy-%d.toml", n))
+`, backend, where, strings.Join(users, ", "))
+	path := filepath.Join(s.b.TempDir(), fmt.Sprintf("policy-%s-%d.toml", backend, n))
 	if err := os.WriteFile(path, []byte(policy), 0o644); err != nil {
 		s.b.Fatal(err)
 	}
@@ -304,7 +415,7 @@ func (s *suite) applyCSF(n int) {
 
 func (s *suite) load(req helperRequest) helperResult {
 	s.b.Helper()
-	res, err := runLoad(s.ctx, s.client.Name, req)
+	res, err := runLoad(s.ctx, s.cg, s.client.Name, req)
 	if err != nil {
 		s.b.Fatal(err)
 	}
@@ -329,7 +440,7 @@ func (s *suite) expect(cfg string, u testutil.User, port int, wantOK bool) {
 // returns connects per second and the helper's CPU µs per connect.
 func (s *suite) rate(cfg string, u testutil.User, port int) (float64, float64) {
 	s.b.Helper()
-	r := s.connectLoad(u, port, rateWindow, rateMaxCount, false)
+	r := s.connectLoad(u, port, s.p.rateWindow, rateMaxCount, false)
 	// A rare SYN lost on the veth under load (the listener's queue is
 	// full) times out after connectTimeout; it is reported, not fatal.
 	// Anything more means the configuration does not do what it should.
@@ -361,11 +472,17 @@ func (s *suite) measureRates() {
 		{"csf10", func() { s.sg("disable"); s.applyCSF(smallUIDs) }, false, true},
 		{"csf10k", func() { s.sg("disable"); s.applyCSF(largeUIDs) }, true, true},
 	}
+	if s.withBPF {
+		b10, b10k := s.writePolicyFor(colBPF, smallUIDs), s.writePolicyFor(colBPF, largeUIDs)
+		configs = append(configs,
+			config{"bpf10", func() { s.applyCSF(0); s.sg("import", b10) }, false, true},
+			config{"bpf10k", func() { s.applyCSF(0); s.sg("import", b10k) }, true, true})
+	}
 	other, smtp, stream := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	// CPU time per connect, µs, beside each rate: wall-clock rates swing
 	// with whatever else the shared machine runs, the sender's CPU less.
 	otherCPU, smtpCPU := map[string][]float64{}, map[string][]float64{}
-	for round := range rounds {
+	for round := range s.p.rounds {
 		// Rotate the order each round: whichever configuration comes first
 		// after a reconfiguration runs a little differently, and that must
 		// not always be the baseline.
@@ -382,7 +499,7 @@ func (s *suite) measureRates() {
 			smtp[c.name], smtpCPU[c.name] = append(smtp[c.name], rate), append(smtpCPU[c.name], cpu)
 			if c.stream {
 				r := s.load(helperRequest{Mode: "stream", UID: s.blocked.UID, GID: s.blocked.GID,
-					Addr: testutil.HostPort(serverV4, 8080), Duration: streamWindow})
+					Addr: testutil.HostPort(serverV4, 8080), Duration: s.p.streamWindow})
 				stream[c.name] = append(stream[c.name], r.rate())
 			}
 		}
@@ -399,28 +516,32 @@ func (s *suite) measureRates() {
 		return medianF(rs)
 	}
 	s.rep.add("P1", "non-SMTP TCP throughput, 10,000 allowed uids, vs no rules", "x", "≥ 0.99×", atLeast(0.99),
-		map[string]float64{colNFT: ratio(stream, "nft10k", "none"), colCSF: ratio(stream, "csf10k", "none")})
+		map[string]float64{colNFT: ratio(stream, "nft10k", "none"), colBPF: ratio(stream, "bpf10k", "none"), colCSF: ratio(stream, "csf10k", "none")})
 	s.rep.add("P2", "non-SMTP connect+close rate, 10 allowed uids, vs no rules", "x", "≥ 0.97×", atLeast(0.97),
-		map[string]float64{colNFT: ratio(other, "nft10", "none"), colCSF: ratio(other, "csf10", "none")})
+		map[string]float64{colNFT: ratio(other, "nft10", "none"), colBPF: ratio(other, "bpf10", "none"), colCSF: ratio(other, "csf10", "none")})
 	s.rep.add("P2", "non-SMTP connect+close rate, 10,000 allowed uids, vs no rules", "x", "≥ 0.97×", atLeast(0.97),
-		map[string]float64{colNFT: ratio(other, "nft10k", "none"), colCSF: ratio(other, "csf10k", "none")})
+		map[string]float64{colNFT: ratio(other, "nft10k", "none"), colBPF: ratio(other, "bpf10k", "none"), colCSF: ratio(other, "csf10k", "none")})
 	s.rep.add("P2", "port-25 connect+close rate, allowed user, 10 uids, vs no rules", "x", "≥ 0.97×", atLeast(0.97),
-		map[string]float64{colNFT: ratio(smtp, "nft10", "none"), colCSF: ratio(smtp, "csf10", "none")})
+		map[string]float64{colNFT: ratio(smtp, "nft10", "none"), colBPF: ratio(smtp, "bpf10", "none"), colCSF: ratio(smtp, "csf10", "none")})
 	s.rep.add("P3", "port-25 connect+close rate, allowed user, 10,000 uids, vs no rules", "x", "", nil,
-		map[string]float64{colNFT: ratio(smtp, "nft10k", "none"), colCSF: ratio(smtp, "csf10k", "none")})
+		map[string]float64{colNFT: ratio(smtp, "nft10k", "none"), colBPF: ratio(smtp, "bpf10k", "none"), colCSF: ratio(smtp, "csf10k", "none")})
 	s.rep.add("P3", "port-25 connect+close rate, allowed user, 10,000 vs 10 uids", "x", "≥ 0.95×", atLeast(0.95),
-		map[string]float64{colNFT: ratio(smtp, "nft10k", "nft10"), colCSF: ratio(smtp, "csf10k", "csf10")})
+		map[string]float64{colNFT: ratio(smtp, "nft10k", "nft10"), colBPF: ratio(smtp, "bpf10k", "bpf10"), colCSF: ratio(smtp, "csf10k", "csf10")})
 	s.rep.add("P2", "CPU per non-SMTP connect+close (sender's user+sys), 10 allowed uids, vs no rules", "x", "", nil,
-		map[string]float64{colNFT: ratio(otherCPU, "nft10", "none"), colCSF: ratio(otherCPU, "csf10", "none")})
+		map[string]float64{colNFT: ratio(otherCPU, "nft10", "none"), colBPF: ratio(otherCPU, "bpf10", "none"), colCSF: ratio(otherCPU, "csf10", "none")})
 	s.rep.add("P2", "CPU per non-SMTP connect+close (sender's user+sys), 10,000 allowed uids, vs no rules", "x", "", nil,
-		map[string]float64{colNFT: ratio(otherCPU, "nft10k", "none"), colCSF: ratio(otherCPU, "csf10k", "none")})
+		map[string]float64{colNFT: ratio(otherCPU, "nft10k", "none"), colBPF: ratio(otherCPU, "bpf10k", "none"), colCSF: ratio(otherCPU, "csf10k", "none")})
 	s.rep.add("P2", "CPU per port-25 connect+close (sender's user+sys), allowed user, 10 uids, vs no rules", "x", "", nil,
-		map[string]float64{colNFT: ratio(smtpCPU, "nft10", "none"), colCSF: ratio(smtpCPU, "csf10", "none")})
+		map[string]float64{colNFT: ratio(smtpCPU, "nft10", "none"), colBPF: ratio(smtpCPU, "bpf10", "none"), colCSF: ratio(smtpCPU, "csf10", "none")})
 	s.rep.add("P3", "CPU per port-25 connect+close (sender's user+sys), allowed user, 10,000 uids, vs no rules", "x", "", nil,
-		map[string]float64{colNFT: ratio(smtpCPU, "nft10k", "none"), colCSF: ratio(smtpCPU, "csf10k", "none")})
+		map[string]float64{colNFT: ratio(smtpCPU, "nft10k", "none"), colBPF: ratio(smtpCPU, "bpf10k", "none"), colCSF: ratio(smtpCPU, "csf10k", "none")})
 	cpuUS := func(m map[string][]float64, cfg string) string { return fmt.Sprintf("%.1f µs", medianF(m[cfg])) }
-	s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("CPU per connect: the helper's own user+sys time (getrusage) over each rate sample divided by its connects; it includes the sender's kernel path and netfilter, not softirq work charged elsewhere. Medians, non-SMTP / port-25: no rules %s / %s, nft 10 uids %s / %s, nft 10,000 uids %s / %s, CSF-style 10 %s / %s, 10,000 %s / %s.",
-		cpuUS(otherCPU, "none"), cpuUS(smtpCPU, "none"), cpuUS(otherCPU, "nft10"), cpuUS(smtpCPU, "nft10"), cpuUS(otherCPU, "nft10k"), cpuUS(smtpCPU, "nft10k"),
+	bpfCPU := ""
+	if s.withBPF {
+		bpfCPU = fmt.Sprintf(", bpf 10 uids %s / %s, bpf 10,000 uids %s / %s", cpuUS(otherCPU, "bpf10"), cpuUS(smtpCPU, "bpf10"), cpuUS(otherCPU, "bpf10k"), cpuUS(smtpCPU, "bpf10k"))
+	}
+	s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("CPU per connect: the helper's own user+sys time (getrusage) over each rate sample divided by its connects; it includes the sender's kernel path, netfilter and the cgroup connect programs, not softirq work charged elsewhere. Medians, non-SMTP / port-25: no rules %s / %s, nft 10 uids %s / %s, nft 10,000 uids %s / %s%s, CSF-style 10 %s / %s, 10,000 %s / %s.",
+		cpuUS(otherCPU, "none"), cpuUS(smtpCPU, "none"), cpuUS(otherCPU, "nft10"), cpuUS(smtpCPU, "nft10"), cpuUS(otherCPU, "nft10k"), cpuUS(smtpCPU, "nft10k"), bpfCPU,
 		cpuUS(otherCPU, "csf10"), cpuUS(smtpCPU, "csf10"), cpuUS(otherCPU, "csf10k"), cpuUS(smtpCPU, "csf10k")))
 	if s.lost > 0 {
 		s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("Rate loops: %d connect(s) of allowed traffic timed out instead of connecting (a SYN lost under load; last: %s); counted in the rates as attempts.", s.lost, s.lostWhat))
@@ -430,8 +551,8 @@ func (s *suite) measureRates() {
 		fmt.Sprintf("Noise: the no-rules baseline itself varied by %.0f%% (non-SMTP connects), %.0f%% (port-25 connects) and %.0f%% (throughput) between rounds, max-min over median; ratios within that band of 1 are no measurable difference.",
 			spread(other["none"]), spread(smtp["none"]), spread(stream["none"])),
 		fmt.Sprintf("Baselines (no rules, medians of %d interleaved rounds): %.0f non-SMTP connect+close/s, %.0f port-25 connect+close/s, %.0f MB/s one-stream throughput over the veth pair.",
-			rounds, medianF(other["none"]), medianF(smtp["none"]), medianF(stream["none"])/1e6),
-		fmt.Sprintf("Rates: one helper process on one core (GOMAXPROCS=1) doing socket/connect/close(SO_LINGER 0) for %v per sample; throughput: one TCP stream for %v per sample. Ratios: median over rounds of the ratio within each round; the order of the configurations rotates from round to round.", rateWindow, streamWindow),
+			s.p.rounds, medianF(other["none"]), medianF(smtp["none"]), medianF(stream["none"])/1e6),
+		fmt.Sprintf("Rates: one helper process on one core (GOMAXPROCS=1) doing socket/connect/close(SO_LINGER 0) for %v per sample; throughput: one TCP stream for %v per sample. Ratios: median over rounds of the ratio within each round; the order of the configurations rotates from round to round.", s.p.rateWindow, s.p.streamWindow),
 		fmt.Sprintf("N allowed uids = N-1 numeric filler uids + the test user (smtpguard also always allows root and the MTA user). CSF-style column: %s with one `-A OUTPUT -p tcp --dport 25 -m owner --uid-owner U -j ACCEPT` per uid, the test user LAST (worst case, what a user added last gets), then `-j REJECT --reject-with tcp-reset`.", s.csfRestore))
 }
 
@@ -442,7 +563,7 @@ func (s *suite) measureCSFChanges() {
 	for _, n := range []int{smallUIDs, largeUIDs} {
 		s.applyCSF(n)
 		var ds []time.Duration
-		for i := range latencyRuns {
+		for i := range s.p.latencyRuns {
 			ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 			cmd := exec.CommandContext(ctx, s.csfCmd, "-w", "-I", "OUTPUT", "1", "-p", "tcp", "--dport", "25",
 				"-m", "owner", "--uid-owner", strconv.Itoa(probeUID+i), "-j", "ACCEPT")
@@ -463,7 +584,7 @@ func (s *suite) measureCSFChanges() {
 	}
 	s.csfP4 = vals
 	s.applyCSF(largeUIDs)
-	r := s.connectLoad(s.blocked, 25, 10*time.Second, blockedCount, true)
+	r := s.connectLoad(s.blocked, 25, 10*time.Second, s.p.blockedCount, true)
 	if r.Refused != r.Attempts {
 		s.b.Fatalf("CSF-style rules, blocked uid %d: %+v, want every connect refused", s.blocked.UID, r)
 	}

@@ -281,7 +281,7 @@ func testEndToEnd(t *testing.T, w *world) {
 		w.t = t
 		w.enable()
 		w.sgOK("allow", "group", w.group)
-		for _, port := range []int{25, 465, 587} {
+		for _, port := range []int{25, 465, 587, 2525} {
 			w.expectBlocked(&w.plain, remote(port)...)
 			w.expectReach(nil, remote(port)...)
 		}
@@ -323,8 +323,8 @@ func testEndToEnd(t *testing.T, w *world) {
 		if st.Mode != "reject" {
 			t.Errorf("status --json mode = %q, want the default reject", st.Mode)
 		}
-		if fmt.Sprint(st.Ports) != "[25 465 587]" {
-			t.Errorf("status --json ports = %v, want the default [25 465 587]", st.Ports)
+		if fmt.Sprint(st.Ports) != "[25 465 587 2525]" {
+			t.Errorf("status --json ports = %v, want the default [25 465 587 2525]", st.Ports)
 		}
 		if fmt.Sprint(st.AllowedGroups) != fmt.Sprint([]string{w.group}) {
 			t.Errorf("status --json allowed_groups = %q, want [%s] after allow group", st.AllowedGroups, w.group)
@@ -336,9 +336,11 @@ func testEndToEnd(t *testing.T, w *world) {
 			t.Errorf("status --json kernel state = %q, want in sync", st.Kernel.State)
 		}
 	})
-	t.Run("set ports blocks an added port live", func(t *testing.T) {
+	t.Run("set ports opens a removed port and blocks an added port live", func(t *testing.T) {
 		w.t = t
+		w.sgOK("set", "ports", "25,465,587")
 		w.expectReach(&w.plain, remote(2525)...)
+		w.expectBlocked(&w.plain, remote(587)...)
 		w.sgOK("set", "ports", "25,465,587,2525")
 		w.expectBlocked(&w.plain, remote(2525)...)
 		if st := w.status(); fmt.Sprint(st.Ports) != "[25 465 587 2525]" {
