@@ -153,4 +153,10 @@ func TestMetricsTokenFile(t *testing.T) {
 	if _, err := readMetricsToken(dir + "/missing"); err == nil {
 		t.Error("readMetricsToken(missing) = nil error")
 	}
+	// A token every user can read lets every user read /metrics.
+	open := dir + "/world-readable"
+	os.WriteFile(open, []byte("0123456789abcdef0123\n"), 0o644)
+	if _, err := readMetricsToken(open); err == nil || !strings.Contains(err.Error(), "chmod 600") || strings.Contains(err.Error(), "0123456789abcdef") {
+		t.Errorf("readMetricsToken(mode 0644) = %v, want a refusal naming chmod 600 that does not echo the token", err)
+	}
 }

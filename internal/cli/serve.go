@@ -192,12 +192,13 @@ func readMetricsToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	data, err := os.ReadFile(path)
+	// The token guards the names of blocked users: a file others can read
+	// gives it to every user on the host.
+	secret, err := readSecretFile("--metrics-token-file", path)
 	if err != nil {
-		return "", fmt.Errorf("read --metrics-token-file: %w", err)
+		return "", err
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	token := strings.TrimSpace(line)
+	token := string(secret)
 	if len(token) < 16 {
 		return "", usagef("--metrics-token-file %s: want a token of at least 16 characters on its first line (e.g. from 'openssl rand -hex 32')", path)
 	}
