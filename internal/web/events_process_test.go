@@ -69,7 +69,7 @@ func TestEventsPageShowsProcessAndSource(t *testing.T) {
 	row := rowOf(t, body, "192.0.2.31")
 	for _, want := range []string{
 		`<code class="proc-label">=cmd|&#39; /C calc&#39;!A0[4242]</code>`,
-		`<span class="proc-source">/home/alice/public_html/&lt;script&gt;alert(1)&lt;/script&gt;.php</span>`,
+		`<span class="proc-source" title="/home/alice/public_html/&lt;script&gt;alert(1)&lt;/script&gt;.php">/home/alice/public_html/&lt;script&gt;alert(1)&lt;/script&gt;.php</span>`,
 		`<dt>executable</dt><dd><code>/usr/bin/php8.2</code></dd>`,
 		`<dt>command line</dt><dd><code>php /home/alice/public_html/&lt;script&gt;alert(1)&lt;/script&gt;.php</code></dd>`,
 		`<dt>working directory</dt><dd><code>/home/alice/public_html</code></dd>`,
@@ -81,7 +81,7 @@ func TestEventsPageShowsProcessAndSource(t *testing.T) {
 		}
 	}
 	row = rowOf(t, body, "192.0.2.32")
-	for _, want := range []string{`<code class="proc-label">sendmail[3001]</code>`, `<span class="proc-source">container 3f2a9c1b7d4e</span>`,
+	for _, want := range []string{`<code class="proc-label">sendmail[3001]</code>`, `<span class="proc-source" title="container 3f2a9c1b7d4e">container 3f2a9c1b7d4e</span>`,
 		`<dt>container</dt><dd><a href="/events?container=` + webDockerID + `&amp;since=24h">` + webDockerID + `</a></dd>`} {
 		if !strings.Contains(row, want) {
 			t.Errorf("the row of a container's process lacks %s:\n%s", want, row)
