@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,10 @@ func TestPrivilegedBPFEnableOnCgroup(t *testing.T) {
 		return false
 	})
 	t.Logf("events: %+v", seen)
+	// And events, for a person, names it under the attempt.
+	if out := w.sgOK("events"); !regexp.MustCompile(`(?m)^    process  e2e\.test\[[1-9][0-9]*\]`).MatchString(out) {
+		t.Errorf("events does not name the refused process e2e.test[PID]:\n%s", out)
+	}
 	w.sgOK("disable")
 	w.expectRemoved("after disable through the daemon")
 	w.expect(&w.plain, true, smtp...)
