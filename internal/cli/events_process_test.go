@@ -172,3 +172,19 @@ func TestEventsJSONCarriesProcessFields(t *testing.T) {
 		t.Errorf("events --json process fields: first %v, last %v", rows[0], rows[4])
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"php-fpm: pool www", "php-fpm: pool www"},
+		{"/home/ünï/send.py", "/home/ünï/send.py"},
+		{"a\tb\nc\rd", `a\x09b\x0ac\x0dd`},
+		{"\x1b[31mred\u009b", `\x1b[31mred\x9b`},
+		{"raw\x9bbyte", `raw\ufffdbyte`},
+		{"evil\u202egnp.php", `evil\u202egnp.php`},
+		{"bad\xffutf8", `bad\ufffdutf8`},
+	} {
+		if got := printable(tt.in); got != tt.want {
+			t.Errorf("printable(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
