@@ -15,13 +15,19 @@ func newEventsCmd(e *env) *cobra.Command {
 	var asJSON bool
 	var since time.Duration
 	var limit int
+	var wide bool
+	var unit, container string
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Show blocked connection attempts: who tried to reach which server",
 		Long: `Show blocked (or, in log mode, logged) attempts to connect to remote SMTP
 servers, newest first, aggregated per user, destination, port and minute, with a
-per-user summary. The daemon ('smtpguard serve') records them.`,
+per-user summary. The daemon ('smtpguard serve') records them. Each attempt
+names the process that made it and its source: the script it ran, else the
+PHP-FPM pool, the container or the systemd unit ("-" where the backend cannot
+know, as under nft).`,
 		Example: `  smtpguard events --since 24h
+  smtpguard events --unit cron.service --wide
   smtpguard events --json --limit 100`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -40,7 +46,7 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 			case !d.Recording:
 				fmt.Fprintf(e.stdio.Err, "smtpguard: warning: the daemon (pid %d) is not recording blocked attempts: see journalctl -u smtpguard\n", d.PID)
 			}
-			f := store.EventFilter{Limit: limit}
+			f := store.EventFilter{Limit: limit, Unit: unit, Container: container}
 			if since > 0 {
 				f.Since = time.Now().Add(-since)
 			}
@@ -59,18 +65,14 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 				fmt.Fprintln(out, "no blocked attempts recorded")
 				return nil
 			}
-			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "LAST SEEN\tUSER\tUID\tDESTINATION\tPORT\tCOUNT\tACTION\tTO ALLOW JUST THIS")
-			for _, ev := range evs {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", ev.LastSeen.Format("2006-01-02 15:04:05"),
-					orDash(ev.User), ev.UID, ev.Address, ev.Port, ev.Count, ev.Action, orDash(ev.AllowCommand))
+			if err := writeEventRows(out, evs, wide); err != nil {
+				return err
 			}
-			w.Flush()
 			fmt.Fprintln(out)
-			w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "USER\tUID\tATTEMPTS\tDESTINATIONS")
 			// Totals over every matching row, not only the --limit shown.
-			totals, err := eng.UserTotals(ctx, store.EventFilter{Since: f.Since})
+			totals, err := eng.UserTotals(ctx, store.EventFilter{Since: f.Since, Unit: unit, Container: container})
 			if err != nil {
 				return err
 			}
@@ -89,5 +91,8 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	cmd.Flags().DurationVar(&since, "since", 0, "only attempts seen within this long, e.g. 1h or 30m (default: all kept)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many rows (default: all)")
+	cmd.Flags().BoolVar(&wide, "wide", false, "one line per attempt, process and source as columns (wider than 80 columns)")
+	cmd.Flags().StringVar(&unit, "unit", "", "only attempts by processes of this systemd unit, e.g. cron.service")
+	cmd.Flags().StringVar(&container, "container", "", "only attempts from this container: its id (the first digits do) or LXC name")
 	return cmd
 }

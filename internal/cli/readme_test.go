@@ -139,8 +139,13 @@ func TestReadmeExamplesAreRealOutput(t *testing.T) {
 	st := h.openStore()
 	now := time.Now()
 	if err := st.RecordEvents(context.Background(), []store.Event{
-		{UID: 33, User: "www-data", Family: 4, Address: "192.0.2.25", Port: 25, Action: "blocked", Count: 40, FirstSeen: now.Add(-3 * time.Minute), LastSeen: now.Add(-3 * time.Minute)},
-		{UID: 33, User: "www-data", Family: 6, Address: "2001:db8:53::25", Port: 587, Action: "blocked", Count: 12, FirstSeen: now.Add(-time.Minute), LastSeen: now.Add(-time.Minute)},
+		// As the bpf backend records them: the process is known.
+		{UID: 33, User: "www-data", Family: 4, Address: "192.0.2.25", Port: 25, Action: "blocked", Count: 40, FirstSeen: now.Add(-3 * time.Minute), LastSeen: now.Add(-3 * time.Minute),
+			Process: store.Process{PID: 21742, Comm: "php-fpm8.2", Exe: "/usr/sbin/php-fpm8.2", Cmdline: "php-fpm: pool www", Cwd: "/var/www/shop/wp-content/plugins/mailer",
+				Cgroup: "/system.slice/php8.2-fpm.service", Unit: "php8.2-fpm.service", Pool: "www"}},
+		{UID: 33, User: "www-data", Family: 6, Address: "2001:db8:53::25", Port: 587, Action: "blocked", Count: 12, FirstSeen: now.Add(-time.Minute), LastSeen: now.Add(-time.Minute),
+			Process: store.Process{PID: 21790, Comm: "php", Exe: "/usr/bin/php8.2", Cmdline: "/bin/sh -c php /var/www/shop/cron/newsletter.php", Cwd: "/var/www/shop",
+				Cgroup: "/system.slice/cron.service", Unit: "cron.service"}},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -105,6 +105,11 @@ type EventFilter struct {
 	Destination string
 	Port        uint16 // zero: every port
 	Action      string // "": every action
+	// Unit keeps the attempts whose process ran in this systemd unit
+	// exactly; Container those of containers whose id (or LXC name)
+	// starts with it, so docker ps's 12 digits do.
+	Unit      string
+	Container string
 	// Sort is SortTime (newest minute first, the default) or SortCount (most
 	// attempts first).
 	Sort string
@@ -154,6 +159,14 @@ func eventWhere(f EventFilter) (string, []any, error) {
 	if f.Action != "" {
 		where += " AND action = ?"
 		args = append(args, f.Action)
+	}
+	if f.Unit != "" {
+		where += " AND unit = ?"
+		args = append(args, f.Unit)
+	}
+	if f.Container != "" {
+		where += " AND substr(container, 1, ?) = ?"
+		args = append(args, len(f.Container), f.Container)
 	}
 	switch f.Sort {
 	case "", SortTime, SortCount:

@@ -46,8 +46,12 @@ func seedBusyServer(t *testing.T, e *testEnv) {
 	var evs []store.Event
 	for i := range 60 {
 		at := now.Add(-time.Duration(i*23) * time.Minute)
-		evs = append(evs, store.Event{UID: 1001, User: "alice", Family: 6, Address: fmt.Sprintf("2001:db8:ffff:ffff:ffff:ffff:ffff:%x", i),
-			Port: 587, Action: "blocked", Count: int64(1 + i%9), FirstSeen: at, LastSeen: at})
+		ev := store.Event{UID: 1001, User: "alice", Family: 6, Address: fmt.Sprintf("2001:db8:ffff:ffff:ffff:ffff:ffff:%x", i),
+			Port: 587, Action: "blocked", Count: int64(1 + i%9), FirstSeen: at, LastSeen: at}
+		if i%2 == 0 { // as bpf records them, with long command lines and paths; the others as nft does
+			ev.Process = busyProcess(i)
+		}
+		evs = append(evs, ev)
 	}
 	if err := e.eng.RecordEvents(ctx, evs); err != nil {
 		t.Fatal(err)
@@ -56,6 +60,26 @@ func seedBusyServer(t *testing.T, e *testEnv) {
 		e.addAccount(fmt.Sprintf("reseller-with-a-long-name-%d", i), store.RoleReseller, resellerPassword)
 	}
 	e.addToken(store.Token{Name: "deploy-pipeline-production", Role: store.RoleReseller, Account: "res-yes"})
+}
+
+// busyProcess is a process with the longest fields /proc gives: a 256-byte
+// command line without spaces to break at, deep paths, a container id.
+func busyProcess(i int) store.Process {
+	dir := "/home/alice/public_html/wp-content/plugins/a-plugin-with-a-very-long-directory-name/includes/vendor"
+	p := store.Process{PID: uint32(100000 + i), Comm: "php-fpm8.2", Exe: "/usr/sbin/php-fpm8.2", Cwd: dir,
+		Cgroup: "/system.slice/php8.2-fpm.service", Unit: "php8.2-fpm.service"}
+	switch i % 3 {
+	case 0:
+		p.Comm, p.Exe = "php", "/usr/bin/php8.2"
+		p.Cmdline = ("php " + dir + "/" + strings.Repeat("mailer_", 40))[:252] + ".php"
+	case 1:
+		p.Cmdline, p.Pool = "php-fpm: pool "+strings.Repeat("x", 60), strings.Repeat("x", 60)
+	default:
+		id := strings.Repeat("3f2a9c1b", 8)
+		p.Comm, p.Exe, p.Cmdline = "python3", "/usr/bin/python3.11", "python3 /app/"+strings.Repeat("send-", 40)+"mail.py"
+		p.Cgroup, p.Unit, p.Container = "/system.slice/docker-"+id+".scope", "docker-"+id+".scope", id
+	}
+	return p
 }
 
 // pagesOf are the pages each requester can open.

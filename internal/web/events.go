@@ -25,6 +25,9 @@ type eventQuery struct {
 	Action string
 	Sort   string // store.SortTime or store.SortCount
 	Since  string // a window like "24h"; "" for everything kept
+	// Unit is one systemd unit exactly; Container a container id's start
+	// (or an LXC name).
+	Unit, Container string
 
 	uid  *uint32
 	port uint16
@@ -39,6 +42,7 @@ func parseEventQuery(q url.Values) (eventQuery, error) {
 		User: strings.TrimSpace(q.Get("user")), UID: strings.TrimSpace(q.Get("uid")),
 		Dest: strings.TrimSpace(q.Get("destination")), Port: strings.TrimSpace(q.Get("port")),
 		Action: q.Get("action"), Sort: q.Get("sort"), Since: q.Get("since"),
+		Unit: strings.TrimSpace(q.Get("unit")), Container: strings.TrimSpace(q.Get("container")),
 	}
 	if eq.UID != "" {
 		n, err := strconv.ParseUint(eq.UID, 10, 32)
@@ -81,6 +85,7 @@ func (eq eventQuery) filter(id *identity, now time.Time) store.EventFilter {
 		f.Since = now.Add(-d)
 	}
 	f.UserPrefix, f.UID, f.Destination, f.Port, f.Action, f.Sort = eq.User, eq.uid, eq.Dest, eq.port, eq.Action, eq.Sort
+	f.Unit, f.Container = eq.Unit, eq.Container
 	return f
 }
 
@@ -101,6 +106,8 @@ func (eq eventQuery) values() url.Values {
 		set("sort", eq.Sort)
 	}
 	set("since", eq.Since)
+	set("unit", eq.Unit)
+	set("container", eq.Container)
 	return v
 }
 
@@ -137,6 +144,11 @@ type eventsView struct {
 type eventRow struct {
 	engine.EventView
 	Covered bool // the policy lets it through now: no button
+	// ProcLabel and ProcSource name the process and what it ran for, as
+	// the CLI does; UnitLink and ContainerLink narrow the page to its unit
+	// or container ("" when unknown).
+	ProcLabel, ProcSource   string
+	UnitLink, ContainerLink string
 }
 
 // userRow is one "By user" line with the link to that user's attempts.
@@ -188,7 +200,14 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, id *identity
 		return err
 	}
 	for i, ev := range evs {
-		v.Rows = append(v.Rows, eventRow{EventView: ev, Covered: covered[i]})
+		row := eventRow{EventView: ev, Covered: covered[i], ProcLabel: engine.ProcessLabel(ev.Process), ProcSource: engine.Source(ev.Process)}
+		if ev.Unit != "" {
+			row.UnitLink = "/events?" + eq.with("unit", ev.Unit)
+		}
+		if ev.Container != "" {
+			row.ContainerLink = "/events?" + eq.with("container", ev.Container)
+		}
+		v.Rows = append(v.Rows, row)
 	}
 	v.Shown = len(v.Rows)
 	base := eq.values()
@@ -261,7 +280,9 @@ func (s *Server) apiEventsExport(w http.ResponseWriter, r *http.Request, id *ide
 	case "csv":
 		h.Set("Content-Type", "text/csv; charset=utf-8")
 		cw := csv.NewWriter(w)
-		header := []string{"last_seen", "first_seen", "uid", "user", "destination", "port", "action", "count", "folded", "blocked_by"}
+		// The process columns come last, so readers of the first ten keep working.
+		header := []string{"last_seen", "first_seen", "uid", "user", "destination", "port", "action", "count", "folded", "blocked_by",
+			"pid", "comm", "exe", "cmdline", "cwd", "cgroup", "unit", "container", "pool", "source"}
 		if err := cw.Write(header); err != nil {
 			return err
 		}
@@ -271,6 +292,8 @@ func (s *Server) apiEventsExport(w http.ResponseWriter, r *http.Request, id *ide
 					e.LastSeen.UTC().Format(time.RFC3339), e.FirstSeen.UTC().Format(time.RFC3339),
 					strconv.FormatUint(uint64(e.UID), 10), e.User, e.Address, strconv.Itoa(int(e.Port)),
 					e.Action, strconv.FormatInt(e.Count, 10), strconv.FormatBool(e.Folded), e.BlockedBy,
+					strconv.FormatUint(uint64(e.PID), 10), csvText(e.Comm), csvText(e.Exe), csvText(e.Cmdline), csvText(e.Cwd),
+					csvText(e.Cgroup), csvText(e.Unit), csvText(e.Container), csvText(e.Pool), csvText(engine.Source(e.Process)),
 				}); err != nil {
 					return err
 				}
@@ -325,6 +348,17 @@ func (s *Server) apiEventsExport(w http.ResponseWriter, r *http.Request, id *ide
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// csvText keeps a spreadsheet from running a process's text as a formula:
+// a process picks its own name and command line, so one starting with = + -
+// @ (or a tab or carriage return) is prefixed with an apostrophe, as OWASP
+// advises for CSV files.
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
 
 // auditView is one page of the audit log page.

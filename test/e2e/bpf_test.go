@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -172,6 +173,11 @@ func (w *world) eventOf(t *testing.T, pid int) procEvent {
 		}
 		return false
 	})
+	// And events, for a person, names it under the attempt.
+	want := regexp.MustCompile(`(?m)^    process  ` + regexp.QuoteMeta(found.Comm) + `\[` + strconv.Itoa(pid) + `\]`)
+	if out := w.sgOK("events"); !want.MatchString(out) {
+		t.Errorf("events does not name the refused process %s[%d]:\n%s", found.Comm, pid, out)
+	}
 	return found
 }
 
