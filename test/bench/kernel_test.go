@@ -200,7 +200,7 @@ type daemonProc struct {
 
 func (s *suite) startDaemon() *daemonProc {
 	s.b.Helper()
-	cmd := exec.Command(s.binary, "--state-dir", s.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s")
+	cmd := exec.Command(s.binary, "--state-dir", s.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s", "--backend", "nft")
 	logs := &strings.Builder{}
 	cmd.Stderr = logs
 	if _, err := s.start(cmd); err != nil {

@@ -26,12 +26,24 @@ import (
 
 func TestMain(m *testing.M) {
 	maybeRunHelper()
-	if os.Getenv(testutil.PrivilegedEnv) == "1" {
-		if err := testutil.RemoveLeftovers(); err != nil {
-			fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
-		}
+	if os.Getenv(testutil.PrivilegedEnv) != "1" {
+		os.Exit(m.Run())
 	}
-	os.Exit(m.Run())
+	if err := testutil.RemoveLeftovers(); err != nil {
+		fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
+	}
+	// No benchmark may attach to the root cgroup, which the whole host is in.
+	rootUnchanged, err := testutil.WatchRootCgroup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "list the root cgroup's programs:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := rootUnchanged(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // Environment knobs (all optional).
@@ -222,6 +234,7 @@ func (s *suite) start(cmd *exec.Cmd) (time.Time, error) {
 func (s *suite) sgTimed(args ...string) (time.Duration, string, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
+	testutil.RefuseRootAttach(s.b, args...)
 	cmd := exec.CommandContext(ctx, s.binary, append([]string{"--state-dir", s.stateDir}, args...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -35,6 +35,7 @@ func newBPFWorld(t *testing.T) *bpfWorld {
 // command runs the binary in the client namespace with nsenter --net: ip
 // netns exec would mount a new /sys and hide the cgroup and bpf mounts.
 func (w *bpfWorld) command(args ...string) *exec.Cmd {
+	testutil.RefuseRootAttach(w.t, args...)
 	cmd := exec.Command("nsenter", append([]string{"--net=" + w.client.Path(), "--", binary, "--state-dir", w.stateDir}, args...)...)
 	cmd.Env = append(os.Environ(), "SMTPGUARD_BPFFS="+w.bpffs)
 	return cmd

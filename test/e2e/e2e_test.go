@@ -138,6 +138,7 @@ type cmdResult struct {
 // sg runs the binary inside the client namespace.
 func (w *world) sg(args ...string) cmdResult {
 	w.t.Helper()
+	testutil.RefuseRootAttach(w.t, args...)
 	return run(w.t, w.client.Command(binary, append([]string{"--state-dir", w.stateDir}, args...)...))
 }
 

@@ -18,7 +18,8 @@ import (
 // metrics: a daemon whose database cannot be read answers only /healthz.
 func (w *world) spawnDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	args := append([]string{"--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s"}, extra...)
+	args := append([]string{"--state-dir", w.stateDir, "serve", "--listen", metricsAddr, "--verify-interval", "5s", "--backend", "nft"}, extra...)
+	testutil.RefuseRootAttach(t, args...)
 	cmd := w.client.Command(binary, args...)
 	logs := &strings.Builder{}
 	cmd.Stderr = logs
