@@ -8,7 +8,7 @@ import (
 )
 
 // backendChoices is what --backend takes in this build: "auto" and the
-// names of the compiled-in backends, best first ("auto|nft").
+// names of the compiled-in backends, best first ("auto|bpf|nft").
 func backendChoices() string {
 	names := []string{policy.BackendAuto}
 	for _, b := range systemBackends(slog.New(slog.DiscardHandler), "") {

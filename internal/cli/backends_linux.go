@@ -10,11 +10,13 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce/nft"
 )
 
-// systemBackends lists the backends this build enforces with, best first.
-// bpffs is where the bpf backend pins (empty: /sys/fs/bpf; tests give
-// their own through SMTPGUARD_BPFFS).
+// systemBackends lists the backends this build enforces with, best first:
+// bpf, which also sees containers, setuid drops and passed sockets, and
+// names the process; nft where bpf cannot work (no cgroup2, no bpf_link,
+// bpf() refused). bpffs is where the bpf backend pins (empty: /sys/fs/bpf;
+// tests give their own through SMTPGUARD_BPFFS).
 func systemBackends(logger *slog.Logger, bpffs string) []enforce.Backend {
-	return []enforce.Backend{nft.New(nft.Config{Logger: logger}), newBPF(logger, bpffs)}
+	return []enforce.Backend{newBPF(logger, bpffs), nft.New(nft.Config{Logger: logger})}
 }
 
 // serveBackends lists the backends the daemon enforces with and serves to the
@@ -25,7 +27,7 @@ func serveBackends(logger *slog.Logger, owned bool, bpffs string) []enforce.Back
 	if !owned {
 		return systemBackends(logger, bpffs)
 	}
-	return []enforce.Backend{nft.New(nft.Config{Logger: logger, Owner: true}), newBPF(logger, bpffs)}
+	return []enforce.Backend{newBPF(logger, bpffs), nft.New(nft.Config{Logger: logger, Owner: true})}
 }
 
 func newBPF(logger *slog.Logger, bpffs string) enforce.Backend {

@@ -46,6 +46,21 @@ type UnitConfig struct {
 //     daemon's /proc/PID/fd, whose listening sockets tell when the reload
 //     is done. ReadWritePaths are the configurations it edits; Postfix
 //     under systemd is reloaded by systemctl, so its spool stays read-only.
+//   - The bpf backend (auto's first choice), each measured the same way,
+//     on the host (test/e2e TestPrivilegedUnitCapabilitiesSufficeForBPF)
+//     and under this unit in a booted Debian 12 (test/system): CAP_BPF
+//     (maps, and cilium/ebpf's locked-memory check), CAP_PERFMON (the
+//     verifier refuses the helpers that name the process without it),
+//     CAP_NET_ADMIN (loading cgroup/connect programs, attaching them,
+//     querying a cgroup's programs); not CAP_SYS_ADMIN. bpf() is not in
+//     @system-service, so the filter names it. Pins are written under
+//     /sys/fs/bpf: ProtectKernelTunables=yes keeps it read-only whatever
+//     ReadWritePaths or BindPaths say (systemd 252), so the unit makes
+//     what it covers read-only itself (ReadOnlyPaths) and /sys/fs/bpf
+//     writable (ReadWritePaths, which does override ReadOnlyPaths).
+//     ProtectControlGroups=no and /sys/fs/cgroup writable: the probe
+//     attaches to a throwaway child cgroup it creates, which a read-only
+//     cgroupfs refuses (EROFS), and auto would then never choose bpf.
 //
 // Everything else is read-only or hidden, so the binary must not live
 // under /home, /root, /run/user, /tmp or /var/tmp (see hiddenBySandbox).
@@ -72,16 +87,18 @@ StateDirectoryMode=0700
 ReadWritePaths={{.StateDir}}
 {{- end}}
 ReadWritePaths=-/etc/exim4 -/var/lib/exim4 -/etc/exim.conf -/etc/postfix
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
+ReadWritePaths=-/sys/fs/bpf -/sys/fs/cgroup
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
-ProtectKernelTunables=yes
+ProtectKernelTunables=no
+ReadOnlyPaths=/proc/sys -/proc/sysrq-trigger -/proc/irq -/proc/bus -/proc/fs /sys
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
-ProtectControlGroups=yes
+ProtectControlGroups=no
 ProtectClock=yes
 ProtectHostname=yes
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
@@ -91,7 +108,7 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
-SystemCallFilter=@system-service
+SystemCallFilter=@system-service bpf
 SystemCallErrorNumber=EPERM
 UMask=0077
 

@@ -183,7 +183,8 @@ func printStatus(out io.Writer, view statusView, max int) {
 		fmt.Fprintf(w, "Warning:\t%s\n", u)
 	}
 	for _, c := range st.Backends {
-		if !c.Active {
+		// The one in use says why it was chosen when there was a choice.
+		if !c.Active || c.Chosen != "" && len(st.Backends) > 1 {
 			fmt.Fprintf(w, "Backend %s:\t%s\n", c.Name, c.Why)
 		}
 	}

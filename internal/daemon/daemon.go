@@ -274,6 +274,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Go(func() { d.rec.notify.run(ctx) })
 	}
 	wg.Go(func() { d.streamLoop(ctx) })
+	wg.Go(func() { d.addrLoop(ctx) })
 	if srv != nil {
 		wg.Go(func() {
 			var err error

@@ -38,6 +38,18 @@ func (h *heldBackend) CgroupPath() (string, error) {
 	return c.CgroupPath()
 }
 
+// addrLoop refreshes the local address lists as soon as an address of
+// this network namespace is added or removed (netlink), so allow-local
+// follows the host's addresses at once instead of at the next periodic
+// verify, which stays the backstop. A burst of changes (an interface
+// coming up with several addresses) costs one refresh per netlink read.
+func (d *Daemon) addrLoop(ctx context.Context) {
+	err := addrEvents(ctx, func() { d.refreshLocal(ctx) })
+	if err != nil && !errors.Is(err, enforce.ErrNotSupported) {
+		d.log.Warn("cannot follow address changes; this host's addresses are refreshed at each periodic verify instead", "err", err)
+	}
+}
+
 // refreshLocal rewrites the local address lists of the backends that keep
 // one, before each periodic verify: an address added or removed since is
 // then not reported and repaired as drift. Backends with nothing installed

@@ -128,3 +128,60 @@ func TestChoose(t *testing.T) {
 		})
 	}
 }
+
+// TestSelectSaysWhyOthersWereNot: status shows, for each candidate not
+// chosen, why: the probe error auto hit, that auto preferred a better one,
+// or that another was named.
+func TestSelectSaysWhyOthersWereNot(t *testing.T) {
+	unsupported := fmt.Errorf("no cgroup2 mount: %w", enforce.ErrNotSupported)
+	tests := []struct {
+		name      string
+		requested string
+		failProbe map[string]error
+		explicit  string
+		want      map[string]string // Choice.Notes()
+	}{
+		{
+			name: "auto prefers bpf where it works", requested: "auto",
+			want: map[string]string{"bpf": "auto: bpf probe passed", "nft": "auto prefers bpf, which works here"},
+		},
+		{
+			name: "auto falls back to nft with bpf's reason", requested: "auto",
+			failProbe: map[string]error{"bpf": unsupported},
+			want: map[string]string{
+				"bpf": "auto could not use it: no cgroup2 mount: not supported on this host",
+				"nft": "auto: nft probe passed",
+			},
+		},
+		{
+			name: "explicit nft says it was named", requested: "nft",
+			want: map[string]string{"nft": "requested explicitly", "bpf": "the restriction was enabled with backend nft"},
+		},
+		{
+			name: "an explicit-only backend says so", requested: "auto", explicit: "bpf",
+			want: map[string]string{"nft": "auto: nft probe passed", "bpf": "auto does not choose it: use it with enable --backend bpf"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bpf, nft := fake.New("bpf"), fake.New("nft")
+			for _, b := range []*fake.Backend{bpf, nft} {
+				if err := tt.failProbe[b.Name()]; err != nil {
+					b.FailProbe(err)
+				}
+				if b.Name() == tt.explicit {
+					d := b.Describe()
+					d.ExplicitOnly = true
+					b.SetDescription(d)
+				}
+			}
+			c, err := enforce.Select(context.Background(), tt.requested, []enforce.Backend{bpf, nft})
+			if err != nil {
+				t.Fatalf("Select(%q) = %v", tt.requested, err)
+			}
+			if diff := cmp.Diff(tt.want, c.Notes()); diff != "" {
+				t.Errorf("Select(%q).Notes() (-want +got):\n%s", tt.requested, diff)
+			}
+		})
+	}
+}

@@ -89,8 +89,8 @@ type Description struct {
 	// and its descendants (bpf), which the policy then names (Cgroup).
 	AttachesToCgroup bool
 	// ExplicitOnly keeps "auto" from choosing the backend: it is used only
-	// when named (bpf, until the whole end-to-end matrix passes under it;
-	// auto picking it would attach to the cgroup2 root).
+	// when named. No backend of this build sets it (bpf did until auto
+	// preferred it).
 	ExplicitOnly bool
 }
 
@@ -150,38 +150,87 @@ func (d Drift) String() string {
 	return strings.Join(d.Problems, "; ")
 }
 
-// Choose picks the backend for "enable --backend requested". An explicit name
-// must exist and its probe must pass. "auto" takes the first candidate, in the
-// order given (best first), whose probe passes, skipping backends that are
-// ExplicitOnly. The reason is for the log.
+// Choose picks the backend for "enable --backend requested": Select's
+// backend and the reason it was chosen, for the log.
 func Choose(ctx context.Context, requested string, candidates []Backend) (Backend, string, error) {
+	c, err := Select(ctx, requested, candidates)
+	if err != nil {
+		return nil, "", err
+	}
+	return c.Backend, c.Reason, nil
+}
+
+// Choice is the outcome of Select: the backend, why it was chosen, and why
+// each other candidate was not, for status.
+type Choice struct {
+	Backend Backend
+	Reason  string
+	// NotChosen maps the name of every other candidate to why it was not
+	// chosen: its probe's error when auto tried it first, else that it was
+	// not needed or not asked for.
+	NotChosen map[string]string
+}
+
+// Notes is the choice as stored with the policy: backend name -> why it
+// was or was not chosen.
+func (c Choice) Notes() map[string]string {
+	out := make(map[string]string, len(c.NotChosen)+1)
+	for k, v := range c.NotChosen {
+		out[k] = v
+	}
+	out[c.Backend.Name()] = c.Reason
+	return out
+}
+
+// Select picks the backend for "enable --backend requested". An explicit
+// name must exist and its probe must pass. "auto" takes the first candidate,
+// in the order given (best first), whose probe passes, skipping backends
+// that are ExplicitOnly; candidates after it are not probed.
+func Select(ctx context.Context, requested string, candidates []Backend) (Choice, error) {
 	if requested != policy.BackendAuto {
 		for _, b := range candidates {
 			if b.Name() != requested {
 				continue
 			}
 			if err := b.Probe(ctx); err != nil {
-				return nil, "", fmt.Errorf("backend %s cannot be used here: %w", requested, err)
+				return Choice{}, fmt.Errorf("backend %s cannot be used here: %w", requested, err)
 			}
-			return b, "requested explicitly", nil
+			c := Choice{Backend: b, Reason: "requested explicitly", NotChosen: map[string]string{}}
+			for _, o := range candidates {
+				if o.Name() != requested {
+					c.NotChosen[o.Name()] = "the restriction was enabled with backend " + requested
+				}
+			}
+			return c, nil
 		}
 		names := make([]string, 0, len(candidates)+1)
 		names = append(names, policy.BackendAuto)
 		for _, b := range candidates {
 			names = append(names, b.Name())
 		}
-		return nil, "", fmt.Errorf("unknown backend %q: use %s", requested, strings.Join(names, ", "))
+		return Choice{}, fmt.Errorf("unknown backend %q: use %s", requested, strings.Join(names, ", "))
 	}
 	var errs []error
-	for _, b := range candidates {
+	notChosen := map[string]string{}
+	for i, b := range candidates {
 		if b.Describe().ExplicitOnly {
+			notChosen[b.Name()] = "auto does not choose it: use it with enable --backend " + b.Name()
 			continue
 		}
 		err := b.Probe(ctx)
-		if err == nil {
-			return b, fmt.Sprintf("auto: %s probe passed", b.Name()), nil
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b.Name(), err))
+			notChosen[b.Name()] = "auto could not use it: " + err.Error()
+			continue
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", b.Name(), err))
+		for _, o := range candidates[i+1:] {
+			if _, said := notChosen[o.Name()]; !said && !o.Describe().ExplicitOnly {
+				notChosen[o.Name()] = "auto prefers " + b.Name() + ", which works here"
+			} else if !said {
+				notChosen[o.Name()] = "auto does not choose it: use it with enable --backend " + o.Name()
+			}
+		}
+		return Choice{Backend: b, Reason: fmt.Sprintf("auto: %s probe passed", b.Name()), NotChosen: notChosen}, nil
 	}
-	return nil, "", fmt.Errorf("no enforcement backend works on this host (%w)", errors.Join(errs...))
+	return Choice{}, fmt.Errorf("no enforcement backend works on this host (%w)", errors.Join(errs...))
 }

@@ -81,8 +81,8 @@ func TestStatusSaysWhyOtherBackendsAreNot(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []BackendChoice{
-		{Name: "one", Active: true, Why: "enabled with this backend"},
-		{Name: "two", Why: "auto does not choose it yet: use it with enable --backend two"},
+		{Name: "one", Active: true, Why: "enabled with this backend (requested explicitly)", Chosen: "requested explicitly"},
+		{Name: "two", Why: "auto does not choose it: use it with enable --backend two", Chosen: "the restriction was enabled with backend one"},
 	}
 	if diff := cmp.Diff(want, st.Backends); diff != "" {
 		t.Errorf("status backends (-want +got):\n%s", diff)

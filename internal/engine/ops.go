@@ -33,29 +33,66 @@ func (e *Engine) EnableIn(ctx context.Context, actor Actor, backend, cgroup stri
 	if err := policy.ValidCgroup(cgroup); err != nil {
 		return Result{}, invalid(fmt.Errorf("--cgroup: %w", err))
 	}
-	b, reason, err := enforce.Choose(ctx, backend, e.cfg.Backends)
+	choice, err := enforce.Select(ctx, backend, e.cfg.Backends)
 	if err != nil {
 		if backend != policy.BackendAuto && e.unknownBackend(backend) {
 			return Result{}, invalid(err)
 		}
 		return Result{}, err
 	}
+	b := choice.Backend
+	cgroup = storedCgroup(b, cgroup)
+	e.log.Info("backend chosen", "backend", b.Name(), "reason", choice.Reason, "cgroup", cgroup)
+	return e.change(ctx, actor, "enable", b.Name(), func(p *policy.Policy, _ *policy.Directory) (string, error) {
+		if p.Enabled && p.Backend == b.Name() && p.Cgroup == cgroup {
+			// Re-applying (the web UI names the stored backend) keeps what
+			// the enable that chose it found.
+			if p.BackendWhy == nil {
+				p.BackendWhy = choice.Notes()
+			}
+			return fmt.Sprintf("SMTP restriction already enabled (backend %s); rules re-applied", b.Name()), nil
+		}
+		p.Enabled, p.Backend, p.Cgroup, p.BackendWhy = true, b.Name(), cgroup, choice.Notes()
+		return fmt.Sprintf("SMTP restriction enabled (backend %s)", b.Name()), nil
+	})
+}
+
+// storedCgroup is the cgroup to keep with a policy enabled with b: none for
+// backends that do not attach to cgroups, else cgroup or, when empty, the
+// one b attaches to by default, so that a later converge (the daemon at
+// boot, with another default) attaches to the same one.
+func storedCgroup(b enforce.Backend, cgroup string) string {
 	if !b.Describe().AttachesToCgroup {
-		cgroup = "" // nothing to attach: do not store a cgroup nobody uses
-	} else if cb, ok := b.(cgroupBackend); ok && cgroup == "" {
+		return "" // nothing to attach: do not store a cgroup nobody uses
+	}
+	if cb, ok := b.(cgroupBackend); ok && cgroup == "" {
 		if cg, err := cb.CgroupPath(); err == nil {
-			cgroup = cg
+			return cg
 		}
 	}
-	e.log.Info("backend chosen", "backend", b.Name(), "reason", reason, "cgroup", cgroup)
-	return e.change(ctx, actor, "enable", b.Name(), func(p *policy.Policy, _ *policy.Directory) (string, error) {
-		msg := fmt.Sprintf("SMTP restriction enabled (backend %s)", b.Name())
-		if p.Enabled && p.Backend == b.Name() && p.Cgroup == cgroup {
-			msg = fmt.Sprintf("SMTP restriction already enabled (backend %s); rules re-applied", b.Name())
+	return cgroup
+}
+
+// cgroupPlaced is a backend that attaches to a cgroup and can be told
+// which one (bpf).
+type cgroupPlaced interface {
+	WithCgroup(path string) enforce.Backend
+}
+
+// placed is bs with the cgroup backends pointed at cgroup (empty: as they
+// are), so that probing and applying a policy file's cgroup happen there.
+func placed(bs []enforce.Backend, cgroup string) []enforce.Backend {
+	if cgroup == "" {
+		return bs
+	}
+	out := make([]enforce.Backend, len(bs))
+	for i, b := range bs {
+		if p, ok := b.(cgroupPlaced); ok {
+			b = p.WithCgroup(cgroup)
 		}
-		p.Enabled, p.Backend, p.Cgroup = true, b.Name(), cgroup
-		return msg, nil
-	})
+		out[i] = b
+	}
+	return out
 }
 
 // Disable turns the restriction off and removes smtpguard's kernel rules.
@@ -171,16 +208,23 @@ func (e *Engine) Import(ctx context.Context, actor Actor, f policy.File, source 
 	if f.Backend != policy.BackendAuto && e.unknownBackend(f.Backend) {
 		return Result{}, invalid(fmt.Errorf("backend: unknown backend %q in the policy file", f.Backend))
 	}
-	var chosen string
+	var chosen, cgroup string
+	var why map[string]string
 	if f.Enabled {
-		b, _, err := enforce.Choose(ctx, f.Backend, e.cfg.Backends)
+		if err := policy.ValidCgroup(f.Cgroup); err != nil {
+			return Result{}, invalid(fmt.Errorf("cgroup: %w", err))
+		}
+		// Probe where the file's cgroup says, never near the root.
+		choice, err := enforce.Select(ctx, f.Backend, placed(e.cfg.Backends, f.Cgroup))
 		if err != nil {
 			if f.Backend != policy.BackendAuto && e.unknownBackend(f.Backend) {
 				return Result{}, invalid(fmt.Errorf("backend: %w", err))
 			}
 			return Result{}, err
 		}
-		chosen = b.Name()
+		chosen, why = choice.Backend.Name(), choice.Notes()
+		cgroup = storedCgroup(choice.Backend, f.Cgroup)
+		e.log.Info("backend chosen", "backend", chosen, "reason", choice.Reason, "cgroup", cgroup)
 	}
 	return e.change(ctx, actor, "import", source, func(p *policy.Policy, dir *policy.Directory) (string, error) {
 		np, err := f.Policy(dir)
@@ -188,7 +232,7 @@ func (e *Engine) Import(ctx context.Context, actor Actor, f policy.File, source 
 			return "", invalid(err)
 		}
 		if chosen != "" {
-			np.Backend = chosen
+			np.Backend, np.Cgroup, np.BackendWhy = chosen, cgroup, why
 		} else if np.Backend == policy.BackendAuto {
 			np.Backend = p.Backend // keep the last backend used for a later enable
 		}

@@ -439,19 +439,32 @@ type BackendChoice struct {
 	Name   string `json:"name"`
 	Active bool   `json:"active"`
 	Why    string `json:"why"`
+	// Chosen is what the enable that chose the policy's backend said of
+	// this one: "auto: bpf probe passed", "auto could not use it: ...",
+	// "auto prefers bpf, which works here"; empty when not recorded.
+	Chosen string `json:"chosen,omitempty"`
 }
 
 // backendChoices explains the stored choice without probing anything
-// (status must not touch the kernel's cgroups).
+// (status must not touch the kernel's cgroups): what the enable that chose
+// it found, stored with the policy.
 func (e *Engine) backendChoices(p policy.Policy) []BackendChoice {
 	out := []BackendChoice{}
 	for _, b := range e.cfg.Backends {
 		c := BackendChoice{Name: b.Name()}
+		if p.Enabled {
+			c.Chosen = p.BackendWhy[b.Name()]
+		}
 		switch {
 		case p.Enabled && p.Backend == b.Name():
 			c.Active, c.Why = true, "enabled with this backend"
+			if c.Chosen != "" {
+				c.Why += " (" + c.Chosen + ")"
+			}
 		case b.Describe().ExplicitOnly:
-			c.Why = "auto does not choose it yet: use it with enable --backend " + b.Name()
+			c.Why = "auto does not choose it: use it with enable --backend " + b.Name()
+		case p.Enabled && c.Chosen != "":
+			c.Why = "not used: " + c.Chosen
 		case p.Enabled:
 			c.Why = "not used: the restriction was enabled with backend " + p.Backend
 		default:

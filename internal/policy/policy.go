@@ -7,6 +7,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -100,7 +101,11 @@ type Policy struct {
 	// to, stored so the daemon re-converges the same attachment at boot;
 	// empty means the backend's default (the cgroup2 root). Backends that
 	// do not attach to cgroups ignore it.
-	Cgroup     string
+	Cgroup string
+	// BackendWhy says, for each compiled-in backend, why the last enable
+	// chose Backend and not it ("auto could not use it: ..."), so status
+	// can tell; nil before any enable. It explains, it does not enforce.
+	BackendWhy map[string]string
 	Mode       Mode
 	Ports      []uint16 // sorted, unique
 	AllowLocal bool     // loopback and this host's own addresses stay reachable
@@ -125,6 +130,7 @@ func Default() Policy {
 // Clone returns a deep copy, so edits never alias the original.
 func (p Policy) Clone() Policy {
 	p.Ports = slices.Clone(p.Ports)
+	p.BackendWhy = maps.Clone(p.BackendWhy)
 	p.Users = slices.Clone(p.Users)
 	p.Groups = slices.Clone(p.Groups)
 	p.Exceptions = slices.Clone(p.Exceptions)
@@ -136,7 +142,7 @@ func (p Policy) Clone() Policy {
 
 // Equal reports whether two policies are the same desired state.
 func (p Policy) Equal(q Policy) bool {
-	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Cgroup == q.Cgroup && p.Mode == q.Mode &&
+	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Cgroup == q.Cgroup && maps.Equal(p.BackendWhy, q.BackendWhy) && p.Mode == q.Mode &&
 		p.AllowLocal == q.AllowLocal && slices.Equal(p.Ports, q.Ports) &&
 		slices.Equal(p.Users, q.Users) && slices.Equal(p.Groups, q.Groups) &&
 		slices.EqualFunc(p.Exceptions, q.Exceptions, func(a, b Exception) bool {

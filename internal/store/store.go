@@ -238,11 +238,11 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 	p := policy.Default()
 	var meta Meta
 	var enabled, allowLocal int
-	var ports, mode string
+	var ports, mode, backendWhy string
 	var updatedAt int64
 	err := q.QueryRowContext(ctx,
-		"SELECT enabled, backend, cgroup, mode, ports, allow_local, revision, updated_at, updated_by FROM policy WHERE id = 1").
-		Scan(&enabled, &p.Backend, &p.Cgroup, &mode, &ports, &allowLocal, &meta.Revision, &updatedAt, &meta.UpdatedBy)
+		"SELECT enabled, backend, cgroup, backend_why, mode, ports, allow_local, revision, updated_at, updated_by FROM policy WHERE id = 1").
+		Scan(&enabled, &p.Backend, &p.Cgroup, &backendWhy, &mode, &ports, &allowLocal, &meta.Revision, &updatedAt, &meta.UpdatedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, meta, nil
 	}
@@ -254,6 +254,11 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 		return cached, meta, nil
 	}
 	p.Enabled, p.AllowLocal, p.Mode = enabled != 0, allowLocal != 0, policy.Mode(mode)
+	if backendWhy != "" {
+		if err := json.Unmarshal([]byte(backendWhy), &p.BackendWhy); err != nil {
+			return policy.Policy{}, Meta{}, fmt.Errorf("read policy: stored backend_why: %w", err)
+		}
+	}
 	if p.Ports, err = policy.ParsePorts(ports); err != nil {
 		return policy.Policy{}, Meta{}, fmt.Errorf("read policy: stored ports: %w", err)
 	}
@@ -405,12 +410,20 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 		}
 	}
 	rev := meta.Revision + 1
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, cgroup, mode, ports, allow_local, revision, updated_at, updated_by)
-		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, cgroup = excluded.cgroup, mode = excluded.mode,
+	backendWhy := ""
+	if len(p.BackendWhy) > 0 {
+		b, err := json.Marshal(p.BackendWhy)
+		if err != nil {
+			return 0, fmt.Errorf("write policy: backend_why: %w", err)
+		}
+		backendWhy = string(b)
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, cgroup, backend_why, mode, ports, allow_local, revision, updated_at, updated_by)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, cgroup = excluded.cgroup, backend_why = excluded.backend_why, mode = excluded.mode,
 			ports = excluded.ports, allow_local = excluded.allow_local, revision = excluded.revision,
 			updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
-		boolInt(p.Enabled), p.Backend, p.Cgroup, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rev, at.UnixMilli(), by)
+		boolInt(p.Enabled), p.Backend, p.Cgroup, backendWhy, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rev, at.UnixMilli(), by)
 	if err != nil {
 		return 0, fmt.Errorf("write policy: %w", err)
 	}

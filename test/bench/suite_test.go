@@ -26,14 +26,26 @@ import (
 
 func TestMain(m *testing.M) {
 	maybeRunHelper()
-	if os.Getenv(testutil.PrivilegedEnv) == "1" {
-		for _, clean := range []func() error{testutil.RemoveLeftovers, testutil.RemoveBPFFSLeftovers, testutil.RemoveCgroupLeftovers} {
-			if err := clean(); err != nil {
-				fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
-			}
+	if os.Getenv(testutil.PrivilegedEnv) != "1" {
+		os.Exit(m.Run())
+	}
+	for _, clean := range []func() error{testutil.RemoveLeftovers, testutil.RemoveBPFFSLeftovers, testutil.RemoveCgroupLeftovers} {
+		if err := clean(); err != nil {
+			fmt.Fprintln(os.Stderr, "warning: removing leftovers of earlier runs:", err)
 		}
 	}
-	os.Exit(m.Run())
+	// No benchmark may attach to the root cgroup, which the whole host is in.
+	rootUnchanged, err := testutil.WatchRootCgroup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "list the root cgroup's programs:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := rootUnchanged(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // Environment knobs (all optional).
@@ -332,6 +344,7 @@ func (s *suite) sgTimed(args ...string) (time.Duration, string, error) {
 // command is smtpguard with the suite's state directory and bpf file
 // system (the bpf backend never pins in the host's /sys/fs/bpf).
 func (s *suite) command(ctx context.Context, args ...string) *exec.Cmd {
+	testutil.RefuseRootAttach(s.b, args...)
 	cmd := exec.CommandContext(ctx, s.binary, append([]string{"--state-dir", s.stateDir}, args...)...)
 	cmd.Env = append(os.Environ(), "SMTPGUARD_BPFFS="+s.bpffs)
 	return cmd

@@ -55,6 +55,7 @@ func (w *world) isBPF() bool { return w.backend == bpf.Name }
 // nsenter --net: ip netns exec mounts a /sys of its own, which hides the
 // cgroup and bpf file systems.
 func (w *world) command(args ...string) *exec.Cmd {
+	testutil.RefuseRootAttach(w.t, args...)
 	args = append([]string{"--state-dir", w.stateDir}, args...)
 	if !w.isBPF() {
 		return w.client.Command(binary, args...)
@@ -81,7 +82,7 @@ func (w *world) enable() string {
 
 // serveArgs are the daemon's arguments for the world's backend.
 func (w *world) serveArgs(extra ...string) []string {
-	args := append([]string{"serve", "--listen", metricsAddr}, extra...)
+	args := append([]string{"serve", "--listen", metricsAddr, "--backend", w.backend}, extra...)
 	if w.isBPF() {
 		args = append(args, "--cgroup", w.cg.Path)
 	}

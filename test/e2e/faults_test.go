@@ -160,7 +160,7 @@ func TestPrivilegedKillDaemonDuringApply(t *testing.T) {
 	const rounds = 12
 	leftBroken := 0
 	for i := range rounds {
-		cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", "", "--verify-interval", "1s")
+		cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", "", "--verify-interval", "1s", "--backend", "nft")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

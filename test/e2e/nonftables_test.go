@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
 // noNetfilterEnv makes the test binary a wrapper that runs its arguments as a
@@ -76,6 +78,7 @@ func runWithoutNetfilter() {
 // process can change the kernel only through the daemon.
 func (w *world) sgWithoutNetfilter(args ...string) cmdResult {
 	w.t.Helper()
+	testutil.RefuseRootAttach(w.t, args...)
 	self, err := os.Executable()
 	if err != nil {
 		w.t.Fatal(err)
@@ -99,7 +102,11 @@ func TestPrivilegedKernelWithoutNFTables(t *testing.T) {
 	w := newWorld(t)
 	without := w.sgWithoutNetfilter
 	before := w.sgOK("export")
-	for _, args := range [][]string{{"enable", "--backend", "nft"}, {"enable"}} {
+	// auto is asked in a test cgroup, never the cgroup2 root. Its bpf
+	// candidate cannot work here either: ip netns exec mounts a /sys
+	// without the cgroup2 mount, so auto's error names nf_tables too.
+	cg := testutil.NewCgroup(t)
+	for _, args := range [][]string{{"enable", "--backend", "nft"}, {"enable", "--cgroup", cg.Path}} {
 		r := without(args...)
 		if r.code == 0 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "nf_tables") {
 			t.Errorf("smtpguard %s without nf_tables: exit %d, stderr %q; want a one-line error naming nf_tables", strings.Join(args, " "), r.code, r.stderr)

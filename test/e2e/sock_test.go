@@ -107,7 +107,7 @@ func TestPrivilegedSecondDaemonIsRefused(t *testing.T) {
 	d := w.startDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", "127.0.0.1:9726")
+	cmd := w.client.Command(binary, "--state-dir", w.stateDir, "serve", "--listen", "127.0.0.1:9726", "--backend", "nft")
 	second := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	second.Env = cmd.Env
 	r := run(t, second)
@@ -205,7 +205,7 @@ func TestPrivilegedMetricsOffLoopbackNeedAToken(t *testing.T) {
 		{"token file", []string{"--metrics-token-file", tokenFile}, map[string]int{"": 401, "Bearer wrong-token": 401, "Bearer " + token: 200}},
 	} {
 		t.Run(phase.name, func(t *testing.T) {
-			cmd := w.client.Command(binary, append([]string{"--state-dir", w.stateDir, "serve", "--listen", addr}, phase.extra...)...)
+			cmd := w.client.Command(binary, append([]string{"--state-dir", w.stateDir, "serve", "--listen", addr, "--backend", "nft"}, phase.extra...)...)
 			logs := &strings.Builder{}
 			cmd.Stderr = logs
 			if err := cmd.Start(); err != nil {

@@ -174,8 +174,9 @@ func removeCgroup(dir string) error {
 
 // boot extracts the root into a fresh directory, installs files into it and
 // boots it; Cleanup powers it off (or kills the nspawn and container pids
-// it started) and removes the root and the cgroups.
-func boot(t *testing.T, ctx context.Context, rootTar string, files map[string]string) *container {
+// it started) and removes the root and the cgroups. nspawnArgs are added
+// to systemd-nspawn's command line.
+func boot(t *testing.T, ctx context.Context, rootTar string, files map[string]string, nspawnArgs ...string) *container {
 	t.Helper()
 	nspawn := requireTool(t, "systemd-nspawn", "systemd-container")
 	requireTool(t, "nsenter", "util-linux")
@@ -218,8 +219,8 @@ func boot(t *testing.T, ctx context.Context, rootTar string, files map[string]st
 	// The shell moves itself into the test's cgroups, then becomes nspawn.
 	// No machined or bus on the host: --register=no --keep-unit.
 	script := `for f in $SMTPGUARD_CGROUPS; do echo $$ > "$f" || exit 1; done; exec "$@"`
-	cmd := exec.Command("sh", "-c", script, "sh", nspawn, "--boot", "--directory="+root, "--machine="+name,
-		"--private-network", "--register=no", "--keep-unit", "--console=read-only")
+	cmd := exec.Command("sh", append([]string{"-c", script, "sh", nspawn, "--boot", "--directory=" + root, "--machine=" + name,
+		"--private-network", "--register=no", "--keep-unit", "--console=read-only"}, nspawnArgs...)...)
 	cmd.Env = append(os.Environ(), "SMTPGUARD_CGROUPS="+strings.Join(procsFiles, " "))
 	console := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = console, console

@@ -158,7 +158,7 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 	})
 
 	t.Run("enable enforces", func(t *testing.T) {
-		c.ok(ctx, "/usr/sbin/smtpguard", "enable")
+		c.ok(ctx, "/usr/sbin/smtpguard", "enable", "--backend", "nft")
 		table := c.ok(ctx, "nft", "list", "table", "inet", "smtpguard")
 		if !strings.Contains(table, "elements = { 25, 465, 587, 2525 }") {
 			t.Errorf("nft list table inet smtpguard inside:\n%s", table)
@@ -394,7 +394,7 @@ func TestPrivilegedSystemdUnit(t *testing.T) {
 		if code, body, err := c.api(ctx, adminToken, "GET", "/api/v1/status", ""); err != nil || code != http.StatusOK {
 			t.Errorf("a token made before dpkg -r: GET /api/v1/status = %d %s (%v), want 200 (state kept)", code, body, err)
 		}
-		c.ok(ctx, "/usr/sbin/smtpguard", "enable")
+		c.ok(ctx, "/usr/sbin/smtpguard", "enable", "--backend", "nft")
 		if table := c.ok(ctx, "nft", "list", "table", "inet", "smtpguard"); !strings.Contains(table, "elements = { 25, 465, 587, 2525 }") {
 			t.Errorf("after enable on the reinstalled package:\n%s", table)
 		}

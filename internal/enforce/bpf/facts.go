@@ -140,7 +140,5 @@ func (b *Backend) Describe() enforce.Description {
 		Refusal:             f.Refusal,
 		ChangeNotifications: f.ChangeNotifications,
 		AttachesToCgroup:    true,
-		// Not chosen by auto yet: see enforce.Description.ExplicitOnly.
-		ExplicitOnly: true,
 	}
 }
