@@ -35,7 +35,7 @@ func TestDecideNamesTheDecidingRule(t *testing.T) {
 			"the block rule (mode reject): refused by the fake fake; dave is neither allowed nor has an exception for 192.0.2.25 port 25"},
 		{"any remote server", 1004, netip.Addr{}, 587, false, policy.RuleBlock, true,
 			"the block rule (mode reject): refused by the fake fake; dave is neither allowed nor has an exception for port 587 of remote servers"},
-		{"a port not restricted", 1004, remote, 2525, false, policy.RuleOtherPort, false, "port 2525 is not restricted (restricted ports: 25,465,587)"},
+		{"a port not restricted", 1004, remote, 8025, false, policy.RuleOtherPort, false, "port 8025 is not restricted (restricted ports: 25,465,587,2525)"},
 		{"this host's own address", 1004, remote, 25, true, policy.RuleLocal, false,
 			"192.0.2.25 is a local address, and local addresses are always reachable (allow-local on)"},
 		{"loopback is local", 4242, netip.MustParseAddr("::1"), 25, false, policy.RuleLocal, false,
