@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,6 +17,7 @@ func newEventsCmd(e *env) *cobra.Command {
 	var asJSON bool
 	var since time.Duration
 	var limit int
+	var ref string
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Show blocked connection attempts: who tried to reach which server",
@@ -22,7 +25,8 @@ func newEventsCmd(e *env) *cobra.Command {
 servers, newest first, aggregated per user, destination, port and minute, with a
 per-user summary. The daemon ('smtpguard serve') records them.`,
 		Example: `  smtpguard events --since 24h
-  smtpguard events --json --limit 100`,
+  smtpguard events --json --limit 100
+  smtpguard events --ref sg-4f2a9c0d1e   (the reference an explain-mode refusal quoted)`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if since < 0 || limit < 0 {
@@ -40,7 +44,7 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 			case !d.Recording:
 				fmt.Fprintf(e.stdio.Err, "smtpguard: warning: the daemon (pid %d) is not recording blocked attempts: see journalctl -u smtpguard\n", d.PID)
 			}
-			f := store.EventFilter{Limit: limit}
+			f := store.EventFilter{Limit: limit, Ref: strings.TrimSpace(ref)}
 			if since > 0 {
 				f.Since = time.Now().Add(-since)
 			}
@@ -55,6 +59,9 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 				return writeJSON(e.stdio.Out, evs)
 			}
 			out := e.stdio.Out
+			if f.Ref != "" {
+				return writeRefEvents(out, f.Ref, evs)
+			}
 			if len(evs) == 0 {
 				fmt.Fprintln(out, "no blocked attempts recorded")
 				return nil
@@ -89,5 +96,31 @@ per-user summary. The daemon ('smtpguard serve') records them.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	cmd.Flags().DurationVar(&since, "since", 0, "only attempts seen within this long, e.g. 1h or 30m (default: all kept)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many rows (default: all)")
+	cmd.Flags().StringVar(&ref, "ref", "", "only the attempts an explain-mode refusal quoted this reference for")
 	return cmd
+}
+
+// writeRefEvents shows the attempts behind one explain reference in full,
+// process included: what an administrator needs when a user forwards the
+// error message.
+func writeRefEvents(out io.Writer, ref string, evs []engine.EventView) error {
+	if len(evs) == 0 {
+		return fmt.Errorf("no attempt recorded with reference %q: check the spelling, or it is older than the retention period", ref)
+	}
+	for _, ev := range evs {
+		fmt.Fprintf(out, "reference %s: %s (uid %d) to %s port %d, %d attempt(s), %s to %s, %s\n", ref, orDash(ev.User), ev.UID,
+			ev.Address, ev.Port, ev.Count, ev.FirstSeen.Format("2006-01-02 15:04:05"), ev.LastSeen.Format("15:04:05"), ev.Action)
+		if ev.PID != 0 || ev.Comm != "" {
+			fmt.Fprintf(out, "  process %d (%s): %s\n", ev.PID, orDash(ev.Comm), orDash(ev.Cmdline))
+		}
+		for _, kv := range [][2]string{{"executable", ev.Exe}, {"directory", ev.Cwd}, {"unit", ev.Unit}, {"container", ev.Container}, {"pool", ev.Pool}} {
+			if kv[1] != "" {
+				fmt.Fprintf(out, "  %s: %s\n", kv[0], kv[1])
+			}
+		}
+		if ev.AllowCommand != "" {
+			fmt.Fprintf(out, "  to allow just this: %s\n", ev.AllowCommand)
+		}
+	}
+	return nil
 }

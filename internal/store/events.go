@@ -10,12 +10,15 @@ import (
 // Event is one aggregate of blocked (or, in log mode, logged) connection
 // attempts: one uid to one destination and port within one minute.
 type Event struct {
-	UID       uint32    `json:"uid"`
-	User      string    `json:"user"`
-	Family    int       `json:"family"` // 4 or 6
-	Address   string    `json:"destination"`
-	Port      uint16    `json:"port"`
-	Action    string    `json:"action"` // "blocked" or "logged"
+	UID     uint32 `json:"uid"`
+	User    string `json:"user"`
+	Family  int    `json:"family"` // 4 or 6
+	Address string `json:"destination"`
+	Port    uint16 `json:"port"`
+	Action  string `json:"action"` // "blocked" or "logged"
+	// Ref is the reference the explain responder quoted to the client
+	// ("" when none was), for "events --ref".
+	Ref       string    `json:"ref"`
 	Count     int64     `json:"count"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
@@ -52,8 +55,8 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 		// The process fields are the latest known: replaced as a whole by
 		// an aggregate that knows its process (?20) and is not older.
 		_, err := tx.ExecContext(ctx, `INSERT INTO events (uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
-				pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool, ref)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?21)
 			ON CONFLICT (uid, daddr, dport, minute, action) DO UPDATE SET
 				count = count + excluded.count,
 				user = excluded.user,
@@ -67,10 +70,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 				cgroup    = iif(?20 AND excluded.last_seen >= last_seen, excluded.cgroup, cgroup),
 				unit      = iif(?20 AND excluded.last_seen >= last_seen, excluded.unit, unit),
 				container = iif(?20 AND excluded.last_seen >= last_seen, excluded.container, container),
-				pool      = iif(?20 AND excluded.last_seen >= last_seen, excluded.pool, pool)`,
+				pool      = iif(?20 AND excluded.last_seen >= last_seen, excluded.pool, pool),
+				ref       = iif(excluded.ref != '', excluded.ref, ref)`,
 			[]any{e.UID, e.User, e.Family, e.Address, e.Port, e.FirstSeen.Unix() / 60, e.Action, e.Count,
 				e.FirstSeen.UnixMilli(), e.LastSeen.UnixMilli(),
-				e.PID, e.Comm, e.Exe, e.Cmdline, e.Cwd, e.Cgroup, e.Unit, e.Container, e.Pool, e.Known()}...)
+				e.PID, e.Comm, e.Exe, e.Cmdline, e.Cwd, e.Cgroup, e.Unit, e.Container, e.Pool, e.Known(), e.Ref}...)
 		if err != nil {
 			return fmt.Errorf("record event for uid %d to %s port %d: %w", e.UID, e.Address, e.Port, err)
 		}
@@ -105,6 +109,7 @@ type EventFilter struct {
 	Destination string
 	Port        uint16 // zero: every port
 	Action      string // "": every action
+	Ref         string // "": any; else the aggregate the explain responder quoted
 	// Sort is SortTime (newest minute first, the default) or SortCount (most
 	// attempts first).
 	Sort string
@@ -154,6 +159,10 @@ func eventWhere(f EventFilter) (string, []any, error) {
 	if f.Action != "" {
 		where += " AND action = ?"
 		args = append(args, f.Action)
+	}
+	if f.Ref != "" {
+		where += " AND ref = ?"
+		args = append(args, f.Ref)
 	}
 	switch f.Sort {
 	case "", SortTime, SortCount:
@@ -276,7 +285,7 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		order = "count DESC, " + order
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
-			pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool
+			pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool, ref
 		FROM events WHERE `+where+` ORDER BY `+order+` LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("read events: %w", err)
@@ -292,7 +301,7 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		var e Event
 		var first, lastSeen int64
 		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &last.Minute, &e.Action, &e.Count, &first, &lastSeen,
-			&e.PID, &e.Comm, &e.Exe, &e.Cmdline, &e.Cwd, &e.Cgroup, &e.Unit, &e.Container, &e.Pool); err != nil {
+			&e.PID, &e.Comm, &e.Exe, &e.Cmdline, &e.Cwd, &e.Cgroup, &e.Unit, &e.Container, &e.Pool, &e.Ref); err != nil {
 			return nil, "", fmt.Errorf("read events: %w", err)
 		}
 		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(lastSeen)
