@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/explain"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/procinfo"
 	"github.com/smtpguard/smtpguard/internal/store"
@@ -31,6 +32,7 @@ type aggKey struct {
 // dropped, never silently lost.
 type recorder struct {
 	queue    chan enforce.Event
+	explains chan explain.Attempt // from the explain responder (explain.go)
 	store    eventStore
 	metrics  *metrics
 	log      *slog.Logger
@@ -89,6 +91,8 @@ func (r *recorder) run(ctx context.Context, interval time.Duration) {
 		select {
 		case ev := <-r.queue:
 			r.add(aggs, ev)
+		case x := <-r.explains:
+			r.addExplained(aggs, x)
 		case <-tick.C:
 			r.flush(ctx, aggs)
 			aggs = map[aggKey]*store.Event{}
@@ -97,6 +101,8 @@ func (r *recorder) run(ctx context.Context, interval time.Duration) {
 				select {
 				case ev := <-r.queue:
 					r.add(aggs, ev)
+				case x := <-r.explains:
+					r.addExplained(aggs, x)
 				default:
 					drained = true
 				}

@@ -181,6 +181,9 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	start := s.cfg.Now()
 	c.SetDeadline(time.Now().Add(s.cfg.Session))
+	// A daemon stopping ends its sessions at once.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.LocateLimit)
 	var o Origin
 	var err error
