@@ -285,6 +285,9 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return err
 	}
 	defer coll.Close()
+	if err := writeExplainPort(coll.Maps, rs); err != nil {
+		return err
+	}
 	if err := writeContents(coll.Maps, want); err != nil {
 		return err
 	}
@@ -587,6 +590,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		return d, err
 	}
 	d.Problems = append(d.Problems, problems(restrict(have, missing), restrict(want, missing))...)
+	d.Problems = append(d.Problems, explainProblems(maps, rs)...)
 	return d, nil
 }
 

@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -61,7 +62,7 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 	set := func(name string, typ ebpf.MapType, keySize, max uint32) *ebpf.MapSpec {
 		return &ebpf.MapSpec{Name: name, Type: typ, KeySize: keySize, ValueSize: 1, MaxEntries: max, Flags: flagNoPrealloc}
 	}
-	return map[string]*ebpf.MapSpec{
+	specs := map[string]*ebpf.MapSpec{
 		mapUIDs:   set(mapUIDs, ebpf.Hash, 4, MaxAllowedUIDs),
 		mapPorts:  set(mapPorts, ebpf.Hash, 4, MaxPorts),
 		mapExc4:   set(mapExc4, ebpf.LPMTrie, 4+4+4+4, MaxExceptions),
@@ -72,6 +73,8 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 		mapDrops:  {Name: mapDrops, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1},
 		mapEvents: {Name: mapEvents, Type: ebpf.RingBuf, MaxEntries: ringSize},
 	}
+	maps.Copy(specs, explainMapSpecs())
+	return specs
 }
 
 // flagNoPrealloc is BPF_F_NO_PREALLOC: LPM tries require it, and the hash
@@ -153,6 +156,8 @@ func configValue(rs policy.Ruleset) [configSize]byte {
 		mode = modeRedirect
 	case policy.ModeLog:
 		mode = modeLog
+	case policy.ModeExplain:
+		mode = modeExplain
 	}
 	nativeEndian.PutUint32(v[0:], mode)
 	if rs.AllowLocal {
@@ -230,7 +235,7 @@ func describeKey(m string, k []byte) string {
 }
 
 func describeConfig(v [configSize]byte) string {
-	mode := map[uint32]string{modeReject: "reject", modeRedirect: "redirect", modeLog: "log"}[nativeEndian.Uint32(v[0:])]
+	mode := map[uint32]string{modeReject: "reject", modeRedirect: "redirect", modeLog: "log", modeExplain: "explain"}[nativeEndian.Uint32(v[0:])]
 	if mode == "" {
 		mode = fmt.Sprintf("unknown(%d)", nativeEndian.Uint32(v[0:]))
 	}

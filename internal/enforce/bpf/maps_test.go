@@ -178,8 +178,8 @@ func TestProgramConstruction(t *testing.T) {
 		opts   progOptions
 		maps   []string
 	}{
-		{4, progOptions{}, []string{mapUIDs, mapConfig, mapDrops, mapEvents, mapExc4, mapLocal4, mapPorts}},
-		{6, progOptions{setRetval: true}, []string{mapUIDs, mapConfig, mapDrops, mapEvents, mapExc4, mapExc6, mapLocal4, mapLocal6, mapPorts}},
+		{4, progOptions{}, []string{mapUIDs, mapConfig, mapDrops, mapEvents, mapExc4, mapExplainDst, mapExplainPort, mapLocal4, mapPorts}},
+		{6, progOptions{setRetval: true}, []string{mapUIDs, mapConfig, mapDrops, mapEvents, mapExc4, mapExc6, mapExplainDst, mapExplainPort, mapLocal4, mapLocal6, mapPorts}},
 	} {
 		spec := connectProgram(tc.family, tc.opts)
 		if err := spec.Instructions.Marshal(discard{}, binary.LittleEndian); err != nil {
