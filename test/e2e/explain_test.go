@@ -312,3 +312,43 @@ func TestPrivilegedExplainModeNft(t *testing.T) {
 	})
 	w.t = t
 }
+
+func TestPrivilegedExplainModeBPF(t *testing.T) {
+	needClients(t)
+	w := newBPFWorld(t)
+	w.sgOK("enable", "--backend", "bpf", "--cgroup", w.cg.Path)
+	w.sgOK("allow", "group", w.group)
+	w.sgOK("set", "ports", "25,465,587,2525")
+	w.sgOK("set", "mode", "explain")
+	t.Run("without a daemon explain refuses as reject", func(t *testing.T) {
+		checkRefusedLikeReject(t, w.cg, w.client, &w.plain)
+	})
+
+	logs := &strings.Builder{}
+	cmd := w.command("serve", "--listen", metricsAddr, "--verify-interval", "1s", "--cgroup", w.cg.Path)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start serve: %v", err)
+	}
+	d := testutil.Watch(cmd)
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	waitResponder(t, w.world, w.cg, w.client)
+	t.Run("a blocked client shows why, and the reference finds its process", func(t *testing.T) {
+		w.t = t
+		checkExplained(t, w.cg, w.client, &w.plain, w.sg)
+	})
+	t.Run("implicit TLS is refused at once", func(t *testing.T) {
+		w.t = t
+		checkImplicitTLSRefused(t, w.cg, w.client, &w.plain)
+	})
+	t.Run("allowed users reach the server", func(t *testing.T) {
+		w.t = t
+		w.expect(&w.supp, true, append(remote(25), remote(465)...)...)
+	})
+	w.t = t
+}
