@@ -25,13 +25,14 @@ type eventQuery struct {
 	Action string
 	Sort   string // store.SortTime or store.SortCount
 	Since  string // a window like "24h"; "" for everything kept
+	Ref    string // the reference an explain-mode refusal quoted
 
 	uid  *uint32
 	port uint16
 }
 
 // eventActions are the actions an attempt can have.
-func eventActions() []string { return []string{"blocked", "logged", "redirected"} }
+func eventActions() []string { return []string{"blocked", "logged", "redirected", "explained"} }
 
 // parseEventQuery reads and checks the filter parameters.
 func parseEventQuery(q url.Values) (eventQuery, error) {
@@ -39,6 +40,7 @@ func parseEventQuery(q url.Values) (eventQuery, error) {
 		User: strings.TrimSpace(q.Get("user")), UID: strings.TrimSpace(q.Get("uid")),
 		Dest: strings.TrimSpace(q.Get("destination")), Port: strings.TrimSpace(q.Get("port")),
 		Action: q.Get("action"), Sort: q.Get("sort"), Since: q.Get("since"),
+		Ref: strings.TrimSpace(q.Get("ref")),
 	}
 	if eq.UID != "" {
 		n, err := strconv.ParseUint(eq.UID, 10, 32)
@@ -81,6 +83,7 @@ func (eq eventQuery) filter(id *identity, now time.Time) store.EventFilter {
 		f.Since = now.Add(-d)
 	}
 	f.UserPrefix, f.UID, f.Destination, f.Port, f.Action, f.Sort = eq.User, eq.uid, eq.Dest, eq.port, eq.Action, eq.Sort
+	f.Ref = eq.Ref
 	return f
 }
 
@@ -101,6 +104,7 @@ func (eq eventQuery) values() url.Values {
 		set("sort", eq.Sort)
 	}
 	set("since", eq.Since)
+	set("ref", eq.Ref)
 	return v
 }
 
