@@ -187,6 +187,7 @@ func checkExplained(t *testing.T, cg *testutil.Cgroup, ns *testutil.NetNS, u *te
 				t.Fatalf("%s's output names no reference:\n%s", c.name, r.output)
 			}
 			ref := m[1]
+			t.Logf("%s's output:\n%s", c.name, r.output)
 			var evs []explainedEvent
 			deadline := time.Now().Add(10 * time.Second)
 			for {
