@@ -54,6 +54,9 @@ type wireRuleset struct {
 	Cgroup     string          `json:"cgroup,omitempty"`
 	UIDs       []uint32        `json:"uids"`
 	Exceptions []wireException `json:"exceptions"`
+	// ExplainPort: the daemon puts its own responder's port in anyway
+	// (daemon.Kernel.SetExplainPort); carried so nothing is dropped.
+	ExplainPort uint16 `json:"explain_port,omitempty"`
 }
 
 type wireException struct {
@@ -65,6 +68,7 @@ type wireException struct {
 func toWire(rs policy.Ruleset) *wireRuleset {
 	w := &wireRuleset{
 		Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, Cgroup: rs.Cgroup, UIDs: rs.UIDs,
+		ExplainPort: rs.ExplainPort,
 	}
 	if rs.Exceptions != nil {
 		w.Exceptions = make([]wireException, len(rs.Exceptions))
@@ -78,6 +82,7 @@ func toWire(rs policy.Ruleset) *wireRuleset {
 func fromWire(w *wireRuleset) policy.Ruleset {
 	rs := policy.Ruleset{
 		Mode: policy.Mode(w.Mode), Ports: w.Ports, AllowLocal: w.AllowLocal, Cgroup: w.Cgroup, UIDs: w.UIDs,
+		ExplainPort: w.ExplainPort,
 	}
 	if w.Exceptions != nil {
 		rs.Exceptions = make([]policy.ExceptionRule, len(w.Exceptions))
