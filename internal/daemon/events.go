@@ -201,7 +201,9 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 	}
 	r.fold.prune()
 	for _, e := range batch {
-		r.notify.offer(e)
+		if e.Count > 0 { // not an explain record alone: its attempt is counted (and offered) with the kernel's event
+			r.notify.offer(e)
+		}
 	}
 	for i, e := range batch {
 		if i == r.maxLines {
@@ -212,6 +214,9 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 			"port", e.Port, "count", e.Count, "first_seen", e.FirstSeen, "last_seen", e.LastSeen}
 		if e.Known() {
 			attrs = append(attrs, "pid", e.PID, "comm", e.Comm, "exe", e.Exe, "unit", e.Unit, "container", e.Container, "pool", e.Pool)
+		}
+		if e.Ref != "" {
+			attrs = append(attrs, "ref", e.Ref)
 		}
 		r.log.Info("SMTP connection attempt "+e.Action, attrs...)
 	}

@@ -162,6 +162,7 @@ func explainCases(t *testing.T) []explainCase {
 	return []explainCase{
 		{"swaks IPv4 port 25", swaks("192.0.2.2", 25), "192.0.2.2", 25, "swaks", "--server 192.0.2.2"},
 		{"swaks IPv6 port 587", swaks("2001:db8::2", 587), "2001:db8::2", 587, "swaks", "--server 2001:db8::2"},
+		{"swaks IPv4-mapped IPv6 port 2525", swaks("::ffff:192.0.2.2", 2525), "192.0.2.2", 2525, "swaks", "--server ::ffff:192.0.2.2"},
 		{"PHPMailer IPv4 port 587", phpMailer(t, "192.0.2.2", 587), "192.0.2.2", 587, "php", "send.php 192.0.2.2 587"},
 		{"PHPMailer IPv6 port 2525", phpMailer(t, "[2001:db8::2]", 2525), "2001:db8::2", 2525, "php", "send.php [2001:db8::2] 2525"},
 	}
@@ -245,9 +246,9 @@ func checkRefusedLikeReject(t *testing.T, cg *testutil.Cgroup, ns *testutil.NetN
 }
 
 // waitResponder waits until the daemon's responder answers in ns.
-func waitResponder(t *testing.T, w *world, cg *testutil.Cgroup, ns *testutil.NetNS) {
+func waitResponder(t *testing.T, w *world, cg *testutil.Cgroup, ns *testutil.NetNS, port int) {
 	t.Helper()
-	addr := testutil.HostPort("127.0.0.1", policy.DefaultExplainPort)
+	addr := testutil.HostPort("127.0.0.1", port)
 	w.waitUntil(t, "the explain responder answers", 10*time.Second, func() bool {
 		var rs []testutil.ConnectResult
 		if cg != nil {
@@ -273,8 +274,17 @@ func TestPrivilegedExplainModeNft(t *testing.T) {
 		checkRefusedLikeReject(t, nil, w.client, &w.plain)
 	})
 
-	w.startDaemon(t)
-	waitResponder(t, w, nil, w.client)
+	// A port of the daemon's choosing: the rules the CLI applied (the
+	// default port) are converged to it.
+	const port = 12025
+	w.startDaemon(t, "--explain-port", strconv.Itoa(port))
+	waitResponder(t, w, nil, w.client, port)
+	if !strings.Contains(w.kernelTable(), fmt.Sprintf("redirect to :%d", port)) {
+		t.Fatalf("the daemon did not converge the rules to its --explain-port %d:\n%s", port, w.kernelTable())
+	}
+	if st := w.status(); st.Kernel.State != "in sync" {
+		t.Errorf("status with the daemon on port %d: kernel %q, want in sync", port, st.Kernel.State)
+	}
 	t.Run("a blocked client shows why, and the reference finds its process", func(t *testing.T) {
 		w.t = t
 		checkExplained(t, nil, w.client, &w.plain, w.sg)
@@ -338,7 +348,7 @@ func TestPrivilegedExplainModeBPF(t *testing.T) {
 			t.Logf("daemon log:\n%s", logs.String())
 		}
 	})
-	waitResponder(t, w.world, w.cg, w.client)
+	waitResponder(t, w.world, w.cg, w.client, policy.DefaultExplainPort)
 	t.Run("a blocked client shows why, and the reference finds its process", func(t *testing.T) {
 		w.t = t
 		checkExplained(t, w.cg, w.client, &w.plain, w.sg)
