@@ -10,19 +10,20 @@ import (
 // Event is one aggregate of blocked (or, in log mode, logged) connection
 // attempts: one uid to one destination and port within one minute.
 type Event struct {
-	UID     uint32 `json:"uid"`
-	User    string `json:"user"`
-	Family  int    `json:"family"` // 4 or 6
-	Address string `json:"destination"`
-	Port    uint16 `json:"port"`
-	Action  string `json:"action"` // "blocked" or "logged"
-	// Ref is the reference the explain responder quoted to the client
-	// ("" when none was), for "events --ref".
-	Ref       string    `json:"ref"`
+	UID       uint32    `json:"uid"`
+	User      string    `json:"user"`
+	Family    int       `json:"family"` // 4 or 6
+	Address   string    `json:"destination"`
+	Port      uint16    `json:"port"`
+	Action    string    `json:"action"` // "blocked" or "logged"
 	Count     int64     `json:"count"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	Process
+
+	// Ref is the reference the explain responder quoted to the client
+	// ("" when none was), for "events --ref".
+	Ref string `json:"ref"`
 }
 
 // Process is the process that made an aggregate's last attempt with one
