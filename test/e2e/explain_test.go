@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,6 +316,41 @@ func TestPrivilegedExplainModeNft(t *testing.T) {
 		w.t = t
 		checkImplicitTLSRefused(t, nil, w.client, &w.plain)
 		w.expectBlocked(&w.plain, remote(465)...)
+	})
+	t.Run("a flood is bounded: beyond 32 sessions at once the rest are closed and counted", func(t *testing.T) {
+		w.t = t
+		const flood = 100
+		var conns []net.Conn
+		closeAll := func() {
+			for _, c := range conns {
+				c.Close()
+			}
+			conns = nil
+		}
+		t.Cleanup(closeAll)
+		err := w.client.Do(func() error {
+			for range flood {
+				c, err := net.DialTimeout("tcp", testutil.HostPort("127.0.0.1", port), 2*time.Second)
+				if err != nil {
+					return err
+				}
+				conns = append(conns, c)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("open %d connections to the responder: %v", flood, err)
+		}
+		w.waitUntil(t, "the responder closes and counts what is beyond its bound", 10*time.Second, func() bool {
+			m, err := w.metrics()
+			return err == nil && m["smtpguard_explain_dropped_total"] >= flood-32
+		})
+		closeAll()
+		// Freed at once: a blocked client is explained again.
+		w.waitUntil(t, "a blocked client is explained after the flood", 10*time.Second, func() bool {
+			r := runClient(t, nil, w.client, &w.plain, swaks("192.0.2.3", 587)...)
+			return strings.Contains(r.output, "554 5.7.1")
+		})
 	})
 	t.Run("root and allowed users reach the server", func(t *testing.T) {
 		w.t = t
