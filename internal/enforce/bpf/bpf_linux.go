@@ -702,7 +702,7 @@ func (b *Backend) Render(rs policy.Ruleset) string {
 	if err != nil {
 		cg = "(" + err.Error() + ")"
 	}
-	return fmt.Sprintf("attached to cgroup %s, pinned under %s\n", cg, b.PinDir()) + render(rs, c)
+	return fmt.Sprintf("attached to cgroup %s, pinned under %s\n", cg, b.PinDir()) + render(rs, c) + renderExplain(rs)
 }
 
 // Watch is part of enforce.Backend. The kernel sends no notification when a

@@ -121,6 +121,15 @@ func explain6(pfx string, opts progOptions) asm.Instructions {
 	})
 }
 
+// renderExplain describes explain mode's maps for plan output.
+func renderExplain(rs policy.Ruleset) string {
+	if rs.Mode != policy.ModeExplain {
+		return ""
+	}
+	return fmt.Sprintf("%s: port %d on 127.0.0.1 and ::1 (implicit TLS, port %d, refused); %s: destinations by socket cookie (LRU, %d)\n",
+		mapExplainPort, explainPortValue(rs), policy.ImplicitTLSPort, mapExplainDst, MaxExplained)
+}
+
 // parseExplainDst decodes an mapExplainDst value.
 func parseExplainDst(v []byte) (netip.AddrPort, error) {
 	if len(v) != explainDstSize {
