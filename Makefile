@@ -16,14 +16,16 @@ endif
 # for network namespaces, passwd (useradd) for test users, chromium for the web
 # UI browser tests, iptables for the coexistence tests (CSF- and Docker-style
 # rules), systemd-container (systemd-nspawn) and mmdebstrap for the systemd
-# unit tests in a booted Debian root, lintian and rpm for the package checks.
+# unit tests in a booted Debian root, lintian and rpm for the package checks,
+# swaks, php-cli and libphp-phpmailer as the real SMTP clients of the explain
+# mode tests (none of them pulls in an MTA: libphp-phpmailer only suggests one).
 # No MTA: make test must be safe on a live mail server, so
 # the Exim and Postfix tests unpack Debian's packages privately (apt-get
 # download + dpkg-deb -x into a cache dir) and never install them;
 # scripts/test-deps refuses any plan that would install, remove or replace an
 # MTA, and `make test` checks that the host's MTA packages and configuration
 # are unchanged afterwards (scripts/mta-state).
-TEST_DEBS := nftables iproute2 passwd chromium iptables systemd-container mmdebstrap lintian rpm
+TEST_DEBS := nftables iproute2 passwd chromium iptables systemd-container mmdebstrap lintian rpm swaks php-cli libphp-phpmailer
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: all build run test test-deps test-fresh test-fresh-postfix vet bench clean

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,6 +19,7 @@ func newEventsCmd(e *env) *cobra.Command {
 	var limit int
 	var wide bool
 	var unit, container string
+	var ref string
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Show blocked connection attempts: who tried to reach which server",
@@ -28,7 +31,8 @@ PHP-FPM pool, the container or the systemd unit ("-" where the backend cannot
 know, as under nft).`,
 		Example: `  smtpguard events --since 24h
   smtpguard events --unit cron.service --wide
-  smtpguard events --json --limit 100`,
+  smtpguard events --json --limit 100
+  smtpguard events --ref sg-4f2a9c0d1e   (the reference an explain-mode refusal quoted)`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if since < 0 || limit < 0 {
@@ -46,7 +50,7 @@ know, as under nft).`,
 			case !d.Recording:
 				fmt.Fprintf(e.stdio.Err, "smtpguard: warning: the daemon (pid %d) is not recording blocked attempts: see journalctl -u smtpguard\n", d.PID)
 			}
-			f := store.EventFilter{Limit: limit, Unit: unit, Container: container}
+			f := store.EventFilter{Limit: limit, Unit: unit, Container: container, Ref: strings.TrimSpace(ref)}
 			if since > 0 {
 				f.Since = time.Now().Add(-since)
 			}
@@ -61,6 +65,9 @@ know, as under nft).`,
 				return writeJSON(e.stdio.Out, evs)
 			}
 			out := e.stdio.Out
+			if f.Ref != "" {
+				return writeRefEvents(out, f.Ref, evs)
+			}
 			if len(evs) == 0 {
 				fmt.Fprintln(out, "no blocked attempts recorded")
 				return nil
@@ -94,5 +101,31 @@ know, as under nft).`,
 	cmd.Flags().BoolVar(&wide, "wide", false, "one line per attempt, process and source as columns (wider than 80 columns)")
 	cmd.Flags().StringVar(&unit, "unit", "", "only attempts by processes of this systemd unit, e.g. cron.service")
 	cmd.Flags().StringVar(&container, "container", "", "only attempts from this container: its id (the first digits do) or LXC name")
+	cmd.Flags().StringVar(&ref, "ref", "", "only the attempts an explain-mode refusal quoted this reference for")
 	return cmd
+}
+
+// writeRefEvents shows the attempts behind one explain reference in full,
+// process included: what an administrator needs when a user forwards the
+// error message.
+func writeRefEvents(out io.Writer, ref string, evs []engine.EventView) error {
+	if len(evs) == 0 {
+		return fmt.Errorf("no attempt recorded with reference %q: check the spelling, or it is older than the retention period", ref)
+	}
+	for _, ev := range evs {
+		fmt.Fprintf(out, "reference %s: %s (uid %d) to %s port %d, %d attempt(s), %s to %s, %s\n", ref, orDash(ev.User), ev.UID,
+			ev.Address, ev.Port, ev.Count, ev.FirstSeen.Format("2006-01-02 15:04:05"), ev.LastSeen.Format("15:04:05"), ev.Action)
+		if ev.PID != 0 || ev.Comm != "" {
+			fmt.Fprintf(out, "  process %d (%s): %s\n", ev.PID, orDash(ev.Comm), orDash(ev.Cmdline))
+		}
+		for _, kv := range [][2]string{{"executable", ev.Exe}, {"directory", ev.Cwd}, {"unit", ev.Unit}, {"container", ev.Container}, {"pool", ev.Pool}} {
+			if kv[1] != "" {
+				fmt.Fprintf(out, "  %s: %s\n", kv[0], kv[1])
+			}
+		}
+		if ev.AllowCommand != "" {
+			fmt.Fprintf(out, "  to allow just this: %s\n", ev.AllowCommand)
+		}
+	}
+	return nil
 }

@@ -22,7 +22,7 @@ func TestImportListsEveryProblem(t *testing.T) {
 		{"unknown account and bad ports", "version = 1\nenabled = true\nports = [0, 70000]\nallowed_users = [\"mallory\"]\n",
 			[]string{"user mallory", "port 0 is outside", "port 70000 is outside", "nothing changed"}},
 		{"bad value, unknown key, unknown account, bad port", "version = 1\nenabled = true\nmode = 5\nfirewall = 1\nports = [0]\nallowed_users = [\"mallory\"]\n",
-			[]string{"mode: want reject, redirect or log", `unknown keys: "firewall"`, "user mallory", "port 0 is outside"}},
+			[]string{"mode: want reject, redirect, explain or log", `unknown keys: "firewall"`, "user mallory", "port 0 is outside"}},
 		{"yaml without enabled and with a bad port", "version: 1\nports: [0]\nfoo: 1\n",
 			[]string{`unknown key "foo"`, "enabled: missing", "port 0 is outside"}},
 	}

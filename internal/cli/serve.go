@@ -30,6 +30,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var dnsServers []string
 	var tlsCert, tlsKey, backend, tokenFile, cgroup string
 	var webhookURL, webhookSecretFile string
+	var explainPort uint16
 	ownTable := true
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -99,7 +100,6 @@ lifts it.`,
 				return err
 			}
 			if cfg.WebhookURL != "" {
-				cfg.Hostname, _ = os.Hostname()
 				if cfg.WebhookSecret == nil {
 					logger.Warn("webhook requests are not signed: give --webhook-secret-file so the receiver can check they come from this daemon", "webhook", cfg.WebhookURL)
 				}
@@ -116,7 +116,13 @@ lifts it.`,
 			if err != nil {
 				return err
 			}
+			if explainPort == 0 {
+				return usagef("--explain-port must be 1-65535")
+			}
 			kernel := daemon.NewKernel(withCgroup(e.opts.ServeBackends(logger, ownTable), cg))
+			kernel.SetExplainPort(explainPort)
+			cfg.ExplainPort = explainPort
+			cfg.Hostname, _ = os.Hostname()
 			defer kernel.Close() // the rules stay; an owned table is left orphaned and persistent
 			eng, err := e.openForServe(ctx, logger, kernel.Backends(), cfg.Listen, loopback)
 			if err != nil || eng == nil { // nil: stopped while the database was unreadable
@@ -168,6 +174,7 @@ lifts it.`,
 	}
 	cmd.Flags().StringVar(&cfg.Listen, "listen", DefaultListen, "address of the web UI, the API, /metrics and /healthz (\"\" to serve nothing); not loopback means HTTPS")
 	cmd.Flags().StringVar(&backend, "backend", "", "backend an Enable from the web UI or API uses: "+backendChoices()+" (default: the one last enabled with)")
+	cmd.Flags().Uint16Var(&explainPort, "explain-port", policy.DefaultExplainPort, "loopback port of the explain-mode SMTP responder (127.0.0.1 and ::1), while the policy is in explain mode")
 	cmd.Flags().StringVar(&cgroup, "cgroup", "", "cgroup v2 directory the bpf backend attaches to when the policy names none (default: the cgroup2 root)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, chain included)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")

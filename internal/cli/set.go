@@ -30,12 +30,17 @@ func newSetCmd(e *env) *cobra.Command {
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetPorts(ctx, a, v)
 			}},
-		{"mode reject|redirect|log", "Set what happens to connections that are not allowed",
+		{"mode reject|redirect|explain|log", "Set what happens to connections that are not allowed",
 			`reject (default): refuse at once; the script sees "connection refused".
 redirect: send the connection to the same port on loopback (127.0.0.1 or ::1),
   where the local MTA listens, so a script's mail still goes out through the
   MTA's queue, policies and logs (what cPanel does). TLS certificate checks of
   the remote name then fail; allow such users or use reject.
+explain: hand connections to plain-text SMTP ports to the daemon's responder
+  on loopback, which answers "554 5.7.1" with the user, the destination, how
+  to send instead and a reference for 'smtpguard events --ref'; the script's
+  own error log shows it. Port 465 (implicit TLS) is refused as in reject, and
+  with no daemon running every connection is refused as in reject.
 log: let the connection through but count and log it, to try a policy out.`,
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetMode(ctx, a, v)

@@ -28,6 +28,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/explain"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/procinfo"
 	"github.com/smtpguard/smtpguard/internal/webhook"
@@ -86,6 +87,11 @@ type Config struct {
 	// ProcRoot is where the processes behind events are looked up
 	// (procinfo.DefaultRoot); tests give a fake tree.
 	ProcRoot string
+	// ExplainPort is where the explain responder listens on loopback while
+	// the policy is in explain mode (policy.DefaultExplainPort); give the
+	// Kernel the same one (Kernel.SetExplainPort). Its replies name this
+	// server by Hostname.
+	ExplainPort uint16
 }
 
 func (c *Config) defaults() {
@@ -101,6 +107,9 @@ func (c *Config) defaults() {
 	def(&c.DNSMinTTL, 30*time.Second)
 	def(&c.DNSMaxTTL, time.Hour)
 	def(&c.NotifyInterval, 10*time.Minute)
+	if c.ExplainPort == 0 {
+		c.ExplainPort = policy.DefaultExplainPort
+	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 4096
 	}
@@ -122,6 +131,7 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *metrics
 	rec     *recorder
+	explain *explainer
 	kick    chan struct{} // coalesced requests to reconcile
 	// kicks counts Kick calls; passed is the value of kicks when the latest
 	// finished reconcile pass (or lock-free repair) started. Tests wait for
@@ -163,6 +173,7 @@ func New(cfg Config) (*Daemon, error) {
 		activeKick: make(chan struct{}, 1),
 		rec: &recorder{
 			queue:    make(chan enforce.Event, cfg.QueueSize),
+			explains: make(chan explain.Attempt, explainQueue),
 			store:    cfg.Engine,
 			metrics:  m,
 			log:      cfg.Logger.With("component", "events"),
@@ -171,6 +182,7 @@ func New(cfg Config) (*Daemon, error) {
 			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
+	d.explain = newExplainer(d, cfg.ExplainPort, d.rec.proc, cfg.Hostname)
 	if cfg.NotifyCommand != "" || cfg.WebhookURL != "" {
 		var hook *webhook.Sender
 		if cfg.WebhookURL != "" {
@@ -268,6 +280,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.reconcileLoop(ctx) })
 	wg.Go(func() { d.pollLoop(ctx, files, stamps, rev) })
 	wg.Go(func() { d.rec.run(ctx, d.cfg.FlushInterval) })
+	wg.Go(func() { d.explain.run(ctx) })
 	wg.Go(func() { d.pruneLoop(ctx) })
 	wg.Go(func() { d.dnsLoop(ctx) })
 	if d.rec.notify != nil {
@@ -372,6 +385,7 @@ func (d *Daemon) observe(r engine.Reconciled, atStart bool) {
 	d.lastEnabled = r.Enabled
 	d.mu.Unlock()
 	d.activate(r.Backend)
+	d.explain.set(explainWanted(r.Enabled, r.Ruleset))
 
 	d.metrics.lastVerify.SetToCurrentTime()
 	d.metrics.enabled.Set(b2f(r.Enabled))

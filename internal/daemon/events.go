@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/explain"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/procinfo"
 	"github.com/smtpguard/smtpguard/internal/store"
@@ -31,6 +32,7 @@ type aggKey struct {
 // dropped, never silently lost.
 type recorder struct {
 	queue    chan enforce.Event
+	explains chan explain.Attempt // from the explain responder (explain.go)
 	store    eventStore
 	metrics  *metrics
 	log      *slog.Logger
@@ -89,6 +91,8 @@ func (r *recorder) run(ctx context.Context, interval time.Duration) {
 		select {
 		case ev := <-r.queue:
 			r.add(aggs, ev)
+		case x := <-r.explains:
+			r.addExplained(aggs, x)
 		case <-tick.C:
 			r.flush(ctx, aggs)
 			aggs = map[aggKey]*store.Event{}
@@ -97,6 +101,8 @@ func (r *recorder) run(ctx context.Context, interval time.Duration) {
 				select {
 				case ev := <-r.queue:
 					r.add(aggs, ev)
+				case x := <-r.explains:
+					r.addExplained(aggs, x)
 				default:
 					drained = true
 				}
@@ -195,7 +201,9 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 	}
 	r.fold.prune()
 	for _, e := range batch {
-		r.notify.offer(e)
+		if e.Count > 0 { // not an explain record alone: its attempt is counted (and offered) with the kernel's event
+			r.notify.offer(e)
+		}
 	}
 	for i, e := range batch {
 		if i == r.maxLines {
@@ -206,6 +214,9 @@ func (r *recorder) flush(ctx context.Context, aggs map[aggKey]*store.Event) {
 			"port", e.Port, "count", e.Count, "first_seen", e.FirstSeen, "last_seen", e.LastSeen}
 		if e.Known() {
 			attrs = append(attrs, "pid", e.PID, "comm", e.Comm, "exe", e.Exe, "unit", e.Unit, "container", e.Container, "pool", e.Pool)
+		}
+		if e.Ref != "" {
+			attrs = append(attrs, "ref", e.Ref)
 		}
 		r.log.Info("SMTP connection attempt "+e.Action, attrs...)
 	}

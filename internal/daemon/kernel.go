@@ -40,6 +40,23 @@ func (k *Kernel) Backends() []enforce.Backend {
 	return out
 }
 
+// SetExplainPort makes explain-mode rulesets send connections to port, the
+// one the daemon's responder listens on (Config.ExplainPort). Call it
+// before the backends are used.
+func (k *Kernel) SetExplainPort(port uint16) {
+	for _, b := range k.backends {
+		b.explainPort = port
+	}
+}
+
+// withExplainPort is rs with the daemon's responder port.
+func (h *heldBackend) withExplainPort(rs policy.Ruleset) policy.Ruleset {
+	if h.explainPort != 0 && rs.Mode == policy.ModeExplain {
+		rs.ExplainPort = h.explainPort
+	}
+	return rs
+}
+
 // Close releases what the backends hold open (the nft owner's netlink
 // connection); the rules stay in the kernel. It is for the daemon's exit.
 func (k *Kernel) Close() error {
@@ -56,6 +73,10 @@ func (k *Kernel) Close() error {
 // and Events (long-running streams), Name, Render and Probe pass through.
 type heldBackend struct {
 	enforce.Backend
+	// explainPort, when set, is the daemon's explain responder port, put
+	// into explain-mode rulesets (compiled with the default) before they
+	// reach the kernel.
+	explainPort uint16
 
 	mu sync.Mutex // serialises Apply, Remove, Verify; protects last
 	// last is what the kernel is known to hold: the last ruleset applied or
@@ -65,6 +86,7 @@ type heldBackend struct {
 
 // Apply is part of enforce.Backend.
 func (h *heldBackend) Apply(ctx context.Context, rs policy.Ruleset) error {
+	rs = h.withExplainPort(rs)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.Backend.Apply(ctx, rs); err != nil {
@@ -89,6 +111,7 @@ func (h *heldBackend) Remove(ctx context.Context) error {
 
 // Verify is part of enforce.Backend.
 func (h *heldBackend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift, error) {
+	rs = h.withExplainPort(rs)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d, err := h.Backend.Verify(ctx, rs)

@@ -124,6 +124,9 @@ const (
 	ActionBlocked    = "blocked"
 	ActionLogged     = "logged"
 	ActionRedirected = "redirected"
+	// ActionExplained: sent to the explain responder, which told the
+	// client why in an SMTP reply.
+	ActionExplained = "explained"
 	// ActionRateLimited: an allowed uid over its rate limit, refused as a
 	// blocked one would be.
 	ActionRateLimited = "rate-limited"

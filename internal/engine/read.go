@@ -306,6 +306,8 @@ func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
 			rule = "log rule (mode log): let through, would be rejected in reject mode"
 		case enforce.ActionRedirected:
 			rule = "redirect rule (mode redirect): sent to the local MTA"
+		case enforce.ActionExplained:
+			rule = "explain rule (mode explain): answered 554 5.7.1 with the reason by the daemon's responder"
 		default:
 			rule = "block rule (mode reject): " + refusal
 		}

@@ -46,6 +46,12 @@ func (rs Ruleset) Decide(pkt Packet) Decision {
 		return Decision{Verdict: VerdictLog, Rule: RuleBlock}
 	case ModeRedirect:
 		return Decision{Verdict: VerdictRedirect, Rule: RuleBlock}
+	case ModeExplain:
+		// No certificate a client of implicit TLS could trust answers
+		// there: 465 is refused as in reject.
+		if pkt.DstPort != ImplicitTLSPort {
+			return Decision{Verdict: VerdictExplain, Rule: RuleBlock}
+		}
 	}
 	return Decision{Verdict: VerdictReject, Rule: RuleBlock}
 }

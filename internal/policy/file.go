@@ -212,7 +212,7 @@ func fileField(f *File, key string) (any, string, bool) {
 	case "cgroup":
 		return &f.Cgroup, "a cgroup directory path", true
 	case "mode":
-		return &f.Mode, "reject, redirect or log", true
+		return &f.Mode, "reject, redirect, explain or log", true
 	case "ports":
 		return &f.Ports, "a list of port numbers", true
 	case "allow_local":

@@ -27,6 +27,9 @@ func filePolicies() map[string]Policy {
 		"bpf on a cgroup": {
 			Enabled: true, Backend: "bpf", Cgroup: "/sys/fs/cgroup/system.slice", Mode: ModeReject, Ports: []uint16{25}, AllowLocal: true,
 		},
+		"explain mode": {
+			Enabled: true, Backend: "nft", Mode: ModeExplain, Ports: []uint16{25, 465, 587, 2525}, AllowLocal: true,
+		},
 		"root by uid": {
 			Backend: BackendAuto, Mode: ModeReject, Ports: []uint16{587}, AllowLocal: true,
 			Users: []Principal{{Kind: KindUser, Name: "root", ID: 0, ByID: true}},

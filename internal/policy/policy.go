@@ -22,7 +22,21 @@ const (
 	ModeReject   Mode = "reject"   // refuse at once with a TCP reset
 	ModeLog      Mode = "log"      // let it through, but count and log it
 	ModeRedirect Mode = "redirect" // send it to the same port on loopback, where the local MTA listens
+	// ModeExplain hands a connection to a plain-text SMTP port to the
+	// daemon's responder on loopback, which answers 554 5.7.1 with the
+	// reason; implicit TLS (ImplicitTLSPort) is refused as in reject.
+	ModeExplain Mode = "explain"
 )
+
+// ImplicitTLSPort is SMTPS: a client there expects a TLS handshake first and
+// no certificate it could trust can answer, so explain mode refuses it.
+const ImplicitTLSPort = 465
+
+// DefaultExplainPort is where the daemon's explain responder listens on
+// 127.0.0.1 and ::1 unless "serve --explain-port" says otherwise. It is not
+// a port any MTA or content filter uses by convention (10024-10026 are
+// amavis's).
+const DefaultExplainPort = 11025
 
 // defaultPorts are the remote SMTP ports a new policy restricts: SMTP,
 // SMTPS (implicit TLS submission), submission, and 2525, which relays
@@ -191,10 +205,10 @@ func (p *Policy) Revoke(pr Principal) error {
 // that makes it safe lands.
 func ParseMode(s string) (Mode, error) {
 	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
-	case ModeReject, ModeLog, ModeRedirect:
+	case ModeReject, ModeLog, ModeRedirect, ModeExplain:
 		return m, nil
 	default:
-		return "", fmt.Errorf("unknown mode %q: use reject, redirect or log", s)
+		return "", fmt.Errorf("unknown mode %q: use reject, redirect, explain or log", s)
 	}
 }
 
@@ -266,13 +280,13 @@ func normalizePorts(ports []uint16) ([]uint16, error) {
 func Validate(p Policy, dir *Directory) error {
 	var errs []error
 	switch p.Mode {
-	case ModeReject, ModeLog, ModeRedirect:
+	case ModeReject, ModeLog, ModeRedirect, ModeExplain:
 	default:
 		// Only canonical modes: the backends compare them exactly.
 		if _, err := ParseMode(string(p.Mode)); err != nil {
 			errs = append(errs, fmt.Errorf("mode: %w", err))
 		} else {
-			errs = append(errs, fmt.Errorf("mode: %q is not written canonically: use reject, redirect or log", p.Mode))
+			errs = append(errs, fmt.Errorf("mode: %q is not written canonically: use reject, redirect, explain or log", p.Mode))
 		}
 	}
 	if !validBackendName(p.Backend) {

@@ -156,7 +156,9 @@ func TestParseMode(t *testing.T) {
 		{in: "  log\n", want: ModeLog},
 		{in: "redirect", want: ModeRedirect},
 		{in: "REDIRECT", want: ModeRedirect},
-		{in: "bogus", wantErr: []string{`unknown mode "bogus"`, "use reject, redirect or log"}},
+		{in: "explain", want: ModeExplain},
+		{in: " Explain", want: ModeExplain},
+		{in: "bogus", wantErr: []string{`unknown mode "bogus"`, "use reject, redirect, explain or log"}},
 		{in: "drop", wantErr: []string{`unknown mode "drop"`}},
 		{in: "", wantErr: []string{`unknown mode ""`}},
 	}

@@ -114,6 +114,9 @@ type Ruleset struct {
 	// RateLimits limit allowed uids' connections to restricted ports, one
 	// bucket per uid; sorted by uid, never root's or a system user's.
 	RateLimits []UIDRate
+	// ExplainPort is the loopback port of the daemon's explain responder,
+	// in explain mode only (0 otherwise).
+	ExplainPort uint16
 }
 
 // Clone returns a deep copy.
@@ -128,12 +131,12 @@ func (rs Ruleset) Clone() Ruleset {
 func (rs Ruleset) Equal(o Ruleset) bool {
 	return rs.Mode == o.Mode && rs.AllowLocal == o.AllowLocal && rs.Cgroup == o.Cgroup &&
 		slices.Equal(rs.Ports, o.Ports) && slices.Equal(rs.UIDs, o.UIDs) && slices.Equal(rs.Exceptions, o.Exceptions) &&
-		slices.Equal(rs.RateLimits, o.RateLimits)
+		slices.Equal(rs.RateLimits, o.RateLimits) && rs.ExplainPort == o.ExplainPort
 }
 
 // Compile turns a policy and its resolution into a Ruleset.
 func Compile(p Policy, r Resolution) Ruleset {
-	return Ruleset{
+	rs := Ruleset{
 		Mode:       p.Mode,
 		Ports:      slices.Clone(p.Ports),
 		AllowLocal: p.AllowLocal,
@@ -141,6 +144,10 @@ func Compile(p Policy, r Resolution) Ruleset {
 		UIDs:       slices.Clone(r.UIDs),
 		Exceptions: slices.Clone(r.Exceptions),
 	}
+	if p.Mode == ModeExplain {
+		rs.ExplainPort = DefaultExplainPort
+	}
+	return rs
 }
 
 // Packet is what the verdict tracer needs to know of a connection attempt.
@@ -163,6 +170,7 @@ const (
 	VerdictLog      Verdict = "log"      // restricted, not allowed, let through and logged (log mode)
 	VerdictReject   Verdict = "reject"   // restricted, not allowed, refused with a reset
 	VerdictRedirect Verdict = "redirect" // restricted, not allowed, sent to the local MTA
+	VerdictExplain  Verdict = "explain"  // restricted, not allowed, sent to the explain responder
 )
 
 // Trace answers "may this connection attempt pass?" with the same rule order

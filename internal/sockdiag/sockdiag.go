@@ -183,7 +183,7 @@ func (en Ender) EndDisallowed(ctx context.Context, rs policy.Ruleset) (int, erro
 		}
 		dst := s.Dst.Addr().Unmap()
 		v := rs.Trace(policy.Packet{UID: s.UID, Dst: dst, DstPort: s.Dst.Port(), DstLocal: dst.IsLoopback() || local[dst]})
-		if v != policy.VerdictReject && v != policy.VerdictRedirect {
+		if v != policy.VerdictReject && v != policy.VerdictRedirect && v != policy.VerdictExplain {
 			continue
 		}
 		if err := c.Destroy(s); err != nil {

@@ -20,6 +20,10 @@ type Event struct {
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	Process
+
+	// Ref is the reference the explain responder quoted to the client
+	// ("" when none was), for "events --ref".
+	Ref string `json:"ref"`
 }
 
 // Process is the process that made an aggregate's last attempt with one
@@ -52,8 +56,8 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 		// The process fields are the latest known: replaced as a whole by
 		// an aggregate that knows its process (?20) and is not older.
 		_, err := tx.ExecContext(ctx, `INSERT INTO events (uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
-				pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool, ref)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?21)
 			ON CONFLICT (uid, daddr, dport, minute, action) DO UPDATE SET
 				count = count + excluded.count,
 				user = excluded.user,
@@ -67,10 +71,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []Event) error {
 				cgroup    = iif(?20 AND excluded.last_seen >= last_seen, excluded.cgroup, cgroup),
 				unit      = iif(?20 AND excluded.last_seen >= last_seen, excluded.unit, unit),
 				container = iif(?20 AND excluded.last_seen >= last_seen, excluded.container, container),
-				pool      = iif(?20 AND excluded.last_seen >= last_seen, excluded.pool, pool)`,
+				pool      = iif(?20 AND excluded.last_seen >= last_seen, excluded.pool, pool),
+				ref       = iif(excluded.ref != '', excluded.ref, ref)`,
 			[]any{e.UID, e.User, e.Family, e.Address, e.Port, e.FirstSeen.Unix() / 60, e.Action, e.Count,
 				e.FirstSeen.UnixMilli(), e.LastSeen.UnixMilli(),
-				e.PID, e.Comm, e.Exe, e.Cmdline, e.Cwd, e.Cgroup, e.Unit, e.Container, e.Pool, e.Known()}...)
+				e.PID, e.Comm, e.Exe, e.Cmdline, e.Cwd, e.Cgroup, e.Unit, e.Container, e.Pool, e.Known(), e.Ref}...)
 		if err != nil {
 			return fmt.Errorf("record event for uid %d to %s port %d: %w", e.UID, e.Address, e.Port, err)
 		}
@@ -110,6 +115,7 @@ type EventFilter struct {
 	// starts with it, so docker ps's 12 digits do.
 	Unit      string
 	Container string
+	Ref       string // "": any; else the aggregate the explain responder quoted
 	// Sort is SortTime (newest minute first, the default) or SortCount (most
 	// attempts first).
 	Sort string
@@ -167,6 +173,10 @@ func eventWhere(f EventFilter) (string, []any, error) {
 	if f.Container != "" {
 		where += " AND substr(container, 1, ?) = ?"
 		args = append(args, len(f.Container), f.Container)
+	}
+	if f.Ref != "" {
+		where += " AND ref = ?"
+		args = append(args, f.Ref)
 	}
 	switch f.Sort {
 	case "", SortTime, SortCount:
@@ -289,7 +299,7 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		order = "count DESC, " + order
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT uid, user, family, daddr, dport, minute, action, count, first_seen, last_seen,
-			pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool
+			pid, comm, exe, cmdline, cwd, cgroup, unit, container, pool, ref
 		FROM events WHERE `+where+` ORDER BY `+order+` LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("read events: %w", err)
@@ -305,7 +315,7 @@ func (s *Store) EventsPage(ctx context.Context, f EventFilter) ([]Event, string,
 		var e Event
 		var first, lastSeen int64
 		if err := rows.Scan(&e.UID, &e.User, &e.Family, &e.Address, &e.Port, &last.Minute, &e.Action, &e.Count, &first, &lastSeen,
-			&e.PID, &e.Comm, &e.Exe, &e.Cmdline, &e.Cwd, &e.Cgroup, &e.Unit, &e.Container, &e.Pool); err != nil {
+			&e.PID, &e.Comm, &e.Exe, &e.Cmdline, &e.Cwd, &e.Cgroup, &e.Unit, &e.Container, &e.Pool, &e.Ref); err != nil {
 			return nil, "", fmt.Errorf("read events: %w", err)
 		}
 		e.FirstSeen, e.LastSeen = time.UnixMilli(first), time.UnixMilli(lastSeen)

@@ -28,13 +28,14 @@ type eventQuery struct {
 	// Unit is one systemd unit exactly; Container a container id's start
 	// (or an LXC name).
 	Unit, Container string
+	Ref             string // the reference an explain-mode refusal quoted
 
 	uid  *uint32
 	port uint16
 }
 
 // eventActions are the actions an attempt can have.
-func eventActions() []string { return []string{"blocked", "logged", "redirected"} }
+func eventActions() []string { return []string{"blocked", "logged", "redirected", "explained"} }
 
 // parseEventQuery reads and checks the filter parameters.
 func parseEventQuery(q url.Values) (eventQuery, error) {
@@ -43,6 +44,7 @@ func parseEventQuery(q url.Values) (eventQuery, error) {
 		Dest: strings.TrimSpace(q.Get("destination")), Port: strings.TrimSpace(q.Get("port")),
 		Action: q.Get("action"), Sort: q.Get("sort"), Since: q.Get("since"),
 		Unit: strings.TrimSpace(q.Get("unit")), Container: strings.TrimSpace(q.Get("container")),
+		Ref: strings.TrimSpace(q.Get("ref")),
 	}
 	if eq.UID != "" {
 		n, err := strconv.ParseUint(eq.UID, 10, 32)
@@ -86,6 +88,7 @@ func (eq eventQuery) filter(id *identity, now time.Time) store.EventFilter {
 	}
 	f.UserPrefix, f.UID, f.Destination, f.Port, f.Action, f.Sort = eq.User, eq.uid, eq.Dest, eq.port, eq.Action, eq.Sort
 	f.Unit, f.Container = eq.Unit, eq.Container
+	f.Ref = eq.Ref
 	return f
 }
 
@@ -108,6 +111,7 @@ func (eq eventQuery) values() url.Values {
 	set("since", eq.Since)
 	set("unit", eq.Unit)
 	set("container", eq.Container)
+	set("ref", eq.Ref)
 	return v
 }
 

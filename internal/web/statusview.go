@@ -56,6 +56,9 @@ func stateOf(enabled bool, mode string, k engine.Kernel) cardState {
 	case "log":
 		return cardState{Tone: "warn", Label: "Log only, nothing is blocked",
 			Help: "Every user's connections to remote SMTP servers are let through and recorded under Blocked attempts, to see who would be blocked. Switch the mode to Reject under Ports & mode to enforce."}
+	case "explain":
+		return cardState{Tone: "good", Label: "Enforcing, with an explanation",
+			Help: "Only root, the mail server and the users an administrator allowed reach remote SMTP servers; everyone else's script gets an SMTP error saying why and what to do instead, with a reference to look up under Blocked attempts."}
 	case "redirect":
 		return cardState{Tone: "good", Label: "Redirecting to the local MTA",
 			Help: "Only root, the mail server and the users an administrator allowed reach remote SMTP servers; everyone else's connection is sent to this server's own mail server, which applies its rules."}

@@ -256,6 +256,7 @@ func modeChoices() []modeChoice {
 	return []modeChoice{
 		{string(policy.ModeReject), "Reject", "Refuse the connection at once (connection refused). Recommended."},
 		{string(policy.ModeRedirect), "Redirect to the local MTA", "Send the connection to the same port on this server, where the MTA applies its own rules."},
+		{string(policy.ModeExplain), "Refuse with an explanation", "Answer the script with an SMTP error (554 5.7.1) naming the user, the destination, how to send instead and a reference to look up under Blocked attempts. Port 465 (TLS) is refused as in Reject; while the daemon is stopped, everything is."},
 		{string(policy.ModeLog), "Log only", "Let the connection through and record it: to see who would be blocked before enforcing."},
 	}
 }

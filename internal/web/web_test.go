@@ -495,7 +495,7 @@ func TestResellerSeesOnlyTheirUsers(t *testing.T) {
 	now := e.clock.Now()
 	if err := e.eng.RecordEvents(ctx, []store.Event{
 		{UID: 1001, User: "alice", Family: 4, Address: "192.0.2.25", Port: 25, Action: "blocked", Count: 7, FirstSeen: now.Add(-2 * time.Hour), LastSeen: now.Add(-2 * time.Hour)},
-		{UID: 1002, User: "bob", Family: 4, Address: "198.51.100.25", Port: 587, Action: "blocked", Count: 3, FirstSeen: now.Add(-time.Hour), LastSeen: now.Add(-time.Hour)},
+		{UID: 1002, User: "bob", Family: 4, Address: "198.51.100.25", Port: 587, Action: "explained", Count: 3, FirstSeen: now.Add(-time.Hour), LastSeen: now.Add(-time.Hour), Ref: "sg-0123456789"},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -521,6 +521,10 @@ func TestResellerSeesOnlyTheirUsers(t *testing.T) {
 		{"reseller sees own", "", "res-bot", []string{"alice"}},
 		{"reseller cannot filter into others", "?user=bob", "res-bot", nil},
 		{"since", "?since=90m", "ci", []string{"bob"}},
+		{"explain reference", "?ref=sg-0123456789", "ci", []string{"bob"}},
+		{"unknown reference", "?ref=sg-9999999999", "ci", nil},
+		{"explained action", "?action=explained", "ci", []string{"bob"}},
+		{"reseller cannot look up others' references", "?ref=sg-0123456789", "res-bot", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := e.do(req{method: "GET", path: "/api/v1/events" + tt.query, bearer: e.tokens[tt.token]})

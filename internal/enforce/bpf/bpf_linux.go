@@ -285,6 +285,9 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return err
 	}
 	defer coll.Close()
+	if err := writeExplainPort(coll.Maps, rs); err != nil {
+		return err
+	}
 	if err := writeContents(coll.Maps, want); err != nil {
 		return err
 	}
@@ -592,6 +595,7 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 		return d, err
 	}
 	d.Problems = append(d.Problems, stale...)
+	d.Problems = append(d.Problems, explainProblems(maps, rs)...)
 	return d, nil
 }
 
@@ -706,7 +710,7 @@ func (b *Backend) Render(rs policy.Ruleset) string {
 	if err != nil {
 		cg = "(" + err.Error() + ")"
 	}
-	return fmt.Sprintf("attached to cgroup %s, pinned under %s\n", cg, b.PinDir()) + render(rs, c)
+	return fmt.Sprintf("attached to cgroup %s, pinned under %s\n", cg, b.PinDir()) + render(rs, c) + renderExplain(rs)
 }
 
 // Watch is part of enforce.Backend. The kernel sends no notification when a

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
+	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
 // ErrNotInstalled is returned (wrapped) by Events when the ring buffer is
@@ -218,6 +219,11 @@ func decodeEvent(raw []byte, wall func(uint64) time.Time) (Event, bool) {
 		ev.Action = enforce.ActionRedirected
 	case modeLog:
 		ev.Action = enforce.ActionLogged
+	case modeExplain:
+		ev.Action = enforce.ActionExplained
+		if ev.DstPort == policy.ImplicitTLSPort {
+			ev.Action = enforce.ActionBlocked // refused as in reject mode
+		}
 	default:
 		return Event{}, false
 	}

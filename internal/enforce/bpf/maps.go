@@ -74,6 +74,7 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 		mapEvents: {Name: mapEvents, Type: ebpf.RingBuf, MaxEntries: ringSize},
 	}
 	maps.Copy(specs, rateMapSpecs())
+	maps.Copy(specs, explainMapSpecs())
 	return specs
 }
 
@@ -162,6 +163,8 @@ func configValue(rs policy.Ruleset) [configSize]byte {
 		mode = modeRedirect
 	case policy.ModeLog:
 		mode = modeLog
+	case policy.ModeExplain:
+		mode = modeExplain
 	}
 	nativeEndian.PutUint32(v[0:], mode)
 	if rs.AllowLocal {
@@ -239,7 +242,7 @@ func describeKey(m string, k []byte) string {
 }
 
 func describeConfig(v [configSize]byte) string {
-	mode := map[uint32]string{modeReject: "reject", modeRedirect: "redirect", modeLog: "log"}[nativeEndian.Uint32(v[0:])]
+	mode := map[uint32]string{modeReject: "reject", modeRedirect: "redirect", modeLog: "log", modeExplain: "explain"}[nativeEndian.Uint32(v[0:])]
 	if mode == "" {
 		mode = fmt.Sprintf("unknown(%d)", nativeEndian.Uint32(v[0:]))
 	}

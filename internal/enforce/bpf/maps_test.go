@@ -178,8 +178,8 @@ func TestProgramConstruction(t *testing.T) {
 		opts   progOptions
 		maps   []string
 	}{
-		{4, progOptions{}, []string{mapAllowed, mapUIDs, mapBuckets, mapConfig, mapDrops, mapEvents, mapExc4, mapLocal4, mapPorts, mapRates}},
-		{6, progOptions{setRetval: true}, []string{mapAllowed, mapUIDs, mapBuckets, mapConfig, mapDrops, mapEvents, mapExc4, mapExc6, mapLocal4, mapLocal6, mapPorts, mapRates}},
+		{4, progOptions{}, []string{mapAllowed, mapUIDs, mapBuckets, mapConfig, mapDrops, mapEvents, mapExc4, mapExplainDst, mapExplainPort, mapLocal4, mapPorts, mapRates}},
+		{6, progOptions{setRetval: true}, []string{mapAllowed, mapUIDs, mapBuckets, mapConfig, mapDrops, mapEvents, mapExc4, mapExc6, mapExplainDst, mapExplainPort, mapLocal4, mapLocal6, mapPorts, mapRates}},
 	} {
 		spec := connectProgram(tc.family, tc.opts)
 		if err := spec.Instructions.Marshal(discard{}, binary.LittleEndian); err != nil {

@@ -193,7 +193,8 @@ func body4(pfx string, addrOff int16, mapped bool, opts progOptions) asm.Instruc
 		asm.StoreMem(asm.R6, addrOff, asm.R1, asm.Word),
 		asm.Ja.Label("allow"),
 	)
-	return append(insns, rateCheck(pfx)...)
+	insns = append(insns, rateCheck(pfx)...)
+	return append(insns, explain4(pfx, addrOff, opts)...)
 }
 
 // body6 is steps 2 to 5 for a native IPv6 destination.
@@ -243,7 +244,8 @@ func body6(pfx string, opts progOptions) asm.Instructions {
 		asm.StoreMem(asm.R6, ctxUserIP6+12, asm.R1, asm.Word),
 		asm.Ja.Label("allow"),
 	)
-	return append(insns, rateCheck(pfx)...)
+	insns = append(insns, rateCheck(pfx)...)
+	return append(insns, explain6(pfx, opts)...)
 }
 
 // uidCheck (step 3) puts the calling task's real uid in R7 and sends allowed
@@ -322,6 +324,7 @@ func verdict(pfx string, opts progOptions) asm.Instructions {
 	insns := asm.Instructions{
 		asm.JEq.Imm(asm.R9, int32(modeLog), "allow"),
 		asm.JEq.Imm(asm.R9, int32(modeRedirect), pfx+"redirect"),
+		asm.JEq.Imm(asm.R9, int32(modeExplain), pfx+"explain"), // explain.go
 	}
 	if opts.setRetval {
 		insns = append(insns,

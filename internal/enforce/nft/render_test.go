@@ -30,6 +30,8 @@ func testRulesets() map[string]policy.Ruleset {
 				{UID: 1002, Dst: netip.MustParsePrefix("2001:db8:1::/48"), Port: 465},
 			}},
 		"redirect": {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}},
+		"explain": {Mode: policy.ModeExplain, Ports: []uint16{25, 465, 587, 2525}, AllowLocal: true, UIDs: []uint32{0, 101},
+			ExplainPort: policy.DefaultExplainPort},
 	}
 }
 
@@ -104,7 +106,7 @@ func TestRuleOrderMatchesTracer(t *testing.T) {
 								seen[want]++
 								// Only a connection's first packet is judged.
 								vp.tcpFlags = tcpACK
-								if rs.Mode != policy.ModeRedirect {
+								if !natMode(rs.Mode) {
 									if got, err := m.verdict(rs, vp); err != nil || got != policy.VerdictAccept {
 										t.Errorf("%+v as an ACK: rules give %s (%v), want accept", pkt, got, err)
 									}
@@ -114,7 +116,7 @@ func TestRuleOrderMatchesTracer(t *testing.T) {
 					}
 				}
 			}
-			blocked := map[policy.Mode]policy.Verdict{policy.ModeReject: policy.VerdictReject, policy.ModeLog: policy.VerdictLog, policy.ModeRedirect: policy.VerdictRedirect}[rs.Mode]
+			blocked := map[policy.Mode]policy.Verdict{policy.ModeReject: policy.VerdictReject, policy.ModeLog: policy.VerdictLog, policy.ModeRedirect: policy.VerdictRedirect, policy.ModeExplain: policy.VerdictExplain}[rs.Mode]
 			if seen[policy.VerdictAccept] == 0 || seen[blocked] == 0 {
 				t.Errorf("verdicts seen %v: the grid misses accepted or blocked packets", seen)
 			}

@@ -68,7 +68,7 @@ var natOutputPriority = nftables.ChainPriorityRef(-100)
 // output hook, which sees only a connection's first packet; no filter chain
 // is installed then, so reject mode never loads NAT and redirect never rejects.
 func chainsFor(rs policy.Ruleset) []chainSpec {
-	if rs.Mode == policy.ModeRedirect {
+	if natMode(rs.Mode) {
 		return []chainSpec{
 			{name: chainNATOut, typ: nftables.ChainTypeNAT, hook: nftables.ChainHookOutput, priority: natOutputPriority, hookText: "nat hook output priority -100"},
 			{name: chainRedirect},
@@ -132,7 +132,7 @@ func rules(rs policy.Ruleset, group uint16, ports, uids *nftables.Set) []ruleSpe
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{tcpSYN}},
 		),
 	}
-	if rs.Mode == policy.ModeRedirect {
+	if natMode(rs.Mode) {
 		entry, check = chainNATOut, chainRedirect
 		gate = ruleSpec{chain: entry, text: fmt.Sprintf("meta l4proto tcp tcp dport @%s jump %s", setPorts, check), exprs: isTCP}
 	}
@@ -227,8 +227,54 @@ func rules(rs policy.Ruleset, group uint16, ports, uids *nftables.Set) []ruleSpe
 		// 127.0.0.1 or ::1 by family.
 		block.text += " redirect"
 		block.exprs = append(block.exprs, &expr.Redir{})
+	case policy.ModeExplain:
+		return append(out, explainRules(rs, group, isTCP)...)
 	}
 	return append(out, block)
+}
+
+// natMode reports whether a mode rewrites destinations, on the NAT hook.
+func natMode(m policy.Mode) bool { return m == policy.ModeRedirect || m == policy.ModeExplain }
+
+// explainRules end the check chain in explain mode: implicit TLS (465) is
+// refused with a reset as in reject mode (no certificate a client could
+// trust can answer there), every other restricted port goes to the daemon's
+// responder on 127.0.0.1 or ::1 (by family), which tells the client why in
+// an SMTP reply. Without a daemon nothing listens there and the client is
+// refused just the same. Both are logged, so the kernel's event counts each
+// attempt whether or not the responder ever sees it.
+func explainRules(rs policy.Ruleset, group uint16, isTCP []expr.Any) []ruleSpec {
+	blocked, explained := logPrefix(policy.ModeReject), logPrefix(policy.ModeExplain)
+	tls := ruleSpec{
+		chain: chainRedirect,
+		text:  fmt.Sprintf("tcp dport %d counter log prefix %q group %d reject with tcp reset", policy.ImplicitTLSPort, blocked, group),
+		exprs: append(isTCP[:2:2],
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(policy.ImplicitTLSPort)},
+			&expr.Counter{},
+			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(blocked)},
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+		),
+	}
+	port := rs.ExplainPort
+	if port == 0 {
+		port = policy.DefaultExplainPort
+	}
+	redirect := ruleSpec{
+		chain: chainRedirect,
+		// A port mapping needs the protocol match first (nft refuses it
+		// otherwise, and lists it so).
+		text: fmt.Sprintf("meta l4proto tcp counter log prefix %q group %d redirect to :%d", explained, group, port),
+		exprs: append(isTCP[:2:2],
+			&expr.Counter{},
+			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(explained)},
+			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+			// The kernel sets PROTO_SPECIFIED itself and lists max = min:
+			// written as it reads back, so Verify compares like with like.
+			&expr.Redir{RegisterProtoMin: 1, RegisterProtoMax: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+		),
+	}
+	return []ruleSpec{tls, redirect}
 }
 
 // logPrefix tells the event reader what the kernel did with the attempt.
@@ -238,6 +284,8 @@ func logPrefix(m policy.Mode) string {
 		return "smtpguard logged"
 	case policy.ModeRedirect:
 		return "smtpguard redirected"
+	case policy.ModeExplain:
+		return "smtpguard explained"
 	}
 	return "smtpguard blocked"
 }

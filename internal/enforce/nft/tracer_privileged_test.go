@@ -19,6 +19,8 @@ func outcome(v policy.Verdict) string {
 		return "refused"
 	case policy.VerdictRedirect:
 		return "redirected"
+	case policy.VerdictExplain:
+		return "explained"
 	}
 	return "through"
 }
@@ -77,7 +79,7 @@ func TestPrivilegedTracerMatchesKernel(t *testing.T) {
 		{host: "127.0.0.1", local: true}, {host: "::1", local: true},
 		{host: "192.0.2.1", local: true}, {host: "2001:db8::1", local: true},
 	}
-	ports := []int{25, 587, 8080}
+	ports := []int{25, 465, 587, 8080}
 	for _, d := range dsts {
 		if d.local {
 			for _, port := range ports {
@@ -90,6 +92,15 @@ func TestPrivilegedTracerMatchesKernel(t *testing.T) {
 		"reject no local": func(p *policy.Policy) { p.AllowLocal = false },
 		"log":             func(p *policy.Policy) { p.Mode = policy.ModeLog },
 		"redirect":        func(p *policy.Policy) { p.Mode = policy.ModeRedirect },
+		"explain":         func(p *policy.Policy) { p.Mode = policy.ModeExplain },
+	}
+	// Explain mode treats implicit TLS apart: the grid needs a server there.
+	for _, addr := range []string{serverV4, serverV6} {
+		testutil.ListenTCP(t, w.server, testutil.HostPort(addr, 465))
+	}
+	// The explain responder's stand-in: a listener on its loopback port.
+	for _, loop := range []string{"127.0.0.1", "::1"} {
+		testutil.ListenTCP(t, w.client, testutil.HostPort(loop, policy.DefaultExplainPort))
 	}
 	b := w.backend()
 	for name, change := range variants {
@@ -137,6 +148,8 @@ func TestPrivilegedTracerMatchesKernel(t *testing.T) {
 							got = "through"
 						case r.OK && r.Banner == testutil.Banner(testutil.HostPort(loop, port)):
 							got = "redirected"
+						case r.OK && r.Banner == testutil.Banner(testutil.HostPort(loop, policy.DefaultExplainPort)):
+							got = "explained"
 						case !r.OK && r.Errno == "ECONNREFUSED":
 							got = "refused"
 						}

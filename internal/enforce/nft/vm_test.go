@@ -175,7 +175,12 @@ func (m *vm) rule(r ruleSpec, p vmPacket, logged *bool, depth int) (policy.Verdi
 			*logged = true
 		case *expr.Reject:
 			return policy.VerdictReject, nil
+		case *expr.Immediate:
+			store(e.Register, e.Data)
 		case *expr.Redir:
+			if e.RegisterProtoMin != 0 {
+				return policy.VerdictExplain, nil // to the responder's port
+			}
 			return policy.VerdictRedirect, nil
 		case *expr.Verdict:
 			switch e.Kind {

@@ -28,8 +28,8 @@ var prefixEqual = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 func TestRulesetRoundTrip(t *testing.T) {
 	// Guard: a field added to Ruleset or ExceptionRule must be added to the
 	// wire types too, or the daemon would enforce less than the CLI meant.
-	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 7 {
-		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 7: add the new one to wire.go and to this test", n)
+	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 8 {
+		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 8: add the new one to wire.go and to this test", n)
 	}
 	if n := reflect.TypeFor[policy.ExceptionRule]().NumField(); n != 3 {
 		t.Fatalf("policy.ExceptionRule has %d fields, wireException carries 3: add the new one to wire.go and to this test", n)
@@ -56,8 +56,10 @@ func TestRulesetRoundTrip(t *testing.T) {
 				{UID: 1001, Rate: policy.Rate{Count: 5, Period: time.Minute}},
 				{UID: 1002, Rate: policy.Rate{Count: 2, Period: 2 * time.Second}},
 			},
+			ExplainPort: 11025,
 		}},
 		{"log mode, local restricted", policy.Ruleset{Mode: policy.ModeLog, Ports: []uint16{25}, UIDs: []uint32{0}}},
+		{"explain mode", policy.Ruleset{Mode: policy.ModeExplain, Ports: []uint16{25, 465}, UIDs: []uint32{0}, ExplainPort: 11025}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -56,6 +56,9 @@ type wireRuleset struct {
 	UIDs       []uint32        `json:"uids"`
 	Exceptions []wireException `json:"exceptions"`
 	RateLimits []wireRate      `json:"rate_limits"`
+	// ExplainPort: the daemon puts its own responder's port in anyway
+	// (daemon.Kernel.SetExplainPort); carried so nothing is dropped.
+	ExplainPort uint16 `json:"explain_port,omitempty"`
 }
 
 // wireRate is one policy.UIDRate; the period in nanoseconds, as a backend
@@ -75,6 +78,7 @@ type wireException struct {
 func toWire(rs policy.Ruleset) *wireRuleset {
 	w := &wireRuleset{
 		Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, Cgroup: rs.Cgroup, UIDs: rs.UIDs,
+		ExplainPort: rs.ExplainPort,
 	}
 	if rs.Exceptions != nil {
 		w.Exceptions = make([]wireException, len(rs.Exceptions))
@@ -94,6 +98,7 @@ func toWire(rs policy.Ruleset) *wireRuleset {
 func fromWire(w *wireRuleset) policy.Ruleset {
 	rs := policy.Ruleset{
 		Mode: policy.Mode(w.Mode), Ports: w.Ports, AllowLocal: w.AllowLocal, Cgroup: w.Cgroup, UIDs: w.UIDs,
+		ExplainPort: w.ExplainPort,
 	}
 	if w.Exceptions != nil {
 		rs.Exceptions = make([]policy.ExceptionRule, len(w.Exceptions))
