@@ -119,6 +119,8 @@ func parseEvent(a nflog.Attribute) (enforce.Event, bool) {
 			ev.Action = enforce.ActionLogged
 		case strings.HasSuffix(*a.Prefix, "redirected"):
 			ev.Action = enforce.ActionRedirected
+		case strings.HasSuffix(*a.Prefix, enforce.ActionRateLimited):
+			ev.Action = enforce.ActionRateLimited
 		}
 	}
 	if a.UID != nil {
