@@ -28,8 +28,11 @@ var prefixEqual = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 func TestRulesetRoundTrip(t *testing.T) {
 	// Guard: a field added to Ruleset or ExceptionRule must be added to the
 	// wire types too, or the daemon would enforce less than the CLI meant.
-	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 6 {
-		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 6: add the new one to wire.go and to this test", n)
+	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 7 {
+		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 7: add the new one to wire.go and to this test", n)
+	}
+	if n := reflect.TypeFor[policy.UIDRate]().NumField() + reflect.TypeFor[policy.Rate]().NumField(); n != 4 {
+		t.Fatalf("policy.UIDRate and Rate have %d fields, wireRate carries 3 (of 4): add the new one to wire.go and to this test", n)
 	}
 	if n := reflect.TypeFor[policy.ExceptionRule]().NumField(); n != 3 {
 		t.Fatalf("policy.ExceptionRule has %d fields, wireException carries 3: add the new one to wire.go and to this test", n)
@@ -52,6 +55,8 @@ func TestRulesetRoundTrip(t *testing.T) {
 				{UID: 1004, Dst: netip.MustParsePrefix("192.0.2.9/24"), Port: 25}, // unmasked: kept as is
 				{UID: 1005, Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 2525},
 			},
+			RateLimits: []policy.UIDRate{{UID: 1001, Rate: policy.Rate{Count: 5, Period: time.Minute}},
+				{UID: 1005, Rate: policy.Rate{Count: 100, Period: 24 * time.Hour}}},
 		}},
 		{"log mode, local restricted", policy.Ruleset{Mode: policy.ModeLog, Ports: []uint16{25}, UIDs: []uint32{0}}},
 	}

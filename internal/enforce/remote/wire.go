@@ -2,6 +2,7 @@ package remote
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -54,6 +55,14 @@ type wireRuleset struct {
 	Cgroup     string          `json:"cgroup,omitempty"`
 	UIDs       []uint32        `json:"uids"`
 	Exceptions []wireException `json:"exceptions"`
+	RateLimits []wireRate      `json:"rate_limits,omitempty"`
+}
+
+// wireRate is one uid's rate limit: Count connections per PeriodSeconds.
+type wireRate struct {
+	UID           uint32 `json:"uid"`
+	Count         uint32 `json:"count"`
+	PeriodSeconds int64  `json:"period_seconds"`
 }
 
 type wireException struct {
@@ -72,6 +81,9 @@ func toWire(rs policy.Ruleset) *wireRuleset {
 			w.Exceptions[i] = wireException{UID: e.UID, Dst: e.Dst, Port: e.Port}
 		}
 	}
+	for _, r := range rs.RateLimits {
+		w.RateLimits = append(w.RateLimits, wireRate{UID: r.UID, Count: r.Rate.Count, PeriodSeconds: int64(r.Rate.Period / time.Second)})
+	}
 	return w
 }
 
@@ -84,6 +96,9 @@ func fromWire(w *wireRuleset) policy.Ruleset {
 		for i, e := range w.Exceptions {
 			rs.Exceptions[i] = policy.ExceptionRule{UID: e.UID, Dst: e.Dst, Port: e.Port}
 		}
+	}
+	for _, r := range w.RateLimits {
+		rs.RateLimits = append(rs.RateLimits, policy.UIDRate{UID: r.UID, Rate: policy.Rate{Count: r.Count, Period: time.Duration(r.PeriodSeconds) * time.Second}})
 	}
 	return rs
 }
