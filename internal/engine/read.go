@@ -61,7 +61,13 @@ type Status struct {
 	// Conflicts are other tools' SMTP blocks, which refuse users smtpguard
 	// allows.
 	Conflicts []conflicts.Conflict `json:"conflicts"`
-	Revision  int64                `json:"revision"`
+	// RateLimit is the default rate limit ("100/h", "off"); RateLimits
+	// each limited uid's, and AllowedConnections the connections the
+	// backend let through per uid (see ratestatus.go).
+	RateLimit          string            `json:"rate_limit"`
+	RateLimits         []RateLimitStatus `json:"rate_limits"`
+	AllowedConnections []AllowedCount    `json:"allowed_connections"`
+	Revision           int64             `json:"revision"`
 	UpdatedAt *time.Time           `json:"updated_at,omitempty"`
 	UpdatedBy string               `json:"updated_by,omitempty"`
 }
@@ -108,6 +114,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if e.cfg.Conflicts != nil {
 		st.Conflicts = append(st.Conflicts, e.cfg.Conflicts.Detect(ctx)...)
 	}
+	e.rateStatus(ctx, &st, p, res, v.dir)
 	if p.Enabled {
 		st.Kernel = e.kernel(ctx, p, res)
 	} else {
@@ -387,12 +394,14 @@ type ExceptionStatus struct {
 	ResolvedAt  *time.Time   `json:"resolved_at,omitempty"`
 	Unresolved  bool         `json:"unresolved"` // a host name without any answer yet
 	LookupError string       `json:"lookup_error,omitempty"`
+	// Rate is the exception's own rate limit; empty: the default.
+	Rate string `json:"rate,omitempty"`
 }
 
 func exceptionStatus(p policy.Policy, dns map[string]store.DNSEntry) []ExceptionStatus {
 	out := []ExceptionStatus{}
 	for _, e := range p.Exceptions {
-		es := ExceptionStatus{To: e.Destination, Ports: e.Ports, Addresses: []netip.Addr{}}
+		es := ExceptionStatus{To: e.Destination, Ports: e.Ports, Addresses: []netip.Addr{}, Rate: e.Rate.String()}
 		if es.Ports == nil {
 			es.Ports = []uint16{}
 		}
