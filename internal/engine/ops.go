@@ -89,7 +89,7 @@ func (e *Engine) AllowWith(ctx context.Context, actor Actor, kind policy.Princip
 			return "", invalid(err)
 		}
 		if kind == policy.KindUser && pr.ID == 0 {
-			return "root (uid 0) is always allowed and never rate limited; nothing changed", nil
+			return "root (uid 0) is always allowed; nothing changed", nil
 		}
 		if opts.Rate != nil {
 			pr.Rate = rate

@@ -68,3 +68,16 @@ func (e *Engine) AllowedConnections(ctx context.Context, backend string) (map[ui
 	}
 	return ac.AllowedConnections(ctx)
 }
+
+// rateLimitViews names rs's rate limits with the users res knows.
+func rateLimitViews(rs policy.Ruleset, res policy.Resolution) []RateLimitStatus {
+	names := make(map[uint32]string, len(res.Grants))
+	for _, g := range res.Grants {
+		names[g.UID] = g.User
+	}
+	out := []RateLimitStatus{}
+	for _, r := range rs.RateLimits {
+		out = append(out, RateLimitStatus{UID: r.UID, User: names[r.UID], Rate: r.Rate.String()})
+	}
+	return out
+}

@@ -164,6 +164,8 @@ type RulesetView struct {
 	Ports      []uint16 `json:"ports"`
 	AllowLocal bool     `json:"allow_local"`
 	UIDs       []uint32 `json:"uids"`
+	// RateLimits are the limited uids' rates ("5/m").
+	RateLimits []RateLimitStatus `json:"rate_limits"`
 }
 
 // Plan computes the ruleset "enable --backend backend" would install.
@@ -226,7 +228,7 @@ func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (
 	pl := Plan{
 		Backend:     b.Name(),
 		Reason:      reason,
-		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs},
+		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs, RateLimits: rateLimitViews(rs, res)},
 		AllowedUIDs: res.Grants,
 		Unresolved:  res.Unresolved,
 		Rendered:    b.Render(rs),
