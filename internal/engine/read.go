@@ -68,8 +68,8 @@ type Status struct {
 	RateLimits         []RateLimitStatus `json:"rate_limits"`
 	AllowedConnections []AllowedCount    `json:"allowed_connections"`
 	Revision           int64             `json:"revision"`
-	UpdatedAt *time.Time           `json:"updated_at,omitempty"`
-	UpdatedBy string               `json:"updated_by,omitempty"`
+	UpdatedAt          *time.Time        `json:"updated_at,omitempty"`
+	UpdatedBy          string            `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
