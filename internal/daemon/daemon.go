@@ -161,6 +161,7 @@ func New(cfg Config) (*Daemon, error) {
 			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
+	m.registry.MustRegister(newAllowedCollector(d.allowedCounts, d.rec.userName))
 	if cfg.NotifyCommand != "" {
 		d.rec.notify = newNotifier(cfg.NotifyCommand, cfg.NotifyInterval, cfg.Logger.With("component", "notify"), m)
 	}
