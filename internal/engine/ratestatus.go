@@ -30,6 +30,7 @@ type AllowedCount struct {
 // restriction is enabled, the allowed connections of st.
 func (e *Engine) rateStatus(ctx context.Context, st *Status, p policy.Policy, res policy.Resolution, dir *policy.Directory) {
 	st.RateLimit = p.RateLimit.String()
+	st.UserRates, st.GroupRates = ownRates(p.Users), ownRates(p.Groups)
 	st.RateLimits = []RateLimitStatus{}
 	for _, r := range res.RateLimits {
 		rl := RateLimitStatus{UID: r.UID, Rate: r.Rate.String()}
@@ -78,6 +79,17 @@ func rateLimitViews(rs policy.Ruleset, res policy.Resolution) []RateLimitStatus 
 	out := []RateLimitStatus{}
 	for _, r := range rs.RateLimits {
 		out = append(out, RateLimitStatus{UID: r.UID, User: names[r.UID], Rate: r.Rate.String()})
+	}
+	return out
+}
+
+// ownRates maps the principals with a rate limit of their own to it.
+func ownRates(prs []policy.Principal) map[string]string {
+	out := map[string]string{}
+	for _, pr := range prs {
+		if pr.Rate.Set {
+			out[pr.Ref()] = pr.Rate.String()
+		}
 	}
 	return out
 }

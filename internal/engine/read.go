@@ -65,6 +65,8 @@ type Status struct {
 	// each limited uid's, and AllowedConnections the connections the
 	// backend let through per uid (see ratestatus.go).
 	RateLimit          string            `json:"rate_limit"`
+	UserRates          map[string]string `json:"user_rates"`  // allowed users' own rates, by name as listed
+	GroupRates         map[string]string `json:"group_rates"` // allowed groups' own rates
 	RateLimits         []RateLimitStatus `json:"rate_limits"`
 	AllowedConnections []AllowedCount    `json:"allowed_connections"`
 	Revision           int64             `json:"revision"`
