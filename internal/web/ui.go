@@ -153,14 +153,14 @@ func (s *Server) afterStatusChange(w http.ResponseWriter, r *http.Request, id *i
 
 // allowedView is the allowed users and groups page.
 type allowedView struct {
-	Users      []string
-	Groups     []string
+	Users  []string
+	Groups []string
 	// UserRates and GroupRates are own rate limits by name; RateLimit is
 	// the default ("off": none).
 	UserRates, GroupRates map[string]string
 	RateLimit             string
-	Exceptions []engine.ExceptionStatus
-	Form       allowForm
+	Exceptions            []engine.ExceptionStatus
+	Form                  allowForm
 	// Filter (?q=) narrows the lists to names containing it; beyond
 	// listShown entries the rest are counted, not listed.
 	Filter                string
