@@ -317,6 +317,11 @@ func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
 			rule = "log rule (mode log): let through, would be rejected in reject mode"
 		case enforce.ActionRedirected:
 			rule = "redirect rule (mode redirect): sent to the local MTA"
+		case enforce.ActionRateLimited:
+			rule = "rate limit rule: over its limit, treated as a blocked connection (" + refusal + " in reject mode)"
+			reason = fmt.Sprintf("%s may connect, but was over its rate limit (see status: rate_limits)", who)
+			out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, Folded: Folded(ev)}
+			continue
 		default:
 			rule = "block rule (mode reject): " + refusal
 		}
