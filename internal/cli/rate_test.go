@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
@@ -138,5 +139,24 @@ func TestAllowWithRateAndSetRateLimit(t *testing.T) {
 	h.ok("import", file)
 	if st := h.rateStatus(); st.RateLimit != "50/d" || len(st.RateLimits) != 2 || st.RateLimits[0].Rate != "7/h" || st.RateLimits[1].Rate != "2/s" {
 		t.Errorf("after import: %+v, want default 50/d, alice 7/h and bob 2/s", st)
+	}
+}
+
+func TestStatusPrintsRatesAndCounts(t *testing.T) {
+	var out strings.Builder
+	st := engine.Status{RateLimit: "100/h",
+		RateLimits:         []engine.RateLimitStatus{{UID: 1001, User: "alice", Rate: "5/m"}, {UID: 4242, Rate: "100/h"}},
+		AllowedConnections: []engine.AllowedCount{{UID: 0, User: "root", Count: 12}, {UID: 1001, User: "alice", Count: 5}}}
+	printRates(&out, st, -1)
+	want := "Rate limit:\t100/h per uid, for every allowance without its own\n" +
+		"Rate limited:\talice 5/m, uid 4242 100/h\n" +
+		"Allowed connections:\troot 12, alice 5\n"
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("printRates (-want +got):\n%s", diff)
+	}
+	out.Reset()
+	printRates(&out, engine.Status{RateLimit: "off"}, -1)
+	if out.Len() != 0 {
+		t.Errorf("without limits or counts printRates printed %q, want nothing", out.String())
 	}
 }

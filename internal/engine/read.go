@@ -320,8 +320,6 @@ func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
 		case enforce.ActionRateLimited:
 			rule = "rate limit rule: over its limit, treated as a blocked connection (" + refusal + " in reject mode)"
 			reason = fmt.Sprintf("%s may connect, but was over its rate limit (see status: rate_limits)", who)
-			out[i] = EventView{Event: ev, BlockedBy: rule + "; " + reason, Folded: Folded(ev)}
-			continue
 		default:
 			rule = "block rule (mode reject): " + refusal
 		}
@@ -370,7 +368,7 @@ func TotalsByUser(evs []EventView) []UserTotal {
 // nothing wider: the one destination on the one port. A folded destination
 // names no one address, so it has none.
 func AllowCommand(e store.Event) string {
-	if Folded(e) {
+	if Folded(e) || e.Action == enforce.ActionRateLimited { // allowed already: over its rate
 		return ""
 	}
 	who := e.User
