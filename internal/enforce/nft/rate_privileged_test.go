@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -135,4 +136,49 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A rate limit loosened in place (same comment, a higher rate) is drift, and
+// Apply restores it. Buckets already made keep the rate they were made with,
+// so the hole shows with a user's first connections after the change.
+func TestPrivilegedVerifyDetectsLoosenedRateLimit(t *testing.T) {
+	w := newWorld(t)
+	limited := testutil.NewUser(t, "rtlse", "")
+	later := testutil.NewUser(t, "rtlat", "")
+	b := w.backend()
+	hourly := policy.Rate{Count: 1, Period: time.Hour}
+	rs := policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25}, AllowLocal: true, UIDs: []uint32{0, limited.UID, later.UID},
+		RateLimits: []policy.UIDRate{{UID: limited.UID, Rate: hourly}, {UID: later.UID, Rate: hourly}}}
+	if limited.UID > later.UID {
+		rs.UIDs[1], rs.UIDs[2] = rs.UIDs[2], rs.UIDs[1]
+		rs.RateLimits[0].UID, rs.RateLimits[1].UID = rs.RateLimits[1].UID, rs.RateLimits[0].UID
+	}
+	mustApply(t, b, rs)
+	assertInSync(t, b, rs)
+	dst := testutil.HostPort(serverV4, 25)
+	if !w.connects(t, &limited, dst) || w.connects(t, &limited, dst) {
+		t.Fatal("with 1/h the first connection must pass and the second be refused")
+	}
+	rate := specByText(t, rs, "meta skuid @rate_1_per_h")
+	_, meter := rateSetNames(rs.RateLimits[0].Rate)
+	h := ruleHandle(t, w.client, chainAllowed, "@"+meter)
+	w.client.Exec(t, "nft", "replace", "rule", "inet", tableName, chainAllowed, "handle", h,
+		"meta", "skuid", "@rate_1_per_h", "update", "@"+meter, "{", "meta", "skuid", "limit", "rate", "over", "1000/hour", "burst", "1000", "packets", "}",
+		"counter", "log", "prefix", `"smtpguard rate-limited"`, "group", "2525", "reject", "with", "tcp", "reset",
+		"comment", fmt.Sprintf("%q", rate.comment()))
+	if !w.connects(t, &later, dst) || !w.connects(t, &later, dst) {
+		t.Fatal("after loosening the limit a new user is still limited to 1/h: the tamper does not test a hole")
+	}
+	d, err := b.Verify(context.Background(), rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := notRule(rs, rate); d.InSync() || !slices.Contains(d.Problems, want) {
+		t.Errorf("Verify after loosening = %v, want %q", d.Problems, want)
+	}
+	mustApply(t, b, rs)
+	assertInSync(t, b, rs)
+	if !w.connects(t, &later, dst) || w.connects(t, &later, dst) {
+		t.Error("after the repair 1/h must hold again: one connection, then refused")
+	}
 }
