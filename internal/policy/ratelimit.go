@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -134,15 +135,13 @@ func rateLimits(p Policy, dir *Directory, system []SystemUser) []UIDRate {
 			out = append(out, UIDRate{UID: uid, Rate: r})
 		}
 	}
-	slices.SortFunc(out, func(a, b UIDRate) int { return int(int64(a.UID) - int64(b.UID)) })
+	slices.SortFunc(out, func(a, b UIDRate) int { return cmp.Compare(a.UID, b.UID) })
 	return out
 }
 
 // RateOf returns the limit rs puts on uid's allowed connections (zero: none).
 func (rs Ruleset) RateOf(uid uint32) Rate {
-	i, found := slices.BinarySearchFunc(rs.RateLimits, uid, func(r UIDRate, uid uint32) int {
-		return int(int64(r.UID) - int64(uid))
-	})
+	i, found := slices.BinarySearchFunc(rs.RateLimits, uid, func(r UIDRate, uid uint32) int { return cmp.Compare(r.UID, uid) })
 	if !found {
 		return Rate{}
 	}
