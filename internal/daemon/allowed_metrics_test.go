@@ -2,9 +2,15 @@ package daemon
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smtpguard/smtpguard/internal/engine"
+	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
 // scrapeAllowed returns smtpguard_allowed_connections_total by user label.
@@ -55,4 +61,27 @@ func TestAllowedConnectionsMetricCap(t *testing.T) {
 	if got := scrapeAllowed(t, reg); len(got) != 0 {
 		t.Errorf("restriction off: %v, want no series", got)
 	}
+}
+
+// Joining a rate-limited group changes an allowed user's rate and nothing
+// else: the daemon applies it as it applies any account change.
+func TestAccountChangeOfOnlyARateIsApplied(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	rate := "5/m"
+	f.eng.Enable(ctx, admin, "fake")
+	f.eng.Allow(ctx, admin, policy.KindUser, "bob")
+	if _, err := f.eng.AllowWith(ctx, admin, policy.KindGroup, "mailers", engine.AllowOptions{Rate: &rate}); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t, Config{})
+	five := policy.Rate{Count: 5, Period: time.Minute}
+	if got := f.backend.Installed().RateLimits; !slices.Equal(got, []policy.UIDRate{{UID: 1001, Rate: five}}) {
+		t.Fatalf("rate limits = %v, want alice's 5/m", got)
+	}
+	// usermod -aG mailers bob: bob stays allowed, now at the group's rate.
+	write(t, f.cfg.GroupPath, strings.Replace(testGroup, "mailers:x:2000:alice", "mailers:x:2000:alice,bob", 1))
+	waitFor(t, "bob limited after joining mailers", func() bool {
+		return slices.Equal(f.backend.Installed().RateLimits, []policy.UIDRate{{UID: 1001, Rate: five}, {UID: 1002, Rate: five}})
+	})
 }
