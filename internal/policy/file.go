@@ -68,9 +68,9 @@ type File struct {
 	// or "off": none); UserRates and GroupRates give allowed users' and
 	// groups' own ("off": none whatever the default), keyed as
 	// allowed_users and allowed_groups name them.
-	RateLimit  string            `toml:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
-	UserRates  map[string]string `toml:"user_rates,omitempty" yaml:"user_rates,omitempty"`
-	GroupRates map[string]string `toml:"group_rates,omitempty" yaml:"group_rates,omitempty"`
+	RateLimit  string            `toml:"rate_limit,omitempty" yaml:"rate_limit,omitempty" json:",omitempty"`
+	UserRates  map[string]string `toml:"user_rates,omitempty" yaml:"user_rates,omitempty" json:",omitempty"`
+	GroupRates map[string]string `toml:"group_rates,omitempty" yaml:"group_rates,omitempty" json:",omitempty"`
 }
 
 // FileException is one scoped exception in a policy file: exactly one of User
@@ -80,7 +80,7 @@ type FileException struct {
 	Group string `toml:"group,omitempty" yaml:"group,omitempty"`
 	To    string `toml:"to" yaml:"to"`
 	Ports []int  `toml:"ports,omitempty" yaml:"ports,omitempty,flow"`
-	Rate  string `toml:"rate,omitempty" yaml:"rate,omitempty"`
+	Rate  string `toml:"rate,omitempty" yaml:"rate,omitempty" json:",omitempty"`
 }
 
 // ToFile converts a policy to its file form.
