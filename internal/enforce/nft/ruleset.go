@@ -347,16 +347,14 @@ func rateSets(rs policy.Ruleset, t *nftables.Table) []desiredSet {
 }
 
 // dynamicSet is a set the packet path fills (buckets, counters): its elements
-// are the kernel's, never compared or written by us.
+// are the kernel's, never compared or written by us. It has no size: a bound
+// would leave uids past it unlimited and uncounted, and what fills it is
+// bounded anyway (only uids in a rate set reach a meter, only allowed uids
+// the count). A size hint would also cost vmalloc up front (about 0.5 MB per
+// set at 2^20 elements, measured on 6.18), none without.
 func dynamicSet(t *nftables.Table, name string) *nftables.Set {
-	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian,
-		Dynamic: true, Size: dynamicSetSize}
+	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian, Dynamic: true}
 }
-
-// dynamicSetSize bounds the uids a dynamic set holds; past it a new uid is
-// neither limited nor counted (the count rule is separate from accept, so it
-// still passes).
-const dynamicSetSize = 1 << 20
 
 // logPrefix tells the event reader what the kernel did with the attempt.
 func logPrefix(m policy.Mode) string {
@@ -451,14 +449,14 @@ func render(rs policy.Ruleset, group uint16) string {
 	for _, ds := range rateSets(rs, nil) {
 		fmt.Fprintf(&sb, "\n\tset %s {\n\t\ttype uid\n", ds.def.Name)
 		if ds.def.Dynamic {
-			fmt.Fprintf(&sb, "\t\tsize %d\n\t\tflags dynamic\n", ds.def.Size)
+			sb.WriteString("\t\tflags dynamic\n")
 		} else {
 			uids := rateUIDs(rs, ds.def.Name)
 			writeElements(&sb, len(uids), func(i int) string { return strconv.FormatUint(uint64(uids[i]), 10) })
 		}
 		sb.WriteString("\t}\n")
 	}
-	fmt.Fprintf(&sb, "\n\tset %s {\n\t\ttype uid\n\t\tsize %d\n\t\tflags dynamic\n\t}\n", setAllowedCount, dynamicSetSize)
+	fmt.Fprintf(&sb, "\n\tset %s {\n\t\ttype uid\n\t\tflags dynamic\n\t}\n", setAllowedCount)
 	specs := rules(rs, group, nil, nil)
 	for _, c := range chainsFor(rs) {
 		fmt.Fprintf(&sb, "\n\tchain %s {\n", c.name)
