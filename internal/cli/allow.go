@@ -46,7 +46,7 @@ func newRevokeCmd(e *env) *cobra.Command {
 
 func principalCmd(e *env, use, arg string, kind policy.PrincipalKind, allow bool) *cobra.Command {
 	var asJSON bool
-	var to, ports string
+	var to, ports, rate string
 	short := "Allow a " + use
 	if !allow {
 		short = "Revoke a " + use
@@ -59,12 +59,16 @@ func principalCmd(e *env, use, arg string, kind policy.PrincipalKind, allow bool
 			if ports != "" && to == "" {
 				return usagef("--port needs --to: an exception is for one destination")
 			}
+			var opts engine.AllowOptions
+			if allow && cmd.Flags().Changed("rate") {
+				opts.Rate = &rate
+			}
 			return e.mutation(cmd, asJSON, func(ctx context.Context, eng *engine.Engine) (engine.Result, error) {
 				switch {
 				case allow && to != "":
-					return eng.AllowException(ctx, e.actor(), kind, args[0], to, ports)
+					return eng.AllowExceptionWith(ctx, e.actor(), kind, args[0], to, ports, opts)
 				case allow:
-					return eng.Allow(ctx, e.actor(), kind, args[0])
+					return eng.AllowWith(ctx, e.actor(), kind, args[0], opts)
 				case to != "":
 					return eng.RevokeException(ctx, e.actor(), kind, args[0], to)
 				default:
@@ -79,12 +83,21 @@ destination (a host name, an address or a CIDR) and, with --port, only on
 those restricted ports: the way to let a site send through its relay
 (SendGrid, Mailgun, SES, Office 365) without opening every SMTP server in the
 world. Host names are resolved now and re-resolved by the daemon as their DNS
-TTLs run out (IPv4 and IPv6).`, use)
+TTLs run out (IPv4 and IPv6).
+
+--rate N/PERIOD (PERIOD s, m, h or d) limits the connections this allowance
+lets through: N may start at once, and N more each PERIOD; one over the limit
+is refused as a blocked one would be and recorded as rate-limited. Without
+--rate an allowance follows 'smtpguard set rate-limit'; --rate off exempts it
+from that default, --rate default follows it again. Given for one already
+allowed, only the rate changes.`, use)
 		cmd.Example = fmt.Sprintf(`  smtpguard allow %[1]s %[2]s
   smtpguard allow %[1]s %[2]s --to smtp.sendgrid.net --port 587
-  smtpguard allow %[1]s %[2]s --to 192.0.2.0/24`, use, map[string]string{"user": "alice", "group": "mailers"}[use])
+  smtpguard allow %[1]s %[2]s --to 192.0.2.0/24
+  smtpguard allow %[1]s %[2]s --to smtp.sendgrid.net --rate 100/h`, use, map[string]string{"user": "alice", "group": "mailers"}[use])
 		cmd.Flags().StringVar(&to, "to", "", "only this destination: host name, address or CIDR")
 		cmd.Flags().StringVar(&ports, "port", "", "with --to: only these restricted ports, e.g. 587 or 465,587 (default: all)")
+		cmd.Flags().StringVar(&rate, "rate", "", "limit its connections: N/PERIOD (PERIOD s, m, h or d), off, or default")
 	} else {
 		cmd.Example = fmt.Sprintf(`  smtpguard revoke %[1]s %[2]s
   smtpguard revoke %[1]s %[2]s --to smtp.sendgrid.net`, use, map[string]string{"user": "alice", "group": "mailers"}[use])

@@ -52,6 +52,12 @@ func printPlan(out io.Writer, pl engine.Plan) {
 	for _, g := range pl.AllowedUIDs {
 		fmt.Fprintf(out, "#   %d %s: %s\n", g.UID, orDash(g.User), strings.Join(g.Reasons, ", "))
 	}
+	if len(pl.Ruleset.RateLimits) > 0 {
+		fmt.Fprintf(out, "# %d uid(s) rate limited:\n", len(pl.Ruleset.RateLimits))
+		for _, r := range pl.Ruleset.RateLimits {
+			fmt.Fprintf(out, "#   %d %s: %s\n", r.UID, orDash(r.User), r.Rate)
+		}
+	}
 	for _, u := range pl.Unresolved {
 		fmt.Fprintf(out, "# warning: %s\n", u)
 	}

@@ -50,6 +50,15 @@ log: let the connection through but count and log it, to try a policy out.`,
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetAllowLocal(ctx, a, v)
 			}},
+		{"rate-limit N/PERIOD|off", "Limit the connections of every allowed user, group and exception",
+			`The default rate limit of every allowed user, group and exception without a
+--rate of its own, e.g. 100/h (PERIOD s, m, h or d); off (default) limits
+none. N connections may start at once and N more each PERIOD, per uid; one
+over the limit is refused as a blocked one would be and recorded as
+rate-limited. root, the MTA's and the list manager's accounts are never limited.`,
+			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
+				return eng.SetRateLimit(ctx, a, v)
+			}},
 	} {
 		var asJSON bool
 		sub := &cobra.Command{

@@ -175,8 +175,12 @@ func printStatus(out io.Writer, view statusView, max int) {
 				where += "; last lookup failed: " + ex.LookupError + ", keeping these"
 			}
 		}
+		if ex.Rate != "" {
+			where += ", rate " + ex.Rate
+		}
 		fmt.Fprintf(w, "%s\t%s to %s on %s%s\n", label, who, ex.To, ports, where)
 	}
+	printRates(w, st, max)
 	fmt.Fprintf(w, "MTA:\t%s\n", found(st.MTA.MTAs))
 	fmt.Fprintf(w, "List manager:\t%s\n", found(st.MTA.ListManagers))
 	for _, u := range st.Unresolved {

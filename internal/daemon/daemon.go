@@ -182,6 +182,7 @@ func New(cfg Config) (*Daemon, error) {
 			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
+	m.registry.MustRegister(newAllowedCollector(d.allowedCounts, d.rec.userName))
 	d.explain = newExplainer(d, cfg.ExplainPort, d.rec.proc, cfg.Hostname)
 	if cfg.NotifyCommand != "" || cfg.WebhookURL != "" {
 		var hook *webhook.Sender

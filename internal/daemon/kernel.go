@@ -168,3 +168,12 @@ func (h *heldBackend) repairLast(ctx context.Context) (*Repaired, error) {
 	}
 	return &Repaired{Backend: h.Name(), Ruleset: rs, Drift: d.Problems, Took: time.Since(start)}, nil
 }
+
+// AllowedConnections passes enforce.AllowedCounter through (ErrNotSupported
+// when the backend keeps no counts): a read that needs no turn.
+func (h *heldBackend) AllowedConnections(ctx context.Context) (map[uint32]uint64, error) {
+	if ac, ok := h.Backend.(enforce.AllowedCounter); ok {
+		return ac.AllowedConnections(ctx)
+	}
+	return nil, enforce.ErrNotSupported
+}

@@ -19,6 +19,16 @@ const lookupTimeout = 3 * time.Second
 // address or CIDR) on the given ports ("" for every restricted port). A host
 // name that does not resolve yet is accepted and reported by status.
 func (e *Engine) AllowException(ctx context.Context, actor Actor, kind policy.PrincipalKind, ref, dest, ports string) (Result, error) {
+	return e.AllowExceptionWith(ctx, actor, kind, ref, dest, ports, AllowOptions{})
+}
+
+// AllowExceptionWith is AllowException with options; an existing exception
+// keeps its rate limit unless opts.Rate is given.
+func (e *Engine) AllowExceptionWith(ctx context.Context, actor Actor, kind policy.PrincipalKind, ref, dest, ports string, opts AllowOptions) (Result, error) {
+	rate, rateText, err := opts.rate()
+	if err != nil {
+		return Result{}, err
+	}
 	d, err := policy.ParseDestination(dest)
 	if err != nil {
 		return Result{}, invalid(err)
@@ -42,6 +52,7 @@ func (e *Engine) AllowException(ctx context.Context, actor Actor, kind policy.Pr
 	if ports != "" {
 		detail += " --port " + policy.PortsString(portList)
 	}
+	detail += rateText
 	return e.change(ctx, actor, "allow exception", detail, func(p *policy.Policy, dir *policy.Directory) (string, error) {
 		pr, err := dir.ResolvePrincipal(kind, ref)
 		if err != nil {
@@ -50,7 +61,14 @@ func (e *Engine) AllowException(ctx context.Context, actor Actor, kind policy.Pr
 		if err := policy.CheckExceptionPorts(portList, p.Ports); err != nil {
 			return "", invalid(err)
 		}
-		ex := policy.Exception{Principal: pr, Destination: d.Canonical, Ports: portList}
+		ex := policy.Exception{Principal: pr, Destination: d.Canonical, Ports: portList, Rate: rate}
+		if opts.Rate == nil {
+			for _, old := range p.Exceptions {
+				if old.Principal.Same(pr) && old.Destination == d.Canonical {
+					ex.Rate = old.Rate // unchanged unless --rate says
+				}
+			}
+		}
 		if err := p.AddException(ex); err != nil {
 			if errors.Is(err, policy.ErrAlreadyAllowed) {
 				return fmt.Sprintf("%s is already allowed; nothing changed", ex), nil
@@ -61,7 +79,11 @@ func (e *Engine) AllowException(ctx context.Context, actor Actor, kind policy.Pr
 		if len(portList) > 0 {
 			to = "port " + policy.PortsString(portList)
 		}
-		return fmt.Sprintf("%s may now connect to %s on %s, and no other SMTP server%s", pr, d.Canonical, to, note), nil
+		limit := ""
+		if ex.Rate.Set {
+			limit = ", " + rateWords(ex.Rate.Rate)
+		}
+		return fmt.Sprintf("%s may now connect to %s on %s, and no other SMTP server%s%s", pr, d.Canonical, to, limit, note), nil
 	}, dns...)
 }
 

@@ -110,7 +110,17 @@ func (e *Engine) Disable(ctx context.Context, actor Actor) (Result, error) {
 
 // Allow lets a user or group connect. ref is a name or a numeric id.
 func (e *Engine) Allow(ctx context.Context, actor Actor, kind policy.PrincipalKind, ref string) (Result, error) {
-	return e.change(ctx, actor, "allow", string(kind)+" "+ref, func(p *policy.Policy, dir *policy.Directory) (string, error) {
+	return e.AllowWith(ctx, actor, kind, ref, AllowOptions{})
+}
+
+// AllowWith is Allow with options: allowing one already allowed changes
+// only what the options name.
+func (e *Engine) AllowWith(ctx context.Context, actor Actor, kind policy.PrincipalKind, ref string, opts AllowOptions) (Result, error) {
+	rate, rateText, err := opts.rate()
+	if err != nil {
+		return Result{}, err
+	}
+	return e.change(ctx, actor, "allow", string(kind)+" "+ref+rateText, func(p *policy.Policy, dir *policy.Directory) (string, error) {
 		pr, err := dir.ResolvePrincipal(kind, ref)
 		if err != nil {
 			return "", invalid(err)
@@ -118,13 +128,19 @@ func (e *Engine) Allow(ctx context.Context, actor Actor, kind policy.PrincipalKi
 		if kind == policy.KindUser && pr.ID == 0 {
 			return "root (uid 0) is always allowed; nothing changed", nil
 		}
+		if opts.Rate != nil {
+			pr.Rate = rate
+		}
 		if err := p.Allow(pr); err != nil {
 			if errors.Is(err, policy.ErrAlreadyAllowed) {
-				return fmt.Sprintf("%s is already allowed; nothing changed", pr), nil
+				return setAllowanceRate(p, pr, opts.Rate != nil), nil
 			}
 			return "", invalid(err)
 		}
 		msg := fmt.Sprintf("%s allowed to connect to remote SMTP servers", pr)
+		if pr.Rate.Set {
+			msg += ", " + rateWords(pr.Rate.Rate)
+		}
 		if pr.ByID && pr.Name == "" {
 			// Allowed anyway: processes can run under a uid no account file
 			// names (containers, accounts from a directory service or made

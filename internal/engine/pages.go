@@ -19,6 +19,10 @@ type AllowedView struct {
 	Users      []string          `json:"users"`
 	Groups     []string          `json:"groups"`
 	Exceptions []ExceptionStatus `json:"exceptions"`
+	// UserRates and GroupRates are the own rate limits of those listed
+	// that have one ("5/m", "off"), by name as listed.
+	UserRates  map[string]string `json:"user_rates"`
+	GroupRates map[string]string `json:"group_rates"`
 }
 
 // AllowedPage returns at most limit entries of the allowed list (users, then
@@ -37,6 +41,8 @@ func (e *Engine) AllowedPage(ctx context.Context, after string, limit int) (Allo
 		Users:      refs(page.Users),
 		Groups:     refs(page.Groups),
 		Exceptions: exceptionStatus(policy.Policy{Exceptions: page.Exceptions}, dns),
+		UserRates:  ownRates(page.Users),
+		GroupRates: ownRates(page.Groups),
 	}, next, nil
 }
 

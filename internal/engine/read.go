@@ -61,9 +61,17 @@ type Status struct {
 	// Conflicts are other tools' SMTP blocks, which refuse users smtpguard
 	// allows.
 	Conflicts []conflicts.Conflict `json:"conflicts"`
-	Revision  int64                `json:"revision"`
-	UpdatedAt *time.Time           `json:"updated_at,omitempty"`
-	UpdatedBy string               `json:"updated_by,omitempty"`
+	// RateLimit is the default rate limit ("100/h", "off"); RateLimits
+	// each limited uid's, and AllowedConnections the connections the
+	// backend let through per uid (see ratestatus.go).
+	RateLimit          string            `json:"rate_limit"`
+	UserRates          map[string]string `json:"user_rates"`  // allowed users' own rates, by name as listed
+	GroupRates         map[string]string `json:"group_rates"` // allowed groups' own rates
+	RateLimits         []RateLimitStatus `json:"rate_limits"`
+	AllowedConnections []AllowedCount    `json:"allowed_connections"`
+	Revision           int64             `json:"revision"`
+	UpdatedAt          *time.Time        `json:"updated_at,omitempty"`
+	UpdatedBy          string            `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
@@ -108,6 +116,7 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if e.cfg.Conflicts != nil {
 		st.Conflicts = append(st.Conflicts, e.cfg.Conflicts.Detect(ctx)...)
 	}
+	e.rateStatus(ctx, &st, p, res, v.dir)
 	if p.Enabled {
 		st.Kernel = e.kernel(ctx, p, res)
 	} else {
@@ -157,6 +166,8 @@ type RulesetView struct {
 	Ports      []uint16 `json:"ports"`
 	AllowLocal bool     `json:"allow_local"`
 	UIDs       []uint32 `json:"uids"`
+	// RateLimits are the limited uids' rates ("5/m").
+	RateLimits []RateLimitStatus `json:"rate_limits"`
 }
 
 // Plan computes the ruleset "enable --backend backend" would install.
@@ -219,7 +230,7 @@ func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (
 	pl := Plan{
 		Backend:     b.Name(),
 		Reason:      reason,
-		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs},
+		Ruleset:     RulesetView{Mode: string(rs.Mode), Ports: rs.Ports, AllowLocal: rs.AllowLocal, UIDs: rs.UIDs, RateLimits: rateLimitViews(rs, res)},
 		AllowedUIDs: res.Grants,
 		Unresolved:  res.Unresolved,
 		Rendered:    b.Render(rs),
@@ -308,6 +319,9 @@ func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
 			rule = "redirect rule (mode redirect): sent to the local MTA"
 		case enforce.ActionExplained:
 			rule = "explain rule (mode explain): answered 554 5.7.1 with the reason by the daemon's responder"
+		case enforce.ActionRateLimited:
+			rule = "rate limit rule: over its limit, treated as a blocked connection (" + refusal + " in reject mode)"
+			reason = fmt.Sprintf("%s may connect, but was over its rate limit (see status: rate_limits)", who)
 		default:
 			rule = "block rule (mode reject): " + refusal
 		}
@@ -356,7 +370,7 @@ func TotalsByUser(evs []EventView) []UserTotal {
 // nothing wider: the one destination on the one port. A folded destination
 // names no one address, so it has none.
 func AllowCommand(e store.Event) string {
-	if Folded(e) {
+	if Folded(e) || e.Action == enforce.ActionRateLimited { // allowed already: over its rate
 		return ""
 	}
 	who := e.User
@@ -389,12 +403,14 @@ type ExceptionStatus struct {
 	ResolvedAt  *time.Time   `json:"resolved_at,omitempty"`
 	Unresolved  bool         `json:"unresolved"` // a host name without any answer yet
 	LookupError string       `json:"lookup_error,omitempty"`
+	// Rate is the exception's own rate limit; empty: the default.
+	Rate string `json:"rate,omitempty"`
 }
 
 func exceptionStatus(p policy.Policy, dns map[string]store.DNSEntry) []ExceptionStatus {
 	out := []ExceptionStatus{}
 	for _, e := range p.Exceptions {
-		es := ExceptionStatus{To: e.Destination, Ports: e.Ports, Addresses: []netip.Addr{}}
+		es := ExceptionStatus{To: e.Destination, Ports: e.Ports, Addresses: []netip.Addr{}, Rate: e.Rate.String()}
 		if es.Ports == nil {
 			es.Ports = []uint16{}
 		}

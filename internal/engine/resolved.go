@@ -12,11 +12,12 @@ import (
 type Access struct {
 	UIDs       []uint32
 	Exceptions []policy.ExceptionRule
+	RateLimits []policy.UIDRate // joining a group can change a uid's rate alone
 }
 
 // Equal reports whether a and b let the same uids through.
 func (a Access) Equal(b Access) bool {
-	return slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.Exceptions, b.Exceptions)
+	return slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.Exceptions, b.Exceptions) && slices.Equal(a.RateLimits, b.RateLimits)
 }
 
 // ResolvedAccess resolves the stored policy against the accounts now. The
@@ -32,5 +33,5 @@ func (e *Engine) ResolvedAccess(ctx context.Context) (Access, error) {
 		return Access{}, err
 	}
 	res, _ := e.resolve(ctx, p, v)
-	return Access{UIDs: res.UIDs, Exceptions: res.Exceptions}, nil
+	return Access{UIDs: res.UIDs, Exceptions: res.Exceptions, RateLimits: res.RateLimits}, nil
 }

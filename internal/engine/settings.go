@@ -12,6 +12,8 @@ import (
 // them ("25,587", "log", "off"); nil fields keep their value.
 type Settings struct {
 	Ports, Mode, AllowLocal *string
+	// RateLimit is the default rate limit ("100/h" or "off").
+	RateLimit *string
 }
 
 // SetSettings changes ports, mode and allow-local together: every field is
@@ -43,6 +45,14 @@ func (e *Engine) SetSettings(ctx context.Context, actor Actor, s Settings) (Resu
 		}
 		parts = append(parts, "allow-local "+onOff(local))
 	}
+	var rate policy.Rate
+	if s.RateLimit != nil {
+		var err error
+		if rate, err = policy.ParseRate(*s.RateLimit); err != nil {
+			return Result{}, invalid(fmt.Errorf("rate-limit: %w", err))
+		}
+		parts = append(parts, "rate-limit "+rate.String())
+	}
 	detail := strings.Join(parts, " ")
 	return e.change(ctx, actor, "set", detail, func(p *policy.Policy, _ *policy.Directory) (string, error) {
 		var changed []string
@@ -57,6 +67,10 @@ func (e *Engine) SetSettings(ctx context.Context, actor Actor, s Settings) (Resu
 		if s.AllowLocal != nil && local != p.AllowLocal {
 			p.AllowLocal = local
 			changed = append(changed, "allow-local set to "+onOff(local))
+		}
+		if s.RateLimit != nil && rate != p.RateLimit {
+			p.RateLimit = rate
+			changed = append(changed, "default rate limit set to "+rate.String())
 		}
 		if len(changed) == 0 {
 			return "settings unchanged", nil

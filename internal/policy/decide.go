@@ -12,6 +12,10 @@ const (
 	RuleAllowedUID Rule = "allowed"    // root, a system user, an allowed user or group member
 	RuleException  Rule = "exception"  // an exception covers the destination and port
 	RuleBlock      Rule = "block"      // none of the above: the mode's block rule
+	// RuleRateLimit: allowed, but over the uid's rate limit (Packet.OverRate),
+	// so refused as the mode refuses (explain mode: as reject, since the
+	// responder's "may not connect directly" would be wrong).
+	RuleRateLimit Rule = "rate-limit"
 )
 
 // Decision is the tracer's verdict and the rule that gave it.
@@ -32,12 +36,19 @@ func (rs Ruleset) Decide(pkt Packet) Decision {
 	if rs.AllowLocal && pkt.DstLocal && !pkt.RoutingHeader {
 		return Decision{Verdict: VerdictAccept, Rule: RuleLocal}
 	}
+	overRate := pkt.OverRate && !rs.RateOf(pkt.UID).IsZero()
 	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {
+		if overRate {
+			return rs.rateRefusal()
+		}
 		return Decision{Verdict: VerdictAccept, Rule: RuleAllowedUID}
 	}
 	dst := pkt.Dst.Unmap()
 	for _, e := range rs.Exceptions {
 		if e.UID == pkt.UID && e.Port == pkt.DstPort && dst.IsValid() && e.Dst.Contains(dst) {
+			if overRate {
+				return rs.rateRefusal()
+			}
 			return Decision{Verdict: VerdictAccept, Rule: RuleException, Exception: e}
 		}
 	}
@@ -54,4 +65,15 @@ func (rs Ruleset) Decide(pkt Packet) Decision {
 		}
 	}
 	return Decision{Verdict: VerdictReject, Rule: RuleBlock}
+}
+
+// rateRefusal is the verdict for an allowed connection over its rate limit.
+func (rs Ruleset) rateRefusal() Decision {
+	switch rs.Mode {
+	case ModeLog:
+		return Decision{Verdict: VerdictLog, Rule: RuleRateLimit}
+	case ModeRedirect:
+		return Decision{Verdict: VerdictRedirect, Rule: RuleRateLimit}
+	}
+	return Decision{Verdict: VerdictReject, Rule: RuleRateLimit}
 }

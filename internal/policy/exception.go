@@ -15,8 +15,9 @@ import (
 // smtp.sendgrid.net:587" that does not open every SMTP server in the world.
 type Exception struct {
 	Principal   Principal
-	Destination string   // canonical: an address, a masked CIDR, or a lower-case host name
-	Ports       []uint16 // sorted; empty means every restricted port
+	Destination string      // canonical: an address, a masked CIDR, or a lower-case host name
+	Ports       []uint16    // sorted; empty means every restricted port
+	Rate        RateSetting // its own rate limit (unset: the policy's default)
 }
 
 // String reads like the command that made it: "user alice --to smtp.example.net --port 587".
@@ -24,6 +25,9 @@ func (e Exception) String() string {
 	s := e.Principal.String() + " --to " + e.Destination
 	if len(e.Ports) > 0 {
 		s += " --port " + PortsString(e.Ports)
+	}
+	if e.Rate.Set {
+		s += " --rate " + e.Rate.String()
 	}
 	return s
 }
@@ -99,10 +103,11 @@ func validHostname(s string) bool {
 func (p *Policy) AddException(e Exception) error {
 	for i, old := range p.Exceptions {
 		if old.Principal.Same(e.Principal) && old.Destination == e.Destination {
-			if slices.Equal(old.Ports, e.Ports) {
+			if slices.Equal(old.Ports, e.Ports) && old.Rate == e.Rate {
 				return fmt.Errorf("%s: %w", e, ErrAlreadyAllowed)
 			}
 			p.Exceptions[i].Ports = slices.Clone(e.Ports)
+			p.Exceptions[i].Rate = e.Rate
 			return nil
 		}
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -62,6 +64,13 @@ type File struct {
 	AllowedUsers  []string        `toml:"allowed_users" yaml:"allowed_users"`
 	AllowedGroups []string        `toml:"allowed_groups" yaml:"allowed_groups"`
 	Exceptions    []FileException `toml:"exceptions,omitempty" yaml:"exceptions,omitempty"`
+	// RateLimit is the default rate limit of every allowance ("100/h"; ""
+	// or "off": none); UserRates and GroupRates give allowed users' and
+	// groups' own ("off": none whatever the default), keyed as
+	// allowed_users and allowed_groups name them.
+	RateLimit  string            `toml:"rate_limit,omitempty" yaml:"rate_limit,omitempty" json:",omitempty"`
+	UserRates  map[string]string `toml:"user_rates,omitempty" yaml:"user_rates,omitempty" json:",omitempty"`
+	GroupRates map[string]string `toml:"group_rates,omitempty" yaml:"group_rates,omitempty" json:",omitempty"`
 }
 
 // FileException is one scoped exception in a policy file: exactly one of User
@@ -71,6 +80,7 @@ type FileException struct {
 	Group string `toml:"group,omitempty" yaml:"group,omitempty"`
 	To    string `toml:"to" yaml:"to"`
 	Ports []int  `toml:"ports,omitempty" yaml:"ports,omitempty,flow"`
+	Rate  string `toml:"rate,omitempty" yaml:"rate,omitempty" json:",omitempty"`
 }
 
 // ToFile converts a policy to its file form.
@@ -88,14 +98,29 @@ func ToFile(p Policy) File {
 	for _, port := range p.Ports {
 		f.Ports = append(f.Ports, int(port))
 	}
+	if !p.RateLimit.IsZero() {
+		f.RateLimit = p.RateLimit.String()
+	}
 	for _, u := range p.Users {
 		f.AllowedUsers = append(f.AllowedUsers, u.Ref())
+		if u.Rate.Set {
+			if f.UserRates == nil {
+				f.UserRates = map[string]string{}
+			}
+			f.UserRates[u.Ref()] = u.Rate.String()
+		}
 	}
 	for _, g := range p.Groups {
 		f.AllowedGroups = append(f.AllowedGroups, g.Ref())
+		if g.Rate.Set {
+			if f.GroupRates == nil {
+				f.GroupRates = map[string]string{}
+			}
+			f.GroupRates[g.Ref()] = g.Rate.String()
+		}
 	}
 	for _, e := range p.Exceptions {
-		fe := FileException{To: e.Destination}
+		fe := FileException{To: e.Destination, Rate: e.Rate.String()}
 		if e.Principal.Kind == KindGroup {
 			fe.Group = e.Principal.Ref()
 		} else {
@@ -222,7 +247,13 @@ func fileField(f *File, key string) (any, string, bool) {
 	case "allowed_groups":
 		return &f.AllowedGroups, "a list of group names or gids", true
 	case "exceptions":
-		return &f.Exceptions, "a list of exceptions (user or group, to, ports)", true
+		return &f.Exceptions, "a list of exceptions (user or group, to, ports, rate)", true
+	case "rate_limit":
+		return &f.RateLimit, "a rate such as 100/h, or off", true
+	case "user_rates":
+		return &f.UserRates, "a table of allowed user = rate", true
+	case "group_rates":
+		return &f.GroupRates, "a table of allowed group = rate", true
 	}
 	return nil, "", false
 }
@@ -238,6 +269,8 @@ func exceptionField(e *FileException, key string) (any, string, bool) {
 		return &e.To, "an address, CIDR prefix or host name", true
 	case "ports":
 		return &e.Ports, "a list of port numbers", true
+	case "rate":
+		return &e.Rate, "a rate such as 100/h, off or default", true
 	}
 	return nil, "", false
 }
@@ -475,6 +508,38 @@ func (f File) Policy(dir *Directory) (Policy, error) {
 	}
 	p.Users = allow("allowed_users", KindUser, f.AllowedUsers)
 	p.Groups = allow("allowed_groups", KindGroup, f.AllowedGroups)
+	if f.RateLimit != "" {
+		r, err := ParseRate(f.RateLimit)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rate_limit: %w", err))
+		}
+		p.RateLimit = r
+	}
+	setRates := func(field string, list []Principal, refs []string, rates map[string]string) {
+		used := map[string]bool{}
+		for i, ref := range refs {
+			text, ok := rates[ref]
+			if !ok || i >= len(list) || list[i].Ref() != ref {
+				continue
+			}
+			used[ref] = true
+			rs, err := ParseRateSetting(text)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.%s: %w", field, ref, err))
+				continue
+			}
+			list[i].Rate = rs
+		}
+		for _, ref := range slices.Sorted(maps.Keys(rates)) {
+			if !used[ref] && !slices.Contains(refs, ref) {
+				errs = append(errs, fmt.Errorf("%s.%s: not in the allowed list: allow it there too, or drop its rate", field, ref))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		setRates("user_rates", p.Users, f.AllowedUsers, f.UserRates)
+		setRates("group_rates", p.Groups, f.AllowedGroups, f.GroupRates)
+	}
 	for i, fe := range f.Exceptions {
 		e, err := fe.exception(dir, p.Ports)
 		if err != nil {
@@ -530,5 +595,9 @@ func (fe FileException) exception(dir *Directory, restricted []uint16) (Exceptio
 			return Exception{}, fmt.Errorf("ports: %w", err)
 		}
 	}
-	return Exception{Principal: pr, Destination: d.Canonical, Ports: ports}, nil
+	rate, err := ParseRateSetting(fe.Rate)
+	if err != nil {
+		return Exception{}, fmt.Errorf("rate: %w", err)
+	}
+	return Exception{Principal: pr, Destination: d.Canonical, Ports: ports, Rate: rate}, nil
 }

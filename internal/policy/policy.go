@@ -82,6 +82,9 @@ type Principal struct {
 	Name string // empty when given by number and no account had that number
 	ID   uint32 // the uid/gid when added
 	ByID bool   // the administrator typed the number, not the name
+	// Rate is an allowed user's or group's own rate limit (unset: the
+	// policy's default). Same ignores it: it is a setting, not an identity.
+	Rate RateSetting
 }
 
 // Ref is how the principal is shown and written back to policy files: the name
@@ -126,6 +129,9 @@ type Policy struct {
 	Users      []Principal
 	Groups     []Principal
 	Exceptions []Exception // scoped permissions: one principal, one destination
+	// RateLimit is the default limit on every allowed user's, group's and
+	// exception's connections (zero: none); an allowance's own Rate wins.
+	RateLimit Rate
 }
 
 // Default is the policy of a fresh install: disabled, reject mode, the
@@ -157,10 +163,10 @@ func (p Policy) Clone() Policy {
 // Equal reports whether two policies are the same desired state.
 func (p Policy) Equal(q Policy) bool {
 	return p.Enabled == q.Enabled && p.Backend == q.Backend && p.Cgroup == q.Cgroup && maps.Equal(p.BackendWhy, q.BackendWhy) && p.Mode == q.Mode &&
-		p.AllowLocal == q.AllowLocal && slices.Equal(p.Ports, q.Ports) &&
+		p.AllowLocal == q.AllowLocal && slices.Equal(p.Ports, q.Ports) && p.RateLimit == q.RateLimit &&
 		slices.Equal(p.Users, q.Users) && slices.Equal(p.Groups, q.Groups) &&
 		slices.EqualFunc(p.Exceptions, q.Exceptions, func(a, b Exception) bool {
-			return a.Principal == b.Principal && a.Destination == b.Destination && slices.Equal(a.Ports, b.Ports)
+			return a.Principal == b.Principal && a.Destination == b.Destination && slices.Equal(a.Ports, b.Ports) && a.Rate == b.Rate
 		})
 }
 
@@ -297,6 +303,21 @@ func Validate(p Policy, dir *Directory) error {
 	}
 	if _, err := normalizePorts(p.Ports); err != nil {
 		errs = append(errs, fmt.Errorf("ports: %w", err))
+	}
+	if !validRate(p.RateLimit) {
+		errs = append(errs, fmt.Errorf("rate_limit: %q is not a rate: write N/PERIOD with PERIOD s, m, h or d, or off", p.RateLimit))
+	}
+	for field, list := range map[string][]Principal{"allowed_users": p.Users, "allowed_groups": p.Groups} {
+		for i, pr := range list {
+			if !validRate(pr.Rate.Rate) {
+				errs = append(errs, fmt.Errorf("%s[%d]: rate %q is not a rate: write N/PERIOD with PERIOD s, m, h or d, or off", field, i, pr.Rate.Rate))
+			}
+		}
+	}
+	for i, e := range p.Exceptions {
+		if !validRate(e.Rate.Rate) {
+			errs = append(errs, fmt.Errorf("exceptions[%d]: rate %q is not a rate: write N/PERIOD with PERIOD s, m, h or d, or off", i, e.Rate.Rate))
+		}
 	}
 	users, groups := newSameSet(), newSameSet()
 	for i, pr := range p.Users {

@@ -29,6 +29,9 @@ type Resolution struct {
 	Unresolved []string // named principals that no longer exist, for status
 	// Exceptions are the scoped permissions, expanded (see ResolveExceptions).
 	Exceptions []ExceptionRule
+	// RateLimits are the allowed uids' rate limits (see rateLimits for the
+	// precedence); Resolve fills them.
+	RateLimits []UIDRate
 }
 
 // Resolve computes the uids that may connect: root, the system users (MTA,
@@ -95,7 +98,7 @@ func Resolve(p Policy, dir *Directory, system []SystemUser) Resolution {
 		}
 		grants = append(grants, gr)
 	}
-	return Resolution{UIDs: uids, Grants: grants, Unresolved: unresolved}
+	return Resolution{UIDs: uids, Grants: grants, Unresolved: unresolved, RateLimits: rateLimits(p, dir, system)}
 }
 
 // Ruleset is the resolved, backend-neutral description of what the kernel must
@@ -143,6 +146,7 @@ func Compile(p Policy, r Resolution) Ruleset {
 		Cgroup:     p.Cgroup,
 		UIDs:       slices.Clone(r.UIDs),
 		Exceptions: slices.Clone(r.Exceptions),
+		RateLimits: slices.Clone(r.RateLimits),
 	}
 	if p.Mode == ModeExplain {
 		rs.ExplainPort = DefaultExplainPort
@@ -159,6 +163,10 @@ type Packet struct {
 	// RoutingHeader: an IPv6 packet with a routing header (source route),
 	// whose destination address is only its next segment: never local.
 	RoutingHeader bool
+	// OverRate: the uid's rate-limit bucket is empty (it has used its
+	// RateLimits allowance), so an allowed connection is refused as a
+	// blocked one would be. Meaningless for a uid without a rate limit.
+	OverRate bool
 }
 
 // Verdict is the tracer's answer.
@@ -176,8 +184,23 @@ const (
 // Trace answers "may this connection attempt pass?" with the same rule order
 // every backend implements: non-SMTP ports leave first, then local
 // destinations (when allowed; never a packet with a routing header), then allowed uids, then exceptions, then the
-// block.
+// block. An allowed uid over its rate limit gets the block's verdict; local
+// destinations are never rate limited.
 func (rs Ruleset) Trace(pkt Packet) Verdict { return rs.Decide(pkt).Verdict }
+
+// allows reports whether an allowance or an exception lets pkt through.
+func (rs Ruleset) allows(pkt Packet) bool {
+	if _, found := slices.BinarySearch(rs.UIDs, pkt.UID); found {
+		return true
+	}
+	dst := pkt.Dst.Unmap()
+	for _, e := range rs.Exceptions {
+		if e.UID == pkt.UID && e.Port == pkt.DstPort && dst.IsValid() && e.Dst.Contains(dst) {
+			return true
+		}
+	}
+	return false
+}
 
 // PortsString renders ports as the CLI takes them: "25,465,587".
 func PortsString(ports []uint16) string {

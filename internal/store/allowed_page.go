@@ -100,7 +100,7 @@ func trim(p *AllowedPage, sec int) {
 // allowedAfter reads up to limit principals of one kind (all when negative)
 // after a position, with their positions.
 func (s *Store) allowedAfter(ctx context.Context, kind policy.PrincipalKind, after int64, limit int) ([]policy.Principal, []int64, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT position, name, id, by_id FROM allowed WHERE kind = ? AND position > ? ORDER BY position LIMIT ?",
+	rows, err := s.db.QueryContext(ctx, "SELECT position, name, id, by_id, rate FROM allowed WHERE kind = ? AND position > ? ORDER BY position LIMIT ?",
 		string(kind), after, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read allowed %ss: %w", kind, err)
@@ -112,10 +112,14 @@ func (s *Store) allowedAfter(ctx context.Context, kind policy.PrincipalKind, aft
 		pr := policy.Principal{Kind: kind}
 		var pos int64
 		var byID int
-		if err := rows.Scan(&pos, &pr.Name, &pr.ID, &byID); err != nil {
+		var rate string
+		if err := rows.Scan(&pos, &pr.Name, &pr.ID, &byID, &rate); err != nil {
 			return nil, nil, fmt.Errorf("read allowed %ss: %w", kind, err)
 		}
 		pr.ByID = byID != 0
+		if pr.Rate, err = policy.ParseRateSetting(rate); err != nil {
+			return nil, nil, fmt.Errorf("read allowed %s: stored rate: %w", pr, err)
+		}
 		out = append(out, pr)
 		positions = append(positions, pos)
 	}

@@ -238,11 +238,11 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 	p := policy.Default()
 	var meta Meta
 	var enabled, allowLocal int
-	var ports, mode, backendWhy string
+	var ports, mode, backendWhy, rateLimit string
 	var updatedAt int64
 	err := q.QueryRowContext(ctx,
-		"SELECT enabled, backend, cgroup, backend_why, mode, ports, allow_local, revision, updated_at, updated_by FROM policy WHERE id = 1").
-		Scan(&enabled, &p.Backend, &p.Cgroup, &backendWhy, &mode, &ports, &allowLocal, &meta.Revision, &updatedAt, &meta.UpdatedBy)
+		"SELECT enabled, backend, cgroup, backend_why, mode, ports, allow_local, rate_limit, revision, updated_at, updated_by FROM policy WHERE id = 1").
+		Scan(&enabled, &p.Backend, &p.Cgroup, &backendWhy, &mode, &ports, &allowLocal, &rateLimit, &meta.Revision, &updatedAt, &meta.UpdatedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, meta, nil
 	}
@@ -262,19 +262,27 @@ func readPolicy(ctx context.Context, q querier, cache *policyCache) (policy.Poli
 	if p.Ports, err = policy.ParsePorts(ports); err != nil {
 		return policy.Policy{}, Meta{}, fmt.Errorf("read policy: stored ports: %w", err)
 	}
-	rows, err := q.QueryContext(ctx, "SELECT kind, name, id, by_id FROM allowed ORDER BY kind, position")
+	if rateLimit != "" {
+		if p.RateLimit, err = policy.ParseRate(rateLimit); err != nil {
+			return policy.Policy{}, Meta{}, fmt.Errorf("read policy: stored rate limit: %w", err)
+		}
+	}
+	rows, err := q.QueryContext(ctx, "SELECT kind, name, id, by_id, rate FROM allowed ORDER BY kind, position")
 	if err != nil {
 		return policy.Policy{}, Meta{}, fmt.Errorf("read allowed principals: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var pr policy.Principal
-		var kind string
+		var kind, rate string
 		var byID int
-		if err := rows.Scan(&kind, &pr.Name, &pr.ID, &byID); err != nil {
+		if err := rows.Scan(&kind, &pr.Name, &pr.ID, &byID, &rate); err != nil {
 			return policy.Policy{}, Meta{}, fmt.Errorf("read allowed principals: %w", err)
 		}
 		pr.Kind, pr.ByID = policy.PrincipalKind(kind), byID != 0
+		if pr.Rate, err = policy.ParseRateSetting(rate); err != nil {
+			return policy.Policy{}, Meta{}, fmt.Errorf("read allowed %s: stored rate: %w", pr, err)
+		}
 		if pr.Kind == policy.KindGroup {
 			p.Groups = append(p.Groups, pr)
 		} else {
@@ -299,7 +307,7 @@ func readExceptions(ctx context.Context, q querier) ([]policy.Exception, error) 
 // readExceptionsAfter reads up to limit exceptions (all when negative) after
 // the given position, with their positions.
 func readExceptionsAfter(ctx context.Context, q querier, after int64, limit int) ([]policy.Exception, []int64, error) {
-	rows, err := q.QueryContext(ctx, "SELECT position, kind, name, id, by_id, destination, ports FROM exceptions WHERE position > ? ORDER BY position LIMIT ?", after, limit)
+	rows, err := q.QueryContext(ctx, "SELECT position, kind, name, id, by_id, destination, ports, rate FROM exceptions WHERE position > ? ORDER BY position LIMIT ?", after, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read exceptions: %w", err)
 	}
@@ -308,11 +316,14 @@ func readExceptionsAfter(ctx context.Context, q querier, after int64, limit int)
 	var positions []int64
 	for rows.Next() {
 		var e policy.Exception
-		var kind, ports string
+		var kind, ports, rate string
 		var byID int
 		var pos int64
-		if err := rows.Scan(&pos, &kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports); err != nil {
+		if err := rows.Scan(&pos, &kind, &e.Principal.Name, &e.Principal.ID, &byID, &e.Destination, &ports, &rate); err != nil {
 			return nil, nil, fmt.Errorf("read exceptions: %w", err)
+		}
+		if e.Rate, err = policy.ParseRateSetting(rate); err != nil {
+			return nil, nil, fmt.Errorf("read exceptions: stored rate: %w", err)
 		}
 		e.Principal.Kind, e.Principal.ByID = policy.PrincipalKind(kind), byID != 0
 		if ports != "" {
@@ -418,12 +429,16 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 		}
 		backendWhy = string(b)
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, cgroup, backend_why, mode, ports, allow_local, revision, updated_at, updated_by)
-		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	rateLimit := ""
+	if !p.RateLimit.IsZero() {
+		rateLimit = p.RateLimit.String()
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO policy (id, enabled, backend, cgroup, backend_why, mode, ports, allow_local, rate_limit, revision, updated_at, updated_by)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, backend = excluded.backend, cgroup = excluded.cgroup, backend_why = excluded.backend_why, mode = excluded.mode,
-			ports = excluded.ports, allow_local = excluded.allow_local, revision = excluded.revision,
+			ports = excluded.ports, allow_local = excluded.allow_local, rate_limit = excluded.rate_limit, revision = excluded.revision,
 			updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
-		boolInt(p.Enabled), p.Backend, p.Cgroup, backendWhy, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rev, at.UnixMilli(), by)
+		boolInt(p.Enabled), p.Backend, p.Cgroup, backendWhy, string(p.Mode), policy.PortsString(p.Ports), boolInt(p.AllowLocal), rateLimit, rev, at.UnixMilli(), by)
 	if err != nil {
 		return 0, fmt.Errorf("write policy: %w", err)
 	}
@@ -437,8 +452,8 @@ func (t *Tx) PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by st
 		return 0, fmt.Errorf("write exceptions: %w", err)
 	}
 	for i, e := range p.Exceptions {
-		if _, err := t.tx.ExecContext(ctx, "INSERT INTO exceptions (position, kind, name, id, by_id, destination, ports) VALUES (?, ?, ?, ?, ?, ?, ?)",
-			i, string(e.Principal.Kind), e.Principal.Name, e.Principal.ID, boolInt(e.Principal.ByID), e.Destination, policy.PortsString(e.Ports)); err != nil {
+		if _, err := t.tx.ExecContext(ctx, "INSERT INTO exceptions (position, kind, name, id, by_id, destination, ports, rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			i, string(e.Principal.Kind), e.Principal.Name, e.Principal.ID, boolInt(e.Principal.ByID), e.Destination, policy.PortsString(e.Ports), e.Rate.String()); err != nil {
 			return 0, fmt.Errorf("write exception %s: %w", e, err)
 		}
 	}
@@ -499,19 +514,20 @@ func insertAllowed(ctx context.Context, q querier, kind string, from int64, prs 
 	if err != nil {
 		return err
 	}
-	if _, err := q.ExecContext(ctx, `INSERT INTO allowed (kind, position, name, id, by_id)
-		SELECT ?, ? + key, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)`,
+	if _, err := q.ExecContext(ctx, `INSERT INTO allowed (kind, position, name, id, by_id, rate)
+		SELECT ?, ? + key, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)`,
 		kind, from, list); err != nil {
 		return fmt.Errorf("write allowed %ss: add %d: %w", kind, len(prs), err)
 	}
 	return nil
 }
 
-// principalsJSON encodes principals as [[name, id, by_id], ...] for json_each.
+// principalsJSON encodes principals as [[name, id, by_id, rate], ...] for
+// json_each.
 func principalsJSON(prs []policy.Principal) (string, error) {
-	rows := make([][3]any, len(prs))
+	rows := make([][4]any, len(prs))
 	for i, pr := range prs {
-		rows[i] = [3]any{pr.Name, pr.ID, boolInt(pr.ByID)}
+		rows[i] = [4]any{pr.Name, pr.ID, boolInt(pr.ByID), pr.Rate.String()}
 	}
 	b, err := json.Marshal(rows)
 	if err != nil {

@@ -113,6 +113,8 @@ type allowedList struct {
 	Users      []string                 `json:"users"`
 	Groups     []string                 `json:"groups"`
 	Exceptions []engine.ExceptionStatus `json:"exceptions"`
+	UserRates  map[string]string        `json:"user_rates"`  // own rate limits of the users listed
+	GroupRates map[string]string        `json:"group_rates"` // and of the groups
 }
 
 // allowedPage is allowedList with the cursor of the next page.
@@ -131,7 +133,7 @@ func (s *Server) apiAllowed(w http.ResponseWriter, r *http.Request, id *identity
 		return pageError(err)
 	}
 	setNext(w, r, next)
-	writeJSON(w, http.StatusOK, allowedPage{allowedList{Users: v.Users, Groups: v.Groups, Exceptions: v.Exceptions}, next})
+	writeJSON(w, http.StatusOK, allowedPage{allowedList{Users: v.Users, Groups: v.Groups, Exceptions: v.Exceptions, UserRates: v.UserRates, GroupRates: v.GroupRates}, next})
 	return nil
 }
 
@@ -142,6 +144,9 @@ type principalBody struct {
 	Name  string `json:"name"`
 	To    string `json:"to,omitempty"`
 	Ports []int  `json:"ports,omitempty"`
+	// Rate is the allowance's own rate limit ("100/h", "off" or
+	// "default"); absent keeps it as it is.
+	Rate *string `json:"rate,omitempty"`
 }
 
 // parseKind reads "user" or "group".
@@ -171,11 +176,14 @@ func (s *Server) apiAllowRevoke(w http.ResponseWriter, r *http.Request, id *iden
 	if !allow && len(b.Ports) > 0 {
 		return badRequest("ports cannot be given when revoking: an exception is revoked by its destination")
 	}
+	if !allow && b.Rate != nil {
+		return badRequest("rate cannot be given when revoking")
+	}
 	parts := make([]string, len(b.Ports))
 	for i, p := range b.Ports {
 		parts[i] = strconv.Itoa(p)
 	}
-	res, err := s.allow(r.Context(), id, allow, b.Kind, b.Name, b.To, strings.Join(parts, ","))
+	res, err := s.allow(r.Context(), id, allow, b.Kind, b.Name, b.To, strings.Join(parts, ","), b.Rate)
 	if err != nil {
 		return err
 	}
@@ -184,8 +192,9 @@ func (s *Server) apiAllowRevoke(w http.ResponseWriter, r *http.Request, id *iden
 }
 
 // allow allows or revokes a user or group, or one of its exceptions when to
-// names a destination. ports is "" or a list like "465,587".
-func (s *Server) allow(ctx context.Context, id *identity, allow bool, kindName, name, to, ports string) (engine.Result, error) {
+// names a destination. ports is "" or a list like "465,587"; rate, when not
+// nil, is the allowance's own rate limit.
+func (s *Server) allow(ctx context.Context, id *identity, allow bool, kindName, name, to, ports string, rate *string) (engine.Result, error) {
 	kind, err := parseKind(kindName)
 	if err != nil {
 		return engine.Result{}, err
@@ -199,9 +208,9 @@ func (s *Server) allow(ctx context.Context, id *identity, allow bool, kindName, 
 	}
 	switch {
 	case allow && to != "":
-		return s.eng.AllowException(ctx, id.actor(), kind, name, to, ports)
+		return s.eng.AllowExceptionWith(ctx, id.actor(), kind, name, to, ports, engine.AllowOptions{Rate: rate})
 	case allow:
-		return s.eng.Allow(ctx, id.actor(), kind, name)
+		return s.eng.AllowWith(ctx, id.actor(), kind, name, engine.AllowOptions{Rate: rate})
 	case to != "":
 		return s.eng.RevokeException(ctx, id.actor(), kind, name, to)
 	default:
@@ -215,12 +224,14 @@ type settings struct {
 	Ports      []uint16 `json:"ports"`
 	Mode       string   `json:"mode"`
 	AllowLocal bool     `json:"allow_local"`
+	RateLimit  string   `json:"rate_limit"` // "100/h" or "off"
 }
 
 type settingsBody struct {
 	Ports      *[]int  `json:"ports"`
 	Mode       *string `json:"mode"`
 	AllowLocal *bool   `json:"allow_local"`
+	RateLimit  *string `json:"rate_limit"`
 }
 
 func (s *Server) currentSettings(ctx context.Context) (settings, error) {
@@ -228,7 +239,7 @@ func (s *Server) currentSettings(ctx context.Context) (settings, error) {
 	if err != nil {
 		return settings{}, err
 	}
-	return settings{Ports: p.Ports, Mode: string(p.Mode), AllowLocal: p.AllowLocal}, nil
+	return settings{Ports: p.Ports, Mode: string(p.Mode), AllowLocal: p.AllowLocal, RateLimit: p.RateLimit.String()}, nil
 }
 
 func (s *Server) apiSettings(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -258,7 +269,7 @@ func (s *Server) apiPutSettings(w http.ResponseWriter, r *http.Request, id *iden
 		v := map[bool]string{true: "on", false: "off"}[*b.AllowLocal]
 		ch.allowLocal = &v
 	}
-	ch.mode = b.Mode
+	ch.mode, ch.rateLimit = b.Mode, b.RateLimit
 	msgs, changed, err := s.applySettings(r.Context(), id, ch)
 	if err != nil {
 		return err
@@ -277,14 +288,14 @@ func (s *Server) apiPutSettings(w http.ResponseWriter, r *http.Request, id *iden
 
 // settingsChange holds the settings to change, as the CLI would type them.
 type settingsChange struct {
-	ports, mode, allowLocal *string
+	ports, mode, allowLocal, rateLimit *string
 }
 
 // applySettings changes the settings given as one engine operation: every
 // field is validated first, so bad input changes nothing, and the change is
 // one transaction with one audit record.
 func (s *Server) applySettings(ctx context.Context, id *identity, ch settingsChange) ([]string, bool, error) {
-	res, err := s.eng.SetSettings(ctx, id.actor(), engine.Settings{Ports: ch.ports, Mode: ch.mode, AllowLocal: ch.allowLocal})
+	res, err := s.eng.SetSettings(ctx, id.actor(), engine.Settings{Ports: ch.ports, Mode: ch.mode, AllowLocal: ch.allowLocal, RateLimit: ch.rateLimit})
 	if err != nil {
 		return nil, false, err
 	}

@@ -35,7 +35,9 @@ type eventQuery struct {
 }
 
 // eventActions are the actions an attempt can have.
-func eventActions() []string { return []string{"blocked", "logged", "redirected", "explained"} }
+func eventActions() []string {
+	return []string{"blocked", "logged", "redirected", "explained", "rate-limited"}
+}
 
 // parseEventQuery reads and checks the filter parameters.
 func parseEventQuery(q url.Values) (eventQuery, error) {

@@ -44,6 +44,7 @@ func templateFuncs() template.FuncMap {
 		"dnsWords": dnsWords,
 		"words":    webWords,
 		"ports":    portsString,
+		"rateNote": rateNote,
 		"dash": func(s string) string {
 			if s == "" {
 				return "—"
@@ -173,4 +174,18 @@ func (s *Server) takeFlash(r *http.Request, id *identity) flash {
 		s.log.Warn("cannot read the message for this page", "err", err)
 	}
 	return decodeFlash(msg)
+}
+
+// rateNote says an allowance's rate limit in a few words: its own (own, as
+// stored: "5/m", "off"), else the default's (def), else nothing.
+func rateNote(own, def string) string {
+	switch {
+	case own == "off":
+		return "no rate limit"
+	case own != "":
+		return "at most " + own
+	case def != "" && def != "off":
+		return "at most " + def + " (default)"
+	}
+	return ""
 }

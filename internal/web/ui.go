@@ -153,10 +153,14 @@ func (s *Server) afterStatusChange(w http.ResponseWriter, r *http.Request, id *i
 
 // allowedView is the allowed users and groups page.
 type allowedView struct {
-	Users      []string
-	Groups     []string
-	Exceptions []engine.ExceptionStatus
-	Form       allowForm
+	Users  []string
+	Groups []string
+	// UserRates and GroupRates are own rate limits by name; RateLimit is
+	// the default ("off": none).
+	UserRates, GroupRates map[string]string
+	RateLimit             string
+	Exceptions            []engine.ExceptionStatus
+	Form                  allowForm
 	// Filter (?q=) narrows the lists to names containing it; beyond
 	// listShown entries the rest are counted, not listed.
 	Filter                string
@@ -164,7 +168,7 @@ type allowedView struct {
 }
 
 type allowForm struct {
-	Kind, Name, To, Ports string
+	Kind, Name, To, Ports, Rate string
 }
 
 func (s *Server) allowedPage(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -189,7 +193,7 @@ func (s *Server) renderAllowed(w http.ResponseWriter, r *http.Request, id *ident
 		}
 		return out
 	}
-	v := allowedView{Exceptions: st.Exceptions, Form: f, Filter: q}
+	v := allowedView{Exceptions: st.Exceptions, Form: f, Filter: q, UserRates: st.UserRates, GroupRates: st.GroupRates, RateLimit: st.RateLimit}
 	v.Users, v.MoreUsers = firstOf(match(st.AllowedUsers), listShown)
 	v.Groups, v.MoreGroups = firstOf(match(st.AllowedGroups), listShown)
 	s.render(w, r, code, "allowed", &page{Title: "Allowed users and groups", Nav: "allowed", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
@@ -208,7 +212,7 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 	if err := parseForm(w, r); err != nil {
 		return err
 	}
-	f := allowForm{Kind: r.PostForm.Get("kind"), Name: r.PostForm.Get("name"), To: r.PostForm.Get("to"), Ports: r.PostForm.Get("ports")}
+	f := allowForm{Kind: r.PostForm.Get("kind"), Name: r.PostForm.Get("name"), To: r.PostForm.Get("to"), Ports: r.PostForm.Get("ports"), Rate: strings.TrimSpace(r.PostForm.Get("rate"))}
 	back := "/allowed"
 	if b := r.PostForm.Get("back"); allow {
 		if events, ok := backToEvents(b); ok {
@@ -220,7 +224,11 @@ func (s *Server) allowRevokeUI(w http.ResponseWriter, r *http.Request, id *ident
 	if !allow && !confirmed(r) {
 		return s.askFirst(w, r, id, "Remove an allowed entry", removeConfirmation(f, back))
 	}
-	res, err := s.allow(r.Context(), id, allow, f.Kind, f.Name, f.To, f.Ports)
+	var rate *string
+	if allow && f.Rate != "" {
+		rate = &f.Rate // an empty field keeps the rate as it is
+	}
+	res, err := s.allow(r.Context(), id, allow, f.Kind, f.Name, f.To, f.Ports, rate)
 	if err != nil {
 		msg, ok := userError(err)
 		if !ok {

@@ -324,18 +324,27 @@ func verdict(pfx string, opts progOptions) asm.Instructions {
 	insns := asm.Instructions{
 		asm.JEq.Imm(asm.R9, int32(modeLog), "allow"),
 		asm.JEq.Imm(asm.R9, int32(modeRedirect), pfx+"redirect"),
-		asm.JEq.Imm(asm.R9, int32(modeExplain), pfx+"explain"), // explain.go
+		asm.JNE.Imm(asm.R9, int32(modeExplain), pfx+"refuse"),
+		// Explain mode answers blocked connections (explain.go); one over
+		// its rate limit is refused as in reject, as nft does: "may not
+		// connect directly" would be wrong for it.
+		asm.LoadMem(asm.R1, asm.RFP, stEvent+evFlags, asm.Byte),
+		asm.And.Imm(asm.R1, eventFlagRateLimited),
+		asm.JEq.Imm(asm.R1, 0, pfx+"explain"),
 	}
+	refuse := asm.Instructions{}
 	if opts.setRetval {
-		insns = append(insns,
+		refuse = append(refuse,
 			asm.Mov.Imm(asm.R1, -errConnRefuse),
 			asm.FnSetRetval.Call(),
 		)
 	}
-	return append(insns,
+	refuse = append(refuse,
 		asm.Mov.Imm(asm.R0, 0), // 0 refuses: EPERM unless set_retval chose otherwise
 		asm.Return(),
 	)
+	refuse[0] = refuse[0].WithSymbol(pfx + "refuse")
+	return append(insns, refuse...)
 }
 
 // nativeU32 is the value a little- or big-endian load of the four bytes

@@ -89,6 +89,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	}
 	cp := rs
 	cp.Ports, cp.UIDs, cp.Exceptions = slices.Clone(rs.Ports), slices.Clone(rs.UIDs), slices.Clone(rs.Exceptions)
+	cp.RateLimits = slices.Clone(rs.RateLimits)
 	b.installed = &cp
 	return nil
 }
@@ -143,6 +144,9 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	}
 	if !slices.Equal(in.Exceptions, rs.Exceptions) {
 		d.Problems = append(d.Problems, fmt.Sprintf("exceptions %v, want %v", in.Exceptions, rs.Exceptions))
+	}
+	if !slices.Equal(in.RateLimits, rs.RateLimits) {
+		d.Problems = append(d.Problems, fmt.Sprintf("rate limits %v, want %v", in.RateLimits, rs.RateLimits))
 	}
 	return d, nil
 }

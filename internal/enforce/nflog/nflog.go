@@ -121,6 +121,8 @@ func parseEvent(a nflog.Attribute) (enforce.Event, bool) {
 			ev.Action = enforce.ActionRedirected
 		case strings.HasSuffix(*a.Prefix, "explained"):
 			ev.Action = enforce.ActionExplained
+		case strings.HasSuffix(*a.Prefix, enforce.ActionRateLimited):
+			ev.Action = enforce.ActionRateLimited
 		}
 	}
 	if a.UID != nil {

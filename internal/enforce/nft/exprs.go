@@ -143,7 +143,9 @@ func parseRule(data []byte) (kernelRule, error) {
 // what the kernel reports differently from what it was given:
 //   - counter: the packet and byte counts change with traffic, so only the
 //     expression's presence counts;
-//   - lookup: the kernel names the set and forgets the transaction's set id;
+//   - lookup and dynset: the kernel names the set and forgets the
+//     transaction's set id; a dynset's element expression is compared in
+//     this same canonical form, and its absent timeout is zero;
 //   - attributes whose absence means zero and which one side sends as zero
 //     (lookup flags, bitwise op, exthdr op, reject's ICMP code of a TCP
 //     reset) count only when they are not zero.
@@ -185,10 +187,22 @@ func canonicalExpr(b []byte) (string, error) {
 		zero := !slices.ContainsFunc(a.Data, func(c byte) bool { return c != 0 })
 		switch {
 		case name == "lookup" && typ == unix.NFTA_LOOKUP_SET_ID,
+			name == "dynset" && typ == unix.NFTA_DYNSET_SET_ID,
+			name == "dynset" && typ == unix.NFTA_DYNSET_TIMEOUT && zero,
+			name == "limit" && typ == unix.NFTA_LIMIT_PAD,
 			name == "lookup" && typ == unix.NFTA_LOOKUP_FLAGS && zero,
 			name == "bitwise" && typ == nftaBitwiseOp && zero,
 			name == "exthdr" && typ == unix.NFTA_EXTHDR_OP && zero, // 0 (IPv6) is the default when absent
 			tcpReset && typ == unix.NFTA_REJECT_ICMP_CODE:
+			continue
+		}
+		if name == "dynset" && typ == unix.NFTA_DYNSET_EXPR {
+			// The bucket or counter every element of the set gets.
+			v, err := canonicalExpr(a.Data)
+			if err != nil {
+				return "", fmt.Errorf("expression %s, attribute %d: %w", name, typ, err)
+			}
+			fields = append(fields, fmt.Sprintf("%d=[%s]", typ, v))
 			continue
 		}
 		if dataAttr(name, typ) {

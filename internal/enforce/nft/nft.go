@@ -210,12 +210,14 @@ func exceptionSets(t *nftables.Table) (v4, v6 *nftables.Set) {
 func desiredSets(rs policy.Ruleset, ports, uids *nftables.Set) []desiredSet {
 	exc4, exc6 := exceptionSets(ports.Table)
 	e4, e6 := exceptionElements(rs.Exceptions)
-	return []desiredSet{
+	out := []desiredSet{
 		{ports, portElements(rs.Ports)},
 		{uids, uidElements(rs.UIDs)},
 		{exc4, e4},
 		{exc6, e6},
 	}
+	out = append(out, rateSets(rs, ports.Table)...)
+	return append(out, desiredSet{dynamicSet(ports.Table, setAllowedCount), nil})
 }
 
 type desiredSet struct {
@@ -268,6 +270,9 @@ func (b *Backend) applySets(ctx context.Context, c *nftables.Conn, st *state, ge
 	after := *st
 	after.sets = maps.Clone(st.sets)
 	for _, ds := range desiredSets(rs, ports, uids) {
+		if ds.def.Dynamic {
+			continue // the packet path's, not ours
+		}
 		have := st.sets[ds.def.Name]
 		add, del := diff(have, ds.want)
 		if err := c.SetDeleteElements(ds.def, del); err != nil {
@@ -501,11 +506,14 @@ func readState(c *nftables.Conn, netnsFD int) (*state, error) {
 		return nil, fmt.Errorf("list sets: %w", err)
 	}
 	for _, s := range sets {
+		st.setDefs[s.Name] = s
+		if s.Dynamic {
+			continue // buckets and counters: the packet path's, never compared
+		}
 		els, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
 		}
-		st.setDefs[s.Name] = s
 		st.sets[s.Name] = els
 	}
 	return st, nil
@@ -583,7 +591,11 @@ func (st *state) compare(rs policy.Ruleset, group uint16, elements bool, port ui
 			problem("set %s has the wrong type %s", ds.def.Name, got.KeyType.Name)
 			continue
 		}
-		if !elements {
+		if got.Dynamic != ds.def.Dynamic {
+			problem("set %s: flags dynamic %s", ds.def.Name, map[bool]string{true: "expected", false: "unexpected"}[ds.def.Dynamic])
+			continue
+		}
+		if !elements || ds.def.Dynamic {
 			continue
 		}
 		add, del := diff(st.sets[ds.def.Name], ds.want)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -32,6 +33,16 @@ func testRulesets() map[string]policy.Ruleset {
 		"redirect": {Mode: policy.ModeRedirect, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: []uint32{0, 101}},
 		"explain": {Mode: policy.ModeExplain, Ports: []uint16{25, 465, 587, 2525}, AllowLocal: true, UIDs: []uint32{0, 101},
 			ExplainPort: policy.DefaultExplainPort},
+		"rate_limits": {Mode: policy.ModeReject, Ports: []uint16{25, 587}, AllowLocal: true, UIDs: []uint32{0, 101, 1001, 1003},
+			Exceptions: []policy.ExceptionRule{{UID: 1002, Dst: netip.MustParsePrefix("192.0.2.2/32"), Port: 587}},
+			RateLimits: []policy.UIDRate{{UID: 1001, Rate: policy.Rate{Count: 5, Period: time.Minute}},
+				{UID: 1002, Rate: policy.Rate{Count: 100, Period: time.Hour}}, {UID: 1003, Rate: policy.Rate{Count: 5, Period: time.Minute}}}},
+		"rate_limits_log": {Mode: policy.ModeLog, Ports: []uint16{25}, AllowLocal: false, UIDs: []uint32{0, 1001},
+			RateLimits: []policy.UIDRate{{UID: 1001, Rate: policy.Rate{Count: 2, Period: time.Second}}}},
+		"rate_limits_redirect": {Mode: policy.ModeRedirect, Ports: []uint16{25}, AllowLocal: true, UIDs: []uint32{0, 1001},
+			RateLimits: []policy.UIDRate{{UID: 1001, Rate: policy.Rate{Count: 1, Period: 24 * time.Hour}}}},
+		"rate_limits_explain": {Mode: policy.ModeExplain, Ports: []uint16{25, 465}, AllowLocal: true, UIDs: []uint32{0, 1001},
+			RateLimits: []policy.UIDRate{{UID: 1001, Rate: policy.Rate{Count: 3, Period: time.Minute}}}, ExplainPort: policy.DefaultExplainPort},
 	}
 }
 
@@ -93,22 +104,24 @@ func TestRuleOrderMatchesTracer(t *testing.T) {
 								if rthdr && dst.Unmap().Is4() {
 									continue // IPv4-mapped sockets send IPv4 packets
 								}
-								pkt := policy.Packet{UID: uid, Dst: dst, DstPort: port, DstLocal: local, RoutingHeader: rthdr}
-								want := rs.Trace(pkt)
-								vp := vmPacket{uid: uid, dst: dst.Unmap(), dport: port, tcpFlags: tcpSYN, local: local, rthdr: rthdr}
-								got, err := m.verdict(rs, vp)
-								if err != nil {
-									t.Fatalf("%+v: %v", pkt, err)
-								}
-								if got != want {
-									t.Errorf("%+v: rules give %s, tracer %s", pkt, got, want)
-								}
-								seen[want]++
-								// Only a connection's first packet is judged.
-								vp.tcpFlags = tcpACK
-								if !natMode(rs.Mode) {
-									if got, err := m.verdict(rs, vp); err != nil || got != policy.VerdictAccept {
-										t.Errorf("%+v as an ACK: rules give %s (%v), want accept", pkt, got, err)
+								for _, over := range []bool{false, true} {
+									pkt := policy.Packet{UID: uid, Dst: dst, DstPort: port, DstLocal: local, RoutingHeader: rthdr, OverRate: over}
+									want := rs.Trace(pkt)
+									vp := vmPacket{uid: uid, dst: dst.Unmap(), dport: port, tcpFlags: tcpSYN, local: local, rthdr: rthdr, overRate: over}
+									got, err := m.verdict(rs, vp)
+									if err != nil {
+										t.Fatalf("%+v: %v", pkt, err)
+									}
+									if got != want {
+										t.Errorf("%+v: rules give %s, tracer %s", pkt, got, want)
+									}
+									seen[want]++
+									// Only a connection's first packet is judged.
+									vp.tcpFlags = tcpACK
+									if !natMode(rs.Mode) {
+										if got, err := m.verdict(rs, vp); err != nil || got != policy.VerdictAccept {
+											t.Errorf("%+v as an ACK: rules give %s (%v), want accept", pkt, got, err)
+										}
 									}
 								}
 							}
@@ -129,7 +142,7 @@ func TestCommentsFingerprintRuleMeaning(t *testing.T) {
 	logRS := rs
 	logRS.Mode = policy.ModeLog
 	a, b := rules(rs, DefaultLogGroup, nil, nil), rules(logRS, DefaultLogGroup, nil, nil)
-	if a[len(a)-1].comment() == b[len(b)-1].comment() {
+	if blockRule(t, a).comment() == blockRule(t, b).comment() {
 		t.Error("reject and log block rules share a comment; Verify could not tell them apart")
 	}
 	more := rs
@@ -156,4 +169,17 @@ func TestConfigLogGroup(t *testing.T) {
 			t.Errorf("New(%+v).Render() has no %q:\n%s", tt.cfg, tt.want, got)
 		}
 	}
+}
+
+// blockRule is the check chain's last rule, which refuses (or logs) what no
+// rule let through.
+func blockRule(t *testing.T, specs []ruleSpec) ruleSpec {
+	t.Helper()
+	for i := len(specs) - 1; i >= 0; i-- {
+		if specs[i].chain == chainCheck || specs[i].chain == chainRedirect {
+			return specs[i]
+		}
+	}
+	t.Fatal("no check chain rule")
+	return ruleSpec{}
 }

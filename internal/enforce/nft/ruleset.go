@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -29,6 +31,12 @@ const (
 	// one set per family because the address lengths differ.
 	setExc4 = "exceptions_v4"
 	setExc6 = "exceptions_v6"
+	// setAllowedCount counts allowed connections per uid: a dynamic set the
+	// allowed chain adds each uid to, with a counter per element.
+	setAllowedCount = "allowed_count"
+	// chainAllowed is where allowed connections go (allowed uids and
+	// exceptions alike): rate limits, then the count, then accept.
+	chainAllowed = "allowed"
 	// Filter chains (reject and log modes).
 	chainOut   = "output"     // base chain on the output hook
 	chainCheck = "smtp_check" // reached only by new connections to a restricted port
@@ -72,11 +80,13 @@ func chainsFor(rs policy.Ruleset) []chainSpec {
 		return []chainSpec{
 			{name: chainNATOut, typ: nftables.ChainTypeNAT, hook: nftables.ChainHookOutput, priority: natOutputPriority, hookText: "nat hook output priority -100"},
 			{name: chainRedirect},
+			{name: chainAllowed},
 		}
 	}
 	return []chainSpec{
 		{name: chainOut, typ: nftables.ChainTypeFilter, hook: nftables.ChainHookOutput, priority: nftables.ChainPriorityFilter, hookText: "filter hook output priority filter"},
 		{name: chainCheck},
+		{name: chainAllowed},
 	}
 }
 
@@ -104,7 +114,12 @@ func (r ruleSpec) comment() string {
 //     when allow-local is on, so local delivery through the MTA works; one
 //     rule per family, because an IPv6 packet with a routing header is never
 //     local (its first segment may be ours, its destination not).
-//  3. allowed uids pass, by one set lookup whatever the set's size.
+//  3. allowed uids, and uids with an exception for this destination and
+//     port, go to the allowed chain, by one set lookup each whatever the
+//     sets' sizes. There a uid over its rate limit is refused as in 4 (one
+//     rule per distinct rate: a set of the uids with that rate, and a
+//     dynamic set holding a token bucket per uid); the rest are counted per
+//     uid (a dynamic set with a counter per uid) and pass.
 //  4. the rest is counted, sent to the netlink log group and, by mode:
 //     rejected with a TCP reset, so connect() fails at once with ECONNREFUSED
 //     (icmpx rejects cost a SYN retransmit, about 1s; drop hangs the client);
@@ -173,13 +188,14 @@ func rules(rs policy.Ruleset, group uint16, ports, uids *nftables.Set) []ruleSpe
 				}, isLocal()...),
 			})
 	}
+	toAllowed := &expr.Verdict{Kind: expr.VerdictJump, Chain: chainAllowed}
 	out = append(out, ruleSpec{
 		chain: check,
-		text:  fmt.Sprintf("meta skuid @%s accept", setUIDs),
+		text:  fmt.Sprintf("meta skuid @%s jump %s", setUIDs, chainAllowed),
 		exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
 			&expr.Lookup{SourceRegister: 1, SetName: uids.Name, SetID: uids.ID},
-			&expr.Verdict{Kind: expr.VerdictAccept},
+			toAllowed,
 		},
 	})
 	// Exceptions: uid . destination . port, one lookup per family whatever
@@ -192,7 +208,7 @@ func rules(rs policy.Ruleset, group uint16, ports, uids *nftables.Set) []ruleSpe
 	}{{setExc4, "ip", unix.NFPROTO_IPV4, 16, 4}, {setExc6, "ip6", unix.NFPROTO_IPV6, 24, 16}} {
 		out = append(out, ruleSpec{
 			chain: check,
-			text:  fmt.Sprintf("meta nfproto ipv%c meta skuid . %s daddr . tcp dport @%s accept", map[byte]rune{unix.NFPROTO_IPV4: '4', unix.NFPROTO_IPV6: '6'}[fam.nfproto], fam.name, fam.set),
+			text:  fmt.Sprintf("meta nfproto ipv%c meta skuid . %s daddr . tcp dport @%s jump %s", map[byte]rune{unix.NFPROTO_IPV4: '4', unix.NFPROTO_IPV6: '6'}[fam.nfproto], fam.name, fam.set, chainAllowed),
 			exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.nfproto}},
@@ -203,34 +219,148 @@ func rules(rs policy.Ruleset, group uint16, ports, uids *nftables.Set) []ruleSpe
 				&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: fam.offset, Len: fam.addrLen},
 				&expr.Payload{DestRegister: 9 + fam.addrLen/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 				&expr.Lookup{SourceRegister: 1, SetName: fam.set},
-				&expr.Verdict{Kind: expr.VerdictAccept},
+				toAllowed,
 			},
 		})
 	}
-	prefix := logPrefix(rs.Mode)
-	block := ruleSpec{
-		chain: check,
-		text:  fmt.Sprintf("counter log prefix %q group %d", prefix, group),
-		exprs: []expr.Any{
-			&expr.Counter{},
-			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(prefix)},
-		},
+	if rs.Mode == policy.ModeExplain {
+		out = append(out, explainRules(rs, group, isTCP)...)
+	} else {
+		out = append(out, refusal(rs.Mode, check, "", nil, logPrefix(rs.Mode), group, isTCP))
 	}
-	switch rs.Mode {
-	case policy.ModeReject:
-		block.text += " reject with tcp reset"
+	for _, r := range rs.DistinctRates() {
+		uidSet, meter := rateSetNames(r)
+		unit, ok := limitUnit(r)
+		if !ok {
+			continue // policy.Validate admits no such rate
+		}
+		match := fmt.Sprintf("meta skuid @%s update @%s { meta skuid limit rate over %d/%s burst %d packets } ",
+			uidSet, meter, r.Count, limitUnitName(unit), r.Count)
+		// The uid's bucket: the rule matches only when it is empty.
+		rule := refusal(rs.Mode, chainAllowed, match, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: uidSet},
+			// nft loads the key again for the update; so do we, so the
+			// rendered text and these expressions stay the same rule.
+			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+			&expr.Dynset{SrcRegKey: 1, SetName: meter, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{
+				&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(r.Count), Over: true, Unit: unit, Burst: r.Count},
+			}},
+		}, rateLimitedPrefix, group, isTCP)
+		out = append(out, rule)
+	}
+	// The count is a rule of its own: should the dynamic set ever refuse a
+	// new element, the connection still passes.
+	out = append(out,
+		ruleSpec{
+			chain: chainAllowed,
+			text:  fmt.Sprintf("update @%s { meta skuid counter }", setAllowedCount),
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+				&expr.Dynset{SrcRegKey: 1, SetName: setAllowedCount, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
+			},
+		},
+		ruleSpec{chain: chainAllowed, text: "accept", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}},
+	)
+	return out
+}
+
+// rateLimitedPrefix is the log prefix of a connection over its rate limit.
+const rateLimitedPrefix = "smtpguard rate-limited"
+
+// refusal is the rule that refuses a connection as the mode says: count it,
+// log it to the NFLOG group with prefix, then reject with a TCP reset
+// (connect fails at once with ECONNREFUSED; icmpx rejects cost a SYN
+// retransmit, about 1s; drop hangs the client), redirect to the same port on
+// loopback, or let it through (log), after the match (text and expressions).
+func refusal(mode policy.Mode, chain, matchText string, match []expr.Any, prefix string, group uint16, isTCP []expr.Any) ruleSpec {
+	r := ruleSpec{chain: chain, text: matchText + fmt.Sprintf("counter log prefix %q group %d", prefix, group),
+		exprs: append(slices.Clone(match), refusalTail(mode, prefix, group)...)}
+	switch mode {
+	case policy.ModeReject, policy.ModeExplain:
+		// Explain mode refuses with refusal only connections over their
+		// rate limit (explainRules answers the others): the responder's
+		// "may not connect directly" would be wrong for them.
+		r.text += " reject with tcp reset"
 		// nft prefixes "reject with tcp reset" with its protocol dependency;
 		// doing the same keeps our netlink form identical to the text form.
-		block.exprs = append(append(isTCP[:2:2], block.exprs...), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+		r.exprs = append(slices.Clone(isTCP[:2]), r.exprs...)
 	case policy.ModeRedirect:
 		// Without a port, redirect keeps the destination port and picks
 		// 127.0.0.1 or ::1 by family.
-		block.text += " redirect"
-		block.exprs = append(block.exprs, &expr.Redir{})
-	case policy.ModeExplain:
-		return append(out, explainRules(rs, group, isTCP)...)
+		r.text += " redirect"
 	}
-	return append(out, block)
+	return r
+}
+
+// refusalTail is refusal's expressions after the protocol dependency.
+func refusalTail(mode policy.Mode, prefix string, group uint16) []expr.Any {
+	out := []expr.Any{
+		&expr.Counter{},
+		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(prefix)},
+	}
+	switch mode {
+	case policy.ModeReject, policy.ModeExplain:
+		out = append(out, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	case policy.ModeRedirect:
+		out = append(out, &expr.Redir{})
+	}
+	return out
+}
+
+// rateSetNames names a distinct rate's sets: the uids limited to it, and the
+// dynamic set of their buckets ("rate_5_per_m", "meter_5_per_m").
+func rateSetNames(r policy.Rate) (uids, meter string) {
+	suffix := strings.Replace(r.String(), "/", "_per_", 1)
+	return "rate_" + suffix, "meter_" + suffix
+}
+
+// limitUnit is the nft limit unit of r's period.
+func limitUnit(r policy.Rate) (expr.LimitTime, bool) {
+	switch r.Period {
+	case time.Second:
+		return expr.LimitTimeSecond, true
+	case time.Minute:
+		return expr.LimitTimeMinute, true
+	case time.Hour:
+		return expr.LimitTimeHour, true
+	case 24 * time.Hour:
+		return expr.LimitTimeDay, true
+	}
+	return 0, false
+}
+
+func limitUnitName(u expr.LimitTime) string {
+	return map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute",
+		expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day"}[u]
+}
+
+// rateSets are the sets of rs's distinct rates, with the uids of each.
+func rateSets(rs policy.Ruleset, t *nftables.Table) []desiredSet {
+	var out []desiredSet
+	for _, r := range rs.DistinctRates() {
+		uidSet, meter := rateSetNames(r)
+		var uids []uint32
+		for _, ur := range rs.RateLimits {
+			if ur.Rate == r {
+				uids = append(uids, ur.UID)
+			}
+		}
+		out = append(out,
+			desiredSet{&nftables.Set{Table: t, Name: uidSet, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian}, uidElements(uids)},
+			desiredSet{dynamicSet(t, meter), nil})
+	}
+	return out
+}
+
+// dynamicSet is a set the packet path fills (buckets, counters): its elements
+// are the kernel's, never compared or written by us. It has no size: a bound
+// would leave uids past it unlimited and uncounted, and what fills it is
+// bounded anyway (only uids in a rate set reach a meter, only allowed uids
+// the count). A size hint would also cost vmalloc up front (about 0.5 MB per
+// set at 2^20 elements, measured on 6.18), none without.
+func dynamicSet(t *nftables.Table, name string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian, Dynamic: true}
 }
 
 // natMode reports whether a mode rewrites destinations, on the NAT hook.
@@ -369,6 +499,17 @@ func render(rs policy.Ruleset, group uint16) string {
 		writeElements(&sb, len(els), func(i int) string { return els[i] })
 		sb.WriteString("\t}\n")
 	}
+	for _, ds := range rateSets(rs, nil) {
+		fmt.Fprintf(&sb, "\n\tset %s {\n\t\ttype uid\n", ds.def.Name)
+		if ds.def.Dynamic {
+			sb.WriteString("\t\tflags dynamic\n")
+		} else {
+			uids := rateUIDs(rs, ds.def.Name)
+			writeElements(&sb, len(uids), func(i int) string { return strconv.FormatUint(uint64(uids[i]), 10) })
+		}
+		sb.WriteString("\t}\n")
+	}
+	fmt.Fprintf(&sb, "\n\tset %s {\n\t\ttype uid\n\t\tflags dynamic\n\t}\n", setAllowedCount)
 	specs := rules(rs, group, nil, nil)
 	for _, c := range chainsFor(rs) {
 		fmt.Fprintf(&sb, "\n\tchain %s {\n", c.name)
@@ -384,6 +525,17 @@ func render(rs policy.Ruleset, group uint16) string {
 	}
 	sb.WriteString("}\n")
 	return sb.String()
+}
+
+// rateUIDs lists the uids of the rate set named set.
+func rateUIDs(rs policy.Ruleset, set string) []uint32 {
+	var out []uint32
+	for _, ur := range rs.RateLimits {
+		if name, _ := rateSetNames(ur.Rate); name == set {
+			out = append(out, ur.UID)
+		}
+	}
+	return out
 }
 
 func writeElements(sb *strings.Builder, n int, elem func(int) string) {

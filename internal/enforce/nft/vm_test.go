@@ -35,6 +35,9 @@ func newVM(rs policy.Ruleset) *vm {
 	}
 	for _, ds := range desiredSets(rs, ports, uids) {
 		m.sets[ds.def.Name] = ds.want
+		if _, ok := m.fields[ds.def.Name]; !ok {
+			m.fields[ds.def.Name] = []int{4} // the uid sets of rate limits
+		}
 	}
 	return m
 }
@@ -47,6 +50,7 @@ type vmPacket struct {
 	tcpFlags byte
 	local    bool // fib daddr type local
 	rthdr    bool // IPv6 routing header present
+	overRate bool // the uid's rate-limit bucket is empty
 }
 
 func (p vmPacket) network() []byte {
@@ -76,6 +80,8 @@ func (m *vm) verdict(rs policy.Ruleset, p vmPacket) (policy.Verdict, error) {
 	switch {
 	case err != nil:
 		return "", err
+	case v == policy.VerdictAccept && logged: // over its rate limit in log mode
+		return policy.VerdictLog, nil
 	case v != "":
 		return v, nil
 	case logged: // the base chain's policy is accept
@@ -170,6 +176,17 @@ func (m *vm) rule(r ruleSpec, p vmPacket, logged *bool, depth int) (policy.Verdi
 				return "", fmt.Errorf("rule %q: IPv6 extension header read from an IPv4 packet", r.text)
 			}
 			store(e.DestRegister, []byte{map[bool]byte{true: 1}[p.rthdr]})
+		case *expr.Dynset:
+			switch {
+			case len(e.Exprs) == 1 && isCounter(e.Exprs[0]):
+				// counts, matches always
+			case len(e.Exprs) == 1 && isOverLimit(e.Exprs[0]):
+				if !p.overRate {
+					return "", nil
+				}
+			default:
+				return "", fmt.Errorf("rule %q: dynset %v not modelled", r.text, e.Exprs)
+			}
 		case *expr.Counter:
 		case *expr.Log:
 			*logged = true
@@ -220,3 +237,7 @@ func (m *vm) lookup(set string, key []byte) bool {
 	}
 	return false
 }
+
+func isCounter(e expr.Any) bool { _, ok := e.(*expr.Counter); return ok }
+
+func isOverLimit(e expr.Any) bool { l, ok := e.(*expr.Limit); return ok && l.Over }

@@ -167,3 +167,12 @@ func (b *Backend) Watch(ctx context.Context, changed func()) error {
 func (b *Backend) Events(ctx context.Context, sink func(enforce.Event)) error {
 	return fmt.Errorf("events of %s through the daemon: %w", b.Name(), enforce.ErrNotSupported)
 }
+
+// AllowedConnections is enforce.AllowedCounter, read by the local backend:
+// the counts are a dump, which needs neither the daemon nor its ownership.
+func (b *Backend) AllowedConnections(ctx context.Context) (map[uint32]uint64, error) {
+	if ac, ok := b.local.(enforce.AllowedCounter); ok {
+		return ac.AllowedConnections(ctx)
+	}
+	return nil, enforce.ErrNotSupported
+}

@@ -31,6 +31,9 @@ func TestRulesetRoundTrip(t *testing.T) {
 	if n := reflect.TypeFor[policy.Ruleset]().NumField(); n != 8 {
 		t.Fatalf("policy.Ruleset has %d fields, wireRuleset carries 8: add the new one to wire.go and to this test", n)
 	}
+	if n := reflect.TypeFor[policy.UIDRate]().NumField() + reflect.TypeFor[policy.Rate]().NumField(); n != 4 {
+		t.Fatalf("policy.UIDRate and Rate have %d fields, wireRate carries 3 (of 4): add the new one to wire.go and to this test", n)
+	}
 	if n := reflect.TypeFor[policy.ExceptionRule]().NumField(); n != 3 {
 		t.Fatalf("policy.ExceptionRule has %d fields, wireException carries 3: add the new one to wire.go and to this test", n)
 	}
@@ -55,6 +58,7 @@ func TestRulesetRoundTrip(t *testing.T) {
 			RateLimits: []policy.UIDRate{
 				{UID: 1001, Rate: policy.Rate{Count: 5, Period: time.Minute}},
 				{UID: 1002, Rate: policy.Rate{Count: 2, Period: 2 * time.Second}},
+				{UID: 1005, Rate: policy.Rate{Count: 100, Period: 24 * time.Hour}},
 			},
 			ExplainPort: 11025,
 		}},
