@@ -109,8 +109,8 @@ func TestPrivilegedTracerMatchesKernel(t *testing.T) {
 			change(&vp)
 			rs := policy.Compile(vp, policy.Resolve(vp, dir, nil))
 			rs.Exceptions, _ = policy.ResolveExceptions(vp, dir, nil)
-			if len(rs.Exceptions) != 5 { // one per port: 587, 25, and all three
-				t.Fatalf("exceptions resolved to %v, want five rules", rs.Exceptions)
+			if len(rs.Exceptions) != 6 { // one per port: 587, 25, and all four
+				t.Fatalf("exceptions resolved to %v, want six rules", rs.Exceptions)
 			}
 			mustApply(t, b, rs)
 			assertInSync(t, b, rs)
