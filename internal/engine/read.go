@@ -61,9 +61,13 @@ type Status struct {
 	// Conflicts are other tools' SMTP blocks, which refuse users smtpguard
 	// allows.
 	Conflicts []conflicts.Conflict `json:"conflicts"`
-	Revision  int64                `json:"revision"`
-	UpdatedAt *time.Time           `json:"updated_at,omitempty"`
-	UpdatedBy string               `json:"updated_by,omitempty"`
+	// Held are the users on hold now (holds.go), and the embedded settings
+	// the automatic hold's ("hold_after", "hold_for").
+	Held []HeldUser `json:"held"`
+	HoldSettingsView
+	Revision  int64      `json:"revision"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	UpdatedBy string     `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
@@ -104,24 +108,32 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if st.Limitations == nil {
 		st.Limitations = []string{}
 	}
+	if st.Held, err = e.Holds(ctx); err != nil {
+		return Status{}, err
+	}
+	hs, err := e.store.HoldSettings(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	st.HoldSettingsView = holdSettingsView(hs)
 	st.Conflicts = []conflicts.Conflict{}
 	if e.cfg.Conflicts != nil {
 		st.Conflicts = append(st.Conflicts, e.cfg.Conflicts.Detect(ctx)...)
 	}
 	if p.Enabled {
-		st.Kernel = e.kernel(ctx, p, res)
+		st.Kernel = e.kernel(ctx, compile(p, res, v), p.Backend)
 	} else {
 		st.Kernel = e.disabledKernel(ctx, meta) // leftovers, or a lost database
 	}
 	return st, nil
 }
 
-func (e *Engine) kernel(ctx context.Context, p policy.Policy, res policy.Resolution) Kernel {
-	b, err := e.backend(p.Backend)
+func (e *Engine) kernel(ctx context.Context, rs policy.Ruleset, backend string) Kernel {
+	b, err := e.backend(backend)
 	if err != nil {
 		return Kernel{State: "unknown", Error: err.Error()}
 	}
-	drift, err := b.Verify(ctx, policy.Compile(p, res))
+	drift, err := b.Verify(ctx, rs)
 	if err != nil {
 		return Kernel{State: "unknown", Error: err.Error()}
 	}
@@ -215,7 +227,7 @@ func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (
 	}
 	p.Enabled, p.Backend = true, b.Name()
 	res, _ := e.resolve(ctx, p, v)
-	rs := policy.Compile(p, res)
+	rs := compile(p, res, v)
 	pl := Plan{
 		Backend:     b.Name(),
 		Reason:      reason,

@@ -67,18 +67,5 @@ func (v View) DNSCache(ctx context.Context) (map[string]DNSEntry, error) { retur
 // SchemaVersion is Store.SchemaVersion.
 func (v View) SchemaVersion(ctx context.Context) (int, error) { return v.s.SchemaVersion(ctx) }
 
-// ActiveHolds is Store.ActiveHolds.
-func (v View) ActiveHolds(ctx context.Context, now time.Time) ([]Hold, error) {
-	return v.s.ActiveHolds(ctx, now)
-}
-
-// HoldHistory is Store.HoldHistory.
-func (v View) HoldHistory(ctx context.Context, uid uint32, since time.Time) ([]Hold, error) {
-	return v.s.HoldHistory(ctx, uid, since)
-}
-
-// HoldSettings is Store.HoldSettings.
-func (v View) HoldSettings(ctx context.Context) (HoldSettings, error) { return v.s.HoldSettings(ctx) }
-
 // HoldsRevision is Store.HoldsRevision.
 func (v View) HoldsRevision(ctx context.Context) (int64, error) { return v.s.HoldsRevision(ctx) }
