@@ -76,6 +76,8 @@ type Config struct {
 	// ProcRoot is where the processes behind events are looked up
 	// (procinfo.DefaultRoot); tests give a fake tree.
 	ProcRoot string
+	// holdClock is the hold keeper's time (holds.go); nil is the real one.
+	holdClock holdClock
 }
 
 func (c *Config) defaults() {
@@ -112,6 +114,7 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *metrics
 	rec     *recorder
+	holds   *holdKeeper   // automatic holds, hold expiry and notices (holds.go)
 	kick    chan struct{} // coalesced requests to reconcile
 	// kicks counts Kick calls; passed is the value of kicks when the latest
 	// finished reconcile pass (or lock-free repair) started. Tests wait for
@@ -161,6 +164,9 @@ func New(cfg Config) (*Daemon, error) {
 			proc:     procinfo.Reader{Root: cfg.ProcRoot},
 		},
 	}
+	d.holds = newHoldKeeper(cfg.Engine, m, cfg.Logger.With("component", "holds"), cfg.holdClock)
+	d.holds.announce, d.holds.changed = d.announceHold, d.Kick
+	d.rec.holds = d.holds
 	if cfg.NotifyCommand != "" {
 		d.rec.notify = newNotifier(cfg.NotifyCommand, cfg.NotifyInterval, cfg.Logger.With("component", "notify"), m)
 	}
@@ -250,6 +256,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.rec.run(ctx, d.cfg.FlushInterval) })
 	wg.Go(func() { d.pruneLoop(ctx) })
 	wg.Go(func() { d.dnsLoop(ctx) })
+	wg.Go(func() { d.holds.run(ctx) })
 	if d.rec.notify != nil {
 		wg.Go(func() { d.rec.notify.run(ctx) })
 	}
@@ -417,6 +424,7 @@ func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStam
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
 	access, _ := d.eng.ResolvedAccess(ctx)
+	holdsRev, _ := d.eng.Store().HoldsRevision(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -443,6 +451,11 @@ func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStam
 		}
 		if r, err := d.eng.Store().Revision(ctx); err == nil && r != rev {
 			rev = r
+			d.Kick()
+		}
+		if r, err := d.eng.Store().HoldsRevision(ctx); err == nil && r != holdsRev {
+			holdsRev = r
+			d.holds.Poke()
 			d.Kick()
 		}
 	}

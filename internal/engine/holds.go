@@ -514,3 +514,11 @@ func holdJSON(hs ...store.Hold) string {
 	b, _ := json.Marshal(out)
 	return string(b)
 }
+
+// releaseRef names a held event's user for "smtpguard release user".
+func releaseRef(ev store.Event) string {
+	if ev.User != "" {
+		return ev.User
+	}
+	return strconv.FormatUint(uint64(ev.UID), 10)
+}

@@ -111,6 +111,8 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if st.Held, err = e.Holds(ctx); err != nil {
 		return Status{}, err
 	}
+	// A held uid is an ordinary user: it may not connect now.
+	st.AllowedUIDs = slices.DeleteFunc(st.AllowedUIDs, func(g policy.Grant) bool { return slices.Contains(v.held, g.UID) })
 	hs, err := e.store.HoldSettings(ctx)
 	if err != nil {
 		return Status{}, err
@@ -314,6 +316,10 @@ func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
 		reason := fmt.Sprintf("%s is neither allowed nor has an exception for %s port %d", who, ev.Address, ev.Port)
 		var rule string
 		switch ev.Action {
+		case enforce.ActionHeld:
+			out[i] = EventView{Event: ev, BlockedBy: "hold: " + who + "'s allowances and exceptions are suspended (see 'smtpguard status')",
+				AllowCommand: "smtpguard release user " + releaseRef(ev)}
+			continue
 		case enforce.ActionLogged:
 			rule = "log rule (mode log): let through, would be rejected in reject mode"
 		case enforce.ActionRedirected:
