@@ -44,6 +44,7 @@ func templateFuncs() template.FuncMap {
 		"dnsWords": dnsWords,
 		"words":    webWords,
 		"ports":    portsString,
+		"until":    untilText,
 		"dash": func(s string) string {
 			if s == "" {
 				return "—"
