@@ -31,7 +31,7 @@ type eventQuery struct {
 }
 
 // eventActions are the actions an attempt can have.
-func eventActions() []string { return []string{"blocked", "logged", "redirected"} }
+func eventActions() []string { return []string{"blocked", "logged", "redirected", "held"} }
 
 // parseEventQuery reads and checks the filter parameters.
 func parseEventQuery(q url.Values) (eventQuery, error) {

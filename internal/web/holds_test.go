@@ -9,6 +9,7 @@ import (
 
 	"github.com/smtpguard/smtpguard/internal/engine"
 	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/store"
 )
 
 func TestAPIHoldListRelease(t *testing.T) {
@@ -116,5 +117,31 @@ func TestUIShowsHoldsAndReleasesAfterConfirming(t *testing.T) {
 	}
 	if recs := e.audit(); len(recs) == 0 || recs[0].Operation != "release" || recs[0].Actor != "web:admin" {
 		t.Errorf("last audit record = %+v, want the release by web:admin", recs)
+	}
+}
+
+func TestEventsPageShowsHeldEventsWithTheReleaseCommand(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := t.Context()
+	e.eng.Enable(ctx, setup, "fake")
+	e.eng.Allow(ctx, setup, policy.KindUser, "bob")
+	e.eng.Hold(ctx, setup, engine.HoldRequest{User: "bob"})
+	now := e.clock.Now()
+	if err := e.raw.RecordEvents(ctx, []store.Event{
+		{UID: 1002, User: "bob", Action: "held", Count: 12, FirstSeen: now, LastSeen: now},
+		{UID: 1002, User: "bob", Family: 4, Address: "192.0.2.99", Port: 25, Action: "blocked", Count: 3, FirstSeen: now, LastSeen: now},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	admin := e.login("admin", adminPassword)
+	body := e.do(req{method: "GET", path: "/events", cookie: admin}).Body.String()
+	if !strings.Contains(body, "smtpguard release user bob") {
+		t.Errorf("the held event does not show the release command:\n%s", body)
+	}
+	if strings.Contains(body, "allowed now") || strings.Contains(body, `name="to" value=""`) {
+		t.Errorf("a held user's events show him as allowed, or offer to allow an empty destination:\n%s", body)
+	}
+	if w := e.do(req{method: "GET", path: "/events?action=held", cookie: admin}); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "smtpguard release user bob") {
+		t.Errorf("GET /events?action=held = %d", w.Code)
 	}
 }
