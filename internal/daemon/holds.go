@@ -192,6 +192,9 @@ type holdKeeper struct {
 	mu        sync.Mutex // protects the following fields
 	stopTimer func() bool
 	timerAt   time.Time
+	// retryAt is when to try again to end holds whose time ran out, after
+	// ExpireHolds failed; zero when it did not.
+	retryAt time.Time
 }
 
 func newHoldKeeper(eng *engine.Engine, m *metrics, log *slog.Logger, clock holdClock) *holdKeeper {
@@ -286,11 +289,14 @@ func (k *holdKeeper) autoHold(ctx context.Context, t holdTrigger) {
 // expire ends the holds whose time ran out; it reports whether any did.
 func (k *holdKeeper) expire(ctx context.Context) bool {
 	res, err := k.eng.ExpireHolds(ctx)
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if err != nil {
 		k.log.Warn("cannot end expired holds; retrying", "err", err)
-		k.setTimer(k.clock.Now().Add(time.Second))
+		k.retryAt = k.clock.Now().Add(time.Second)
 		return false
 	}
+	k.retryAt = time.Time{}
 	return res.Changed
 }
 
@@ -339,6 +345,11 @@ func (k *holdKeeper) sync(ctx context.Context) {
 	}
 	k.counter.setSkip(uids)
 	k.held.Set(float64(len(holds)))
+	k.mu.Lock()
+	if !k.retryAt.IsZero() && (next.IsZero() || k.retryAt.Before(next)) {
+		next = k.retryAt
+	}
+	k.mu.Unlock()
 	k.setTimer(next)
 }
 
@@ -357,7 +368,14 @@ func (k *holdKeeper) setTimer(at time.Time) {
 	if at.IsZero() {
 		return
 	}
-	k.stopTimer = k.clock.AfterFunc(max(at.Sub(k.clock.Now()), 0), k.Poke)
+	k.stopTimer = k.clock.AfterFunc(max(at.Sub(k.clock.Now()), 0), func() {
+		k.mu.Lock()
+		if k.timerAt.Equal(at) {
+			k.stopTimer, k.timerAt = nil, time.Time{} // fired: the next sync sets a new one
+		}
+		k.mu.Unlock()
+		k.Poke()
+	})
 }
 
 func (k *holdKeeper) announceRow(r store.HoldNoticeRow) {
