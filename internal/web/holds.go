@@ -1,7 +1,10 @@
 package web
 
 import (
+	"cmp"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,8 +95,16 @@ func (s *Server) releaseUI(w http.ResponseWriter, r *http.Request, id *identity)
 		return badRequest("name the user to release")
 	}
 	if !confirmed(r) {
+		who := "user " + user
+		if held, err := s.eng.Holds(r.Context()); err == nil {
+			for _, h := range held {
+				if strconv.FormatUint(uint64(h.UID), 10) == user || h.User == user {
+					who = fmt.Sprintf("user %s (uid %d)", cmp.Or(h.User, "without a name"), h.UID)
+				}
+			}
+		}
 		return s.askFirst(w, r, id, "Release a hold", confirmation{
-			Question: "Release user " + user + "?",
+			Question: "Release " + who + "?",
 			Effect:   "Its allowances and exceptions apply again at once: it may connect to remote SMTP servers as the policy allows. The attempts counted towards the automatic hold are forgotten.",
 			Button:   "Release",
 			Cancel:   back,
