@@ -250,6 +250,9 @@ func (k *holdKeeper) Poke() {
 // run holds, expires and announces until ctx ends.
 func (k *holdKeeper) run(ctx context.Context) {
 	defer k.setTimer(time.Time{})
+	if k.expire(ctx) { // holds that ran out while no daemon ran
+		k.changed()
+	}
 	k.sync(ctx)
 	for {
 		select {

@@ -321,3 +321,35 @@ func TestDaemonHoldsOnABurstExpiresAndEscalates(t *testing.T) {
 		t.Error("bob's exception not restored by the release")
 	}
 }
+
+// TestDaemonEndsHoldsThatRanOutWhileItWasDown: a hold made and run out
+// while no daemon ran is announced, started and ended, when one starts.
+func TestDaemonEndsHoldsThatRanOutWhileItWasDown(t *testing.T) {
+	f := newFixture(t)
+	f.eng.Close()
+	clock := newFakeClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	cfg := f.cfg
+	cfg.Now = clock.Now
+	eng, err := engine.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	ctx := context.Background()
+	eng.Enable(ctx, admin, "fake")
+	eng.Allow(ctx, admin, policy.KindUser, "alice")
+	d := time.Minute
+	if _, err := eng.Hold(ctx, admin, engine.HoldRequest{User: "alice", For: &d}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute)
+	notes := &noticeLog{}
+	holdDaemon(t, f, eng, clock, notes)
+	waitFor(t, "the hold's start and end announced", func() bool {
+		return slices.Equal(notes.all(), []string{"held alice cli:root timed", "ended alice expiry timed"})
+	})
+	recs, _ := eng.Store().Audit(ctx, store.AuditFilter{Operation: "release"})
+	if len(recs) != 1 || recs[0].Actor != "expiry" {
+		t.Errorf("audit of the expiry = %+v, want one record by expiry", recs)
+	}
+}
