@@ -176,12 +176,18 @@ func TestPrivilegedAutomaticHold(t *testing.T) {
 func TestPrivilegedManualHold(t *testing.T) {
 	w := newWorld(t)
 	relay := testutil.HostPort("192.0.2.2", 587)
+	const held = "192.0.2.3:2600" // a listener that keeps its sessions open
+	testutil.HoldTCP(t, w.server, held)
+	w.sgOK("set", "ports", "25,465,587,2600")
 	w.sgOK("enable", "--backend", "nft")
 	w.sgOK("allow", "group", w.group)
 
 	t.Run("cli", func(t *testing.T) {
 		w.t = t
 		w.expectReach(&w.primary, relay)
+		// A hold ends the sessions the user's allowance let through, at once.
+		heldSession := testutil.OpenSession(t, w.client, w.primary.UID, held)
+		otherSession := testutil.OpenSession(t, w.client, w.supp.UID, held)
 		out := w.sgOK("hold", "user", w.primary.Name, "--for", "1h", "--reason", "abuse report 4711", "--json")
 		var res struct {
 			Changed bool   `json:"changed"`
@@ -192,6 +198,10 @@ func TestPrivilegedManualHold(t *testing.T) {
 		}
 		w.expectBlocked(&w.primary, remote(587)...)
 		w.expectReach(&w.supp, relay)
+		if !heldSession.Ended(t) || otherSession.Ended(t) {
+			t.Errorf("after the hold: the held user's session ended = %v, another member's = %v; want true, false",
+				heldSession.Ended(t), otherSession.Ended(t))
+		}
 		if h := w.held(); len(h) != 1 || h[0].User != w.primary.Name || h[0].Reason != "abuse report 4711" || h[0].Until == nil {
 			t.Errorf("held = %+v", h)
 		}
