@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -107,12 +106,15 @@ func printHolds(w io.Writer, st engine.Status) {
 		}
 		until := "until released"
 		if h.Until != nil {
-			until = "until " + h.Until.Local().Format(time.DateTime)
+			until = "until " + h.Until.Local().Format(statusTime)
 		}
 		fmt.Fprintf(w, "%s\tuser %s (uid %d) since %s, %s: %s (by %s; 'smtpguard release user %s')\n",
-			label, orDash(h.User), h.UID, h.Since.Local().Format(time.DateTime), until, h.Reason, h.By, releaseName(h))
+			label, orDash(h.User), h.UID, h.Since.Local().Format(statusTime), until, h.Reason, h.By, releaseName(h))
 	}
 }
+
+// statusTime is how status shows times, with their zone.
+const statusTime = "2006-01-02 15:04:05 MST"
 
 func releaseName(h engine.HeldUser) string {
 	if h.User != "" {

@@ -182,7 +182,7 @@ func (e *Engine) Hold(ctx context.Context, actor Actor, req HoldRequest) (Result
 		}
 		if len(past)+1 >= EscalateAfter && !h.Until.IsZero() {
 			h.Until = time.Time{}
-			h.Reason = strings.TrimPrefix(h.Reason+fmt.Sprintf("; held %d times in %s: until released", len(past)+1, durationText(EscalateWindow)), "; ")
+			h.Reason = strings.TrimPrefix(h.Reason+fmt.Sprintf("; held %d times within %d hours: until released", len(past)+1, int(EscalateWindow.Hours())), "; ")
 		}
 		if h.Reason == "" {
 			h.Reason = "held by " + h.By

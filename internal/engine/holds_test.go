@@ -231,7 +231,7 @@ func TestHoldExpiresAndEscalates(t *testing.T) {
 		t.Fatal(err)
 	}
 	holds, _ := f.eng.Holds(ctx)
-	if len(holds) != 1 || holds[0].Until != nil || !strings.Contains(holds[0].Reason, "held 3 times in 1d") || holds[0].By != "hold-after 5/m" || holds[0].Count != 7 {
+	if len(holds) != 1 || holds[0].Until != nil || !strings.Contains(holds[0].Reason, "held 3 times within 24 hours: until released") || holds[0].By != "hold-after 5/m" || holds[0].Count != 7 {
 		t.Fatalf("third hold = %+v, want until released, escalated, by the threshold", holds)
 	}
 	if next, _ := f.eng.NextHoldEnd(ctx); !next.IsZero() {
