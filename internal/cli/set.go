@@ -47,8 +47,8 @@ log: let the connection through but count and log it, to try a policy out.`,
 			}},
 		{"hold-after N/PERIOD|off", "Hold a user automatically after a burst of refused attempts",
 			`Hold a uid (suspend its allowances and exceptions, see 'smtpguard hold') once
-N of its connections were refused or rate-limited within PERIOD (s, m, h or
-d), e.g. 10/m; off (default) never holds automatically. Logged-only attempts
+N (at most 1000) of its connections were refused or rate-limited within
+PERIOD (s, m, h or d), e.g. 10/m; off (default) never holds automatically. Logged-only attempts
 (mode log) do not count. The third hold within 24 hours lasts until released.`,
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetHoldAfter(ctx, a, v)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,23 +23,29 @@ import (
 // (a timer set for the earliest end, not a poll), and announces every hold
 // start and end, whoever caused it, exactly once (HoldNotice).
 
-// windowBuckets is how finely the sliding window is kept: the window of a
-// threshold's period is windowBuckets buckets, so memory per uid is fixed
-// whatever N is, and an attempt leaves the count at most period/60 late.
-const windowBuckets = 60
+// holdEventLag is how late attempts may be reported: the kernel hands log
+// messages over in batches (up to 0.1 s with the nft backend) and events
+// carry the time they were read. Attempts reported within it after a hold
+// ends are taken as made during the hold, so the refusals the hold itself
+// caused do not hold the user again.
+const holdEventLag = time.Second
 
 // maxCountedUIDs bounds the counter under a flood from many uids; uids past
-// it are not counted until stale ones are pruned.
-const maxCountedUIDs = 65536
+// it are not counted until stale ones are pruned. With at most
+// engine.MaxHoldAfter attempt times kept per uid, the counter stays under
+// 128 MiB whatever happens.
+const maxCountedUIDs = 16384
 
-// attemptWindow is one uid's attempts per bucket.
+// attemptWindow is one uid's newest attempts, as exact times: a ring of at
+// most the threshold's count, so a window counts exactly and costs at most
+// 8 bytes per attempt the threshold names.
 type attemptWindow struct {
-	bucket [windowBuckets]int64 // absolute bucket number each slot holds
-	n      [windowBuckets]int64
-	last   int64 // the newest bucket seen
+	times []int64 // unix nanoseconds
+	next  int     // the slot the next attempt overwrites once the ring is full
+	last  int64   // the newest attempt
 	// floor: attempts before it are not counted (they belong to a burst a
 	// hold or a release already dealt with, reported late by the queue).
-	floor time.Time
+	floor int64
 }
 
 // attemptCounter counts refused and rate-limited attempts per uid in a
@@ -46,10 +53,11 @@ type attemptWindow struct {
 type attemptCounter struct {
 	mu sync.Mutex // protects the following fields
 	// rate is the threshold; zero counts nothing.
-	rate  policy.Rate
-	width int64 // bucket width in nanoseconds
-	uids  map[uint32]*attemptWindow
-	// skip are uids not to count: on hold, or with a hold on its way.
+	rate policy.Rate
+	uids map[uint32]*attemptWindow
+	// skip are uids that must not trigger a hold: on hold, or with a hold
+	// on its way. Their attempts still count, so those made after a
+	// release and before the daemon learns of it are not lost.
 	skip map[uint32]bool
 }
 
@@ -66,26 +74,25 @@ func (c *attemptCounter) setRate(r policy.Rate) {
 		return
 	}
 	c.rate, c.uids = r, map[uint32]*attemptWindow{}
-	c.width = max(int64(r.Period)/windowBuckets, 1)
 }
 
 // add counts one attempt of uid at t and reports the count in the window
-// and whether it reached the threshold now; a uid that reached it is not
-// counted again until setSkip says otherwise.
+// and whether it reached the threshold now; a uid that reached it does not
+// trigger again until setSkip says otherwise.
 func (c *attemptCounter) add(uid uint32, t time.Time) (int64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rate.IsZero() || c.skip[uid] {
+	if c.rate.IsZero() {
 		return 0, false
 	}
-	b := t.UnixNano() / c.width
+	tn := t.UnixNano()
 	w, ok := c.uids[uid]
-	if ok && t.Before(w.floor) {
+	if ok && tn < w.floor {
 		return 0, false
 	}
 	if !ok {
 		if len(c.uids) >= maxCountedUIDs {
-			c.prune(b)
+			c.prune(tn)
 			if len(c.uids) >= maxCountedUIDs {
 				return 0, false
 			}
@@ -93,31 +100,31 @@ func (c *attemptCounter) add(uid uint32, t time.Time) (int64, bool) {
 		w = &attemptWindow{}
 		c.uids[uid] = w
 	}
-	slot := b % windowBuckets
-	if w.bucket[slot] != b {
-		w.bucket[slot], w.n[slot] = b, 0
+	if len(w.times) < int(c.rate.Count) {
+		w.times = append(w.times, tn)
+	} else {
+		w.times[w.next] = tn
+		w.next = (w.next + 1) % len(w.times)
 	}
-	w.n[slot]++
-	w.last = max(w.last, b)
-	var sum int64
-	for i := range windowBuckets {
-		if w.bucket[i] > b-windowBuckets && w.bucket[i] <= b {
-			sum += w.n[i]
+	w.last = max(w.last, tn)
+	from := tn - int64(c.rate.Period)
+	var n int64
+	for _, at := range w.times {
+		if at > from && at <= tn && at >= w.floor {
+			n++
 		}
 	}
-	if sum < int64(c.rate.Count) {
-		return sum, false
+	if n < int64(c.rate.Count) || c.skip[uid] {
+		return n, false
 	}
 	c.skip[uid] = true
-	c.uids[uid] = &attemptWindow{floor: t, last: b}
-	return sum, true
+	return n, true
 }
 
-// prune forgets uids with nothing left in the window at bucket b, and no
-// floor inside it.
-func (c *attemptCounter) prune(b int64) {
+// prune forgets uids with nothing left in the window at tn.
+func (c *attemptCounter) prune(tn int64) {
 	for uid, w := range c.uids {
-		if w.last <= b-windowBuckets && w.floor.UnixNano()/c.width <= b-windowBuckets {
+		if w.last <= tn-int64(c.rate.Period) && w.floor <= tn-int64(c.rate.Period) {
 			delete(c.uids, uid)
 		}
 	}
@@ -125,15 +132,30 @@ func (c *attemptCounter) prune(b int64) {
 
 // clear forgets uid's attempts before at: a hold started or ended then, so
 // the same burst does not hold it again, even when the queue reports some of
-// its attempts late.
+// its attempts late. Attempts from at on still count.
 func (c *attemptCounter) clear(uid uint32, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rate.IsZero() {
-		delete(c.uids, uid)
-		return
+	w, ok := c.uids[uid]
+	if !ok {
+		if c.rate.IsZero() {
+			return
+		}
+		w = &attemptWindow{}
+		c.uids[uid] = w
 	}
-	c.uids[uid] = &attemptWindow{floor: at, last: at.UnixNano() / c.width}
+	w.floor = max(w.floor, at.UnixNano())
+	// Oldest first, so that once the ring is full again it overwrites the
+	// oldest attempt.
+	ordered := append(slices.Clone(w.times[w.next:]), w.times[:w.next]...)
+	kept := ordered[:0]
+	for _, t := range ordered {
+		if t >= w.floor {
+			kept = append(kept, t)
+		}
+	}
+	w.times, w.next = kept, 0
+	w.last = max(w.last, w.floor)
 }
 
 // setSkip replaces the uids not to count with those on hold now.
@@ -319,7 +341,7 @@ func (k *holdKeeper) sync(ctx context.Context) {
 	for _, r := range rows {
 		at := r.Since
 		if r.Ended {
-			at = r.ReleasedAt
+			at = r.ReleasedAt.Add(holdEventLag)
 		}
 		k.counter.clear(r.UID, at)
 		k.announceRow(r)

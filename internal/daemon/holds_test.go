@@ -47,17 +47,37 @@ func TestAttemptCounterSlidingWindow(t *testing.T) {
 	if n, _ := c.add(1002, t0.Add(71*time.Second)); n != 1 {
 		t.Errorf("another uid's first attempt = %d, want 1", n)
 	}
-	// Released: the burst's late reports do not count, new attempts do.
+	// Released at 2m (the daemon clears up to the release plus the lag of
+	// reports); two attempts follow before the daemon learns of it (the
+	// uid is still skipped): they count once it does, while the burst's
+	// late reports do not.
 	release := t0.Add(2 * time.Minute)
+	c.add(1001, release.Add(100*time.Millisecond))
+	c.add(1001, release.Add(200*time.Millisecond))
 	c.setSkip(nil)
-	c.clear(1001, release)
+	c.clear(1001, release.Add(-time.Second))
+	c.clear(1001, release) // a later clear never lowers the floor
 	for i := range 10 {
 		if n, crossed := c.add(1001, release.Add(-time.Duration(i+1)*time.Second)); crossed || n != 0 {
 			t.Fatalf("late report of the old burst = %d, %v; want not counted", n, crossed)
 		}
 	}
-	if n, _ := c.add(1001, release.Add(time.Second)); n != 1 {
-		t.Errorf("first attempt after the release = %d, want 1", n)
+	if n, _ := c.add(1001, release.Add(time.Second)); n != 3 {
+		t.Errorf("third attempt after the release = %d, want 3: the two made before the daemon knew count", n)
+	}
+	// Exact at the window's edge, with the ring full and wrapping: 3/m
+	// every 31 s never has 3 in a minute; every 29 s it does at the third.
+	c.setRate(policy.Rate{Count: 3, Period: time.Minute})
+	for i := range 10 {
+		if n, crossed := c.add(7, t0.Add(time.Duration(i)*31*time.Second)); crossed || n > 2 {
+			t.Fatalf("attempt %d every 31s under 3/m = %d, %v; want at most 2, not crossed", i+1, n, crossed)
+		}
+	}
+	for i := range 3 {
+		n, crossed := c.add(8, t0.Add(time.Duration(i)*29*time.Second))
+		if want := i == 2; crossed != want || n != int64(i+1) {
+			t.Fatalf("attempt %d every 29s under 3/m = %d, %v; want %d, crossed %v", i+1, n, crossed, i+1, want)
+		}
 	}
 	// A different threshold starts afresh.
 	c.setRate(policy.Rate{Count: 2, Period: time.Hour})
@@ -271,8 +291,10 @@ func TestDaemonHoldsOnABurstExpiresAndEscalates(t *testing.T) {
 	waitNotes("held bob hold-after 3/m timed", "ended bob expiry timed")
 	waitFor(t, "bob's exception back", func() bool { return hasExceptionFor(f.backend.Installed(), 1002) })
 
-	// The old burst reported late does not hold him again.
-	burst(3, clock.Now().Add(-time.Second))
+	// The refusals of the hold reported late, read before or just after
+	// its end (within holdEventLag), do not hold him again.
+	burst(2, clock.Now().Add(-time.Second))
+	burst(1, clock.Now().Add(holdEventLag/2))
 	waitFor(t, "the late reports recorded", func() bool {
 		evs, _ := eng.Events(ctx, store.EventFilter{})
 		var n int64
@@ -291,11 +313,11 @@ func TestDaemonHoldsOnABurstExpiresAndEscalates(t *testing.T) {
 	}
 
 	// Second and third holds within a day: the third lasts until released.
-	burst(3, clock.Now())
+	burst(3, clock.Now().Add(2*holdEventLag))
 	waitNotes("held bob hold-after 3/m timed", "ended bob expiry timed", "held bob hold-after 3/m timed")
 	clock.Advance(10 * time.Minute)
 	waitNotes("held bob hold-after 3/m timed", "ended bob expiry timed", "held bob hold-after 3/m timed", "ended bob expiry timed")
-	burst(3, clock.Now())
+	burst(3, clock.Now().Add(2*holdEventLag))
 	waitNotes("held bob hold-after 3/m timed", "ended bob expiry timed", "held bob hold-after 3/m timed", "ended bob expiry timed",
 		"held bob hold-after 3/m")
 	waitFor(t, "no timer for a hold until released", func() bool { return clock.Pending() == 0 })

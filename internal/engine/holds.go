@@ -28,6 +28,10 @@ const (
 	EscalateWindow = 24 * time.Hour
 )
 
+// MaxHoldAfter is the largest N of hold-after N/PERIOD: the daemon keeps
+// the time of up to N attempts per uid, to count a sliding window exactly.
+const MaxHoldAfter = 1000
+
 // compile is policy.Compile for the system as v sees it: held uids are
 // ordinary users.
 func compile(p policy.Policy, res policy.Resolution, v view) policy.Ruleset {
@@ -378,6 +382,9 @@ func (e *Engine) SetHoldAfter(ctx context.Context, actor Actor, v string) (Resul
 	r, err := policy.ParseRate(v)
 	if err != nil {
 		return Result{}, invalid(fmt.Errorf("hold-after: %w", err))
+	}
+	if r.Count > MaxHoldAfter {
+		return Result{}, invalid(fmt.Errorf("hold-after %s: at most %d attempts (the daemon keeps each one's time)", v, MaxHoldAfter))
 	}
 	return e.setHolds(ctx, actor, "hold-after "+r.String(), func(hs *store.HoldSettings) string {
 		hs.After = r

@@ -263,7 +263,7 @@ func TestHoldSettings(t *testing.T) {
 	if st.HoldSettingsView != (HoldSettingsView{After: "off", For: "1h"}) {
 		t.Errorf("default hold settings = %+v, want off and 1h", st.HoldSettingsView)
 	}
-	for _, bad := range [][2]string{{"hold-after", "5"}, {"hold-after", "0/m"}, {"hold-for", "-1h"}, {"hold-for", "soon"}} {
+	for _, bad := range [][2]string{{"hold-after", "5"}, {"hold-after", "0/m"}, {"hold-after", "1001/h"}, {"hold-for", "-1h"}, {"hold-for", "soon"}} {
 		var err error
 		if bad[0] == "hold-after" {
 			_, err = f.eng.SetHoldAfter(ctx, testActor, bad[1])
