@@ -207,7 +207,7 @@ State lives in the state directory (--state-dir, $SMTPGUARD_STATE_DIR, default
 		newEventsCmd(e), newAuditCmd(e),
 		newServeCmd(e), newInstallServiceCmd(e), newUninstallServiceCmd(e),
 		newMTACmd(e), newAccountCmd(e), newTokenCmd(e),
-		newDoctorCmd(e),
+		newDoctorCmd(e), newHoldCmd(e), newReleaseCmd(e),
 	)
 	addVersion(root, e)
 	return root

@@ -59,6 +59,19 @@ rate-limited. root, the MTA's and the list manager's accounts are never limited.
 			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
 				return eng.SetRateLimit(ctx, a, v)
 			}},
+		{"hold-after N/PERIOD|off", "Hold a user automatically after a burst of refused attempts",
+			`Hold a uid (suspend its allowances and exceptions, see 'smtpguard hold') once
+N (at most 1000) of its connections were refused or rate-limited within
+PERIOD (s, m, h or d), e.g. 10/m; off (default) never holds automatically. Logged-only attempts
+(mode log) do not count. The third hold within 24 hours lasts until released.`,
+			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
+				return eng.SetHoldAfter(ctx, a, v)
+			}},
+		{"hold-for DURATION", "Set how long a hold lasts",
+			"How long an automatic hold, or 'smtpguard hold' without --for, lasts: e.g. 30m, 1h (default), 1d; 0 holds until released.",
+			func(ctx context.Context, eng *engine.Engine, a engine.Actor, v string) (engine.Result, error) {
+				return eng.SetHoldFor(ctx, a, v)
+			}},
 	} {
 		var asJSON bool
 		sub := &cobra.Command{

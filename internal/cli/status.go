@@ -181,6 +181,7 @@ func printStatus(out io.Writer, view statusView, max int) {
 		fmt.Fprintf(w, "%s\t%s to %s on %s%s\n", label, who, ex.To, ports, where)
 	}
 	printRates(w, st, max)
+	printHolds(w, st)
 	fmt.Fprintf(w, "MTA:\t%s\n", found(st.MTA.MTAs))
 	fmt.Fprintf(w, "List manager:\t%s\n", found(st.MTA.ListManagers))
 	for _, u := range st.Unresolved {

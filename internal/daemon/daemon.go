@@ -92,6 +92,8 @@ type Config struct {
 	// Kernel the same one (Kernel.SetExplainPort). Its replies name this
 	// server by Hostname.
 	ExplainPort uint16
+	// holdClock is the hold keeper's time (holds.go); nil is the real one.
+	holdClock holdClock
 }
 
 func (c *Config) defaults() {
@@ -132,6 +134,7 @@ type Daemon struct {
 	metrics *metrics
 	rec     *recorder
 	explain *explainer
+	holds   *holdKeeper   // automatic holds, hold expiry and notices (holds.go)
 	kick    chan struct{} // coalesced requests to reconcile
 	// kicks counts Kick calls; passed is the value of kicks when the latest
 	// finished reconcile pass (or lock-free repair) started. Tests wait for
@@ -183,6 +186,9 @@ func New(cfg Config) (*Daemon, error) {
 		},
 	}
 	m.registry.MustRegister(newAllowedCollector(d.allowedCounts, d.rec.userName))
+	d.holds = newHoldKeeper(cfg.Engine, m, cfg.Logger.With("component", "holds"), cfg.holdClock)
+	d.holds.announce, d.holds.changed = d.announceHold, d.Kick
+	d.rec.holds = d.holds
 	d.explain = newExplainer(d, cfg.ExplainPort, d.rec.proc, cfg.Hostname)
 	if cfg.NotifyCommand != "" || cfg.WebhookURL != "" {
 		var hook *webhook.Sender
@@ -284,6 +290,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.explain.run(ctx) })
 	wg.Go(func() { d.pruneLoop(ctx) })
 	wg.Go(func() { d.dnsLoop(ctx) })
+	wg.Go(func() { d.holds.run(ctx) })
 	if d.rec.notify != nil {
 		wg.Go(func() { d.rec.notify.run(ctx) })
 	}
@@ -453,6 +460,7 @@ func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStam
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
 	access, _ := d.eng.ResolvedAccess(ctx)
+	holdsRev, _ := d.eng.Store().HoldsRevision(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -479,6 +487,11 @@ func (d *Daemon) pollLoop(ctx context.Context, files []string, stamps []fileStam
 		}
 		if r, err := d.eng.Store().Revision(ctx); err == nil && r != rev {
 			rev = r
+			d.Kick()
+		}
+		if r, err := d.eng.Store().HoldsRevision(ctx); err == nil && r != holdsRev {
+			holdsRev = r
+			d.holds.Poke()
 			d.Kick()
 		}
 	}

@@ -37,9 +37,10 @@ type recorder struct {
 	metrics  *metrics
 	log      *slog.Logger
 	maxAggs  int
-	maxLines int       // log lines per flush; the rest are summarised
-	notify   *notifier // nil without --notify-command
-	fold     folder    // used by the run goroutine only
+	maxLines int         // log lines per flush; the rest are summarised
+	notify   *notifier   // nil without --notify-command
+	holds    *holdKeeper // counts attempts for the automatic hold; nil counts none
+	fold     folder      // used by the run goroutine only
 	proc     procinfo.Reader
 
 	mu  sync.Mutex // protects dir
@@ -116,6 +117,9 @@ func (r *recorder) run(ctx context.Context, interval time.Duration) {
 }
 
 func (r *recorder) add(aggs map[aggKey]*store.Event, ev enforce.Event) {
+	if r.holds != nil {
+		r.holds.observe(ev)
+	}
 	uid := ev.UID
 	if !ev.HasUID {
 		uid = ^uint32(0) // no socket owner reported; shown as uid 4294967295

@@ -124,7 +124,7 @@ func TestAccountOperationsRefuseBadInputAlike(t *testing.T) {
 // so every write is an engine operation. A method added to store.View must be
 // a read and be listed here.
 func TestStoreViewOnlyReads(t *testing.T) {
-	reads := []string{"Account", "Accounts", "Audit", "DNSCache", "Events", "PasswordHash", "Policy", "Revision",
+	reads := []string{"Account", "Accounts", "Audit", "DNSCache", "Events", "HoldsRevision", "PasswordHash", "Policy", "Revision",
 		"SchemaVersion", "SessionBySecret", "SignInLocks", "TokenBySecret", "Tokens"}
 	typ := reflect.TypeOf(newFixture(t).eng.Store())
 	var got []string

@@ -33,6 +33,9 @@ func (e *Engine) Covered(ctx context.Context, evs []EventView) ([]bool, error) {
 		return entry.Addrs, ok && len(entry.Addrs) > 0
 	})
 	for i, ev := range evs {
+		if _, held := slices.BinarySearch(v.held, ev.UID); held {
+			continue // on hold: refused now whatever the policy allows
+		}
 		if _, ok := slices.BinarySearch(res.UIDs, ev.UID); ok {
 			out[i] = true
 			continue

@@ -47,7 +47,7 @@ func (e *Engine) Decide(ctx context.Context, uid uint32, addr netip.Addr, port u
 		return Decision{}, err
 	}
 	res, _ := e.resolve(ctx, p, v)
-	rs := policy.Compile(p, res)
+	rs := compile(p, res, v) // a held uid is an ordinary user
 	d := Decision{UID: uid, Address: addr.Unmap(), Port: port, Enabled: p.Enabled}
 	if a, ok := v.dir.UserByID(uid); ok {
 		d.User = a.Name

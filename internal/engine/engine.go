@@ -173,6 +173,9 @@ func (e *Engine) Backends() []enforce.Backend { return e.cfg.Backends }
 type view struct {
 	dir *policy.Directory
 	dns map[string]store.DNSEntry // last good answers for exception host names
+	// held are the uids on hold now: ordinary users whatever the policy
+	// allows them (holds.go).
+	held []uint32
 }
 
 // Resolve computes who may connect under p on this host now, and where.
@@ -198,7 +201,11 @@ func (e *Engine) currentView(ctx context.Context) (view, error) {
 	if err != nil {
 		return view{}, err
 	}
-	return view{dir: dir, dns: dns}, nil
+	held, err := e.heldUIDs(ctx, e.store)
+	if err != nil {
+		return view{}, err
+	}
+	return view{dir: dir, dns: dns, held: held}, nil
 }
 
 func (e *Engine) backend(name string) (enforce.Backend, error) {
@@ -258,7 +265,11 @@ func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string,
 	if err != nil {
 		return Result{}, err
 	}
-	v := view{dir: dir, dns: dns}
+	held, err := e.heldUIDs(ctx, tx)
+	if err != nil {
+		return Result{}, err
+	}
+	v := view{dir: dir, dns: dns, held: held}
 	after := before.Clone()
 	msg, err := edit(&after, dir)
 	if err != nil {
@@ -352,7 +363,7 @@ func (e *Engine) enforce(ctx context.Context, before, after policy.Policy, v vie
 		return err
 	}
 	res, _ := e.resolve(ctx, after, v)
-	rs := policy.Compile(after, res)
+	rs := compile(after, res, v)
 	if err := b.Apply(ctx, rs); err != nil {
 		return fmt.Errorf("enforce with %s: %w", b.Name(), err)
 	}
@@ -376,7 +387,7 @@ func (e *Engine) undoSwitch(ctx context.Context, b enforce.Backend, before polic
 	}
 	if old, err := e.backend(before.Backend); err == nil {
 		res, _ := e.resolve(ctx, before, v)
-		if err := old.Apply(ctx, policy.Compile(before, res)); err != nil {
+		if err := old.Apply(ctx, compile(before, res, v)); err != nil {
 			errs = append(errs, fmt.Errorf("re-apply %s rules: %w", old.Name(), err))
 		}
 	}

@@ -69,9 +69,13 @@ type Status struct {
 	GroupRates         map[string]string `json:"group_rates"` // allowed groups' own rates
 	RateLimits         []RateLimitStatus `json:"rate_limits"`
 	AllowedConnections []AllowedCount    `json:"allowed_connections"`
-	Revision           int64             `json:"revision"`
-	UpdatedAt          *time.Time        `json:"updated_at,omitempty"`
-	UpdatedBy          string            `json:"updated_by,omitempty"`
+	// Held are the users on hold now (holds.go), and the embedded settings
+	// the automatic hold's ("hold_after", "hold_for").
+	Held []HeldUser `json:"held"`
+	HoldSettingsView
+	Revision  int64      `json:"revision"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	UpdatedBy string     `json:"updated_by,omitempty"`
 }
 
 // Status reports the stored policy, who it lets through, and whether the
@@ -112,25 +116,35 @@ func (e *Engine) Status(ctx context.Context) (Status, error) {
 	if st.Limitations == nil {
 		st.Limitations = []string{}
 	}
+	if st.Held, err = e.Holds(ctx); err != nil {
+		return Status{}, err
+	}
+	// A held uid is an ordinary user: it may not connect now.
+	st.AllowedUIDs = slices.DeleteFunc(st.AllowedUIDs, func(g policy.Grant) bool { return slices.Contains(v.held, g.UID) })
+	hs, err := e.store.HoldSettings(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	st.HoldSettingsView = holdSettingsView(hs)
 	st.Conflicts = []conflicts.Conflict{}
 	if e.cfg.Conflicts != nil {
 		st.Conflicts = append(st.Conflicts, e.cfg.Conflicts.Detect(ctx)...)
 	}
 	e.rateStatus(ctx, &st, p, res, v.dir)
 	if p.Enabled {
-		st.Kernel = e.kernel(ctx, p, res)
+		st.Kernel = e.kernel(ctx, compile(p, res, v), p.Backend)
 	} else {
 		st.Kernel = e.disabledKernel(ctx, meta) // leftovers, or a lost database
 	}
 	return st, nil
 }
 
-func (e *Engine) kernel(ctx context.Context, p policy.Policy, res policy.Resolution) Kernel {
-	b, err := e.backend(p.Backend)
+func (e *Engine) kernel(ctx context.Context, rs policy.Ruleset, backend string) Kernel {
+	b, err := e.backend(backend)
 	if err != nil {
 		return Kernel{State: "unknown", Error: err.Error()}
 	}
-	drift, err := b.Verify(ctx, policy.Compile(p, res))
+	drift, err := b.Verify(ctx, rs)
 	if err != nil {
 		return Kernel{State: "unknown", Error: err.Error()}
 	}
@@ -226,7 +240,7 @@ func (e *Engine) planFor(ctx context.Context, p policy.Policy, backend string) (
 	}
 	p.Enabled, p.Backend = true, b.Name()
 	res, _ := e.resolve(ctx, p, v)
-	rs := policy.Compile(p, res)
+	rs := compile(p, res, v)
 	pl := Plan{
 		Backend:     b.Name(),
 		Reason:      reason,
@@ -313,6 +327,10 @@ func explainEvents(evs []store.Event, desc enforce.Description) []EventView {
 		reason := fmt.Sprintf("%s is neither allowed nor has an exception for %s port %d", who, ev.Address, ev.Port)
 		var rule string
 		switch ev.Action {
+		case enforce.ActionHeld:
+			out[i] = EventView{Event: ev, BlockedBy: "hold: " + who + "'s allowances and exceptions are suspended (see 'smtpguard status')",
+				AllowCommand: "smtpguard release user " + releaseRef(ev)}
+			continue
 		case enforce.ActionLogged:
 			rule = "log rule (mode log): let through, would be rejected in reject mode"
 		case enforce.ActionRedirected:

@@ -74,7 +74,7 @@ func (e *Engine) reconcile(ctx context.Context, removeWhenDisabled bool) (Reconc
 		return r, err
 	}
 	res, _ := e.resolve(ctx, p, v)
-	r.Ruleset = policy.Compile(p, res)
+	r.Ruleset = compile(p, res, v)
 	drift, err := b.Verify(ctx, r.Ruleset)
 	if err != nil {
 		return r, fmt.Errorf("verify %s rules: %w", b.Name(), err)

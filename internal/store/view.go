@@ -66,3 +66,6 @@ func (v View) DNSCache(ctx context.Context) (map[string]DNSEntry, error) { retur
 
 // SchemaVersion is Store.SchemaVersion.
 func (v View) SchemaVersion(ctx context.Context) (int, error) { return v.s.SchemaVersion(ctx) }
+
+// HoldsRevision is Store.HoldsRevision.
+func (v View) HoldsRevision(ctx context.Context) (int64, error) { return v.s.HoldsRevision(ctx) }

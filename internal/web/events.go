@@ -36,7 +36,7 @@ type eventQuery struct {
 
 // eventActions are the actions an attempt can have.
 func eventActions() []string {
-	return []string{"blocked", "logged", "redirected", "explained", "rate-limited"}
+	return []string{"blocked", "logged", "redirected", "explained", "rate-limited", "held"}
 }
 
 // parseEventQuery reads and checks the filter parameters.

@@ -45,6 +45,7 @@ func templateFuncs() template.FuncMap {
 		"words":    webWords,
 		"ports":    portsString,
 		"rateNote": rateNote,
+		"until":    untilText,
 		"dash": func(s string) string {
 			if s == "" {
 				return "—"

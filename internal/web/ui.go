@@ -59,6 +59,7 @@ type statusView struct {
 	MoreUIDs, MoreUsers, MoreGroups int
 	Card                            cardState
 	Daemon                          *DaemonState       // nil: not served by the daemon (tests)
+	Holds                           *heldBlock         // administrators only (holds.go)
 	LastRepair                      *store.AuditRecord // the newest repair in the audit log
 }
 
@@ -94,6 +95,7 @@ func (s *Server) renderStatus(w http.ResponseWriter, r *http.Request, id *identi
 			st.AllowedGroups, v.MoreGroups = firstOf(st.AllowedGroups, listShown)
 		}
 		v.Full = &st
+		v.Holds = heldFor(st.Held, "/")
 	}
 	s.render(w, r, code, "status", &page{Title: "SMTP Restrictions", Nav: "status", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
 	return nil
@@ -165,6 +167,7 @@ type allowedView struct {
 	// listShown entries the rest are counted, not listed.
 	Filter                string
 	MoreUsers, MoreGroups int
+	Holds                 *heldBlock // holds.go
 }
 
 type allowForm struct {
@@ -193,7 +196,8 @@ func (s *Server) renderAllowed(w http.ResponseWriter, r *http.Request, id *ident
 		}
 		return out
 	}
-	v := allowedView{Exceptions: st.Exceptions, Form: f, Filter: q, UserRates: st.UserRates, GroupRates: st.GroupRates, RateLimit: st.RateLimit}
+	v := allowedView{Exceptions: st.Exceptions, Form: f, Filter: q, UserRates: st.UserRates, GroupRates: st.GroupRates, RateLimit: st.RateLimit,
+		Holds: heldFor(st.Held, "/allowed")}
 	v.Users, v.MoreUsers = firstOf(match(st.AllowedUsers), listShown)
 	v.Groups, v.MoreGroups = firstOf(match(st.AllowedGroups), listShown)
 	s.render(w, r, code, "allowed", &page{Title: "Allowed users and groups", Nav: "allowed", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
