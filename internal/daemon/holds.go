@@ -413,8 +413,8 @@ func (k *holdKeeper) announceRow(r store.HoldNoticeRow) {
 }
 
 // announceHold is the one place every hold start and end goes through, once
-// each (threshold, CLI, API, web, expiry). For now it logs; the webhook and
-// the notify command receive it from here.
+// each (threshold, CLI, API, web, expiry): it logs, and hands it to the
+// webhook and the notify command.
 func (d *Daemon) announceHold(n HoldNotice) {
 	attrs := []any{"uid", n.UID, "user", n.User, "by", n.By, "reason", n.Reason, "since", n.Since}
 	if !n.Until.IsZero() {
