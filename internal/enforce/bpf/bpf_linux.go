@@ -56,6 +56,10 @@ type Backend struct {
 	log *slog.Logger
 
 	mu sync.Mutex // serialises changes to the kernel objects
+
+	// wrapMap, when set (by tests), wraps each map the sync code opens, to
+	// count its operations.
+	wrapMap func(name string, m kmap) kmap
 }
 
 var _ enforce.Backend = (*Backend)(nil)
@@ -285,7 +289,7 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		return err
 	}
 	defer coll.Close()
-	if err := writeContents(coll.Maps, want); err != nil {
+	if err := writeContents(b.kmaps(coll.Maps), want); err != nil {
 		return err
 	}
 	for _, h := range hooks {
@@ -339,9 +343,10 @@ func (b *Backend) RefreshLocal(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("open pinned map %s: %w", name, err)
 		}
-		have, err := readSet(m)
+		km := b.kmaps(map[string]*ebpf.Map{name: m})[name]
+		have, err := readSet(km)
 		if err == nil {
-			err = syncSet(m, have, want.sets[name], true, true)
+			err = syncSet(km, have, want.sets[name], true, true)
 		}
 		m.Close()
 		if err != nil {
@@ -582,12 +587,13 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	if err != nil {
 		return d, err
 	}
-	have, missing, err := readContents(maps)
+	kms := b.kmaps(maps)
+	have, missing, err := readContents(kms)
 	if err != nil {
 		return d, err
 	}
 	d.Problems = append(d.Problems, problems(restrict(have, missing), restrict(want, missing))...)
-	stale, err := bucketProblems(maps, want)
+	stale, err := bucketProblems(kms, want)
 	if err != nil {
 		return d, err
 	}
@@ -725,7 +731,7 @@ func randomHex(n int) string {
 
 // readContents reads every set map and the config; maps absent from ms are
 // listed in missing.
-func readContents(ms map[string]*ebpf.Map) (c contents, missing []string, err error) {
+func readContents(ms map[string]kmap) (c contents, missing []string, err error) {
 	c = newContents()
 	for _, name := range setMaps {
 		m, ok := ms[name]
@@ -752,21 +758,13 @@ func readContents(ms map[string]*ebpf.Map) (c contents, missing []string, err er
 	return c, missing, nil
 }
 
-func readSet(m *ebpf.Map) (map[string]bool, error) {
-	out := map[string]bool{}
-	var k, v []byte
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		out[string(k)] = true
-	}
-	return out, it.Err()
-}
+func readSet(m kmap) (map[string]bool, error) { return readKeys(m) }
 
 // writeContents makes the maps hold want. The order never lets more through
 // than either the old or the new policy: new ports and removals of allowed
 // entries first, then the config, then new allowed entries, then removed
 // ports. After an error the old contents are written back.
-func writeContents(ms map[string]*ebpf.Map, want contents) error {
+func writeContents(ms map[string]kmap, want contents) error {
 	have, _, err := readContents(ms)
 	if err != nil {
 		return err
@@ -784,7 +782,7 @@ func writeContents(ms map[string]*ebpf.Map, want contents) error {
 	return nil
 }
 
-func syncAll(ms map[string]*ebpf.Map, have, want contents) error {
+func syncAll(ms map[string]kmap, have, want contents) error {
 	step := func(name string, add, del bool) error {
 		if err := syncSet(ms[name], have.sets[name], want.sets[name], add, del); err != nil {
 			return fmt.Errorf("update map %s: %w", name, err)
@@ -819,7 +817,7 @@ func syncAll(ms map[string]*ebpf.Map, have, want contents) error {
 	return syncRatesLoosen(ms, have.rates, want.rates)
 }
 
-func syncSet(m *ebpf.Map, have, want map[string]bool, add, del bool) error {
+func syncSet(m kmap, have, want map[string]bool, add, del bool) error {
 	a, d := diffSets(have, want)
 	if add {
 		for _, k := range a {
