@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -168,8 +169,9 @@ func (c *countingMap) Delete(key any) error {
 // TestPrivilegedBPFApplyAddOneUIDIsBounded: allowing one more user while
 // 10,000 are allowed writes that one uid and nothing else, and Apply plus
 // Verify take a number of map calls bounded by the maps' capacity over the
-// batch size, not by the uids: element-at-a-time reads made it 40,000
-// calls (434-793 ms per added user in the bench). Removing it again
+// batch size, not by the uids: element-at-a-time reads made it 20,000
+// calls each (434-793 ms per added user in the bench). Apply reads no
+// element at all when it wrote the maps last. Removing the uid again
 // deletes just it.
 func TestPrivilegedBPFApplyAddOneUIDIsBounded(t *testing.T) {
 	bk := newSyncBackend(t)
@@ -179,9 +181,11 @@ func TestPrivilegedBPFApplyAddOneUIDIsBounded(t *testing.T) {
 		t.Fatalf("Apply(10,000 uids): %v", err)
 	}
 	ops := countOps(bk)
-	// Per hash map read: capacity/batchSize+1 calls at most (sg_uids:
-	// 33); every other map holds a handful of elements.
-	const maxCalls = 80
+	// Apply diffs against what it wrote last: a few calls (sg_writer,
+	// sg_buckets, the writes). Verify reads every map: per hash map
+	// capacity/batchSize+1 calls at most (sg_allowed_uids: 33); every other
+	// map holds a handful of elements.
+	const maxApplyCalls, maxCalls = 8, 80
 	for _, step := range []struct {
 		name string
 		rs   policy.Ruleset
@@ -199,8 +203,8 @@ func TestPrivilegedBPFApplyAddOneUIDIsBounded(t *testing.T) {
 		if diff := cmp.Diff(step.want, writes, cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("%s: Apply's element writes per map (-want +got):\n%s", step.name, diff)
 		}
-		if n := total(calls); n > maxCalls {
-			t.Errorf("%s: Apply made %d map calls, want at most %d: %v", step.name, n, maxCalls, calls)
+		if n := total(calls); n > maxApplyCalls {
+			t.Errorf("%s: Apply made %d map calls, want at most %d: %v", step.name, n, maxApplyCalls, calls)
 		}
 		d, err := bk.Verify(ctx, step.rs)
 		if err != nil {
@@ -217,4 +221,76 @@ func TestPrivilegedBPFApplyAddOneUIDIsBounded(t *testing.T) {
 			t.Errorf("%s: Verify made %d map calls, want at most %d: %v", step.name, n, maxCalls, calls)
 		}
 	}
+}
+
+// smallRuleset allows root and uids.
+func smallRuleset(uids ...uint32) policy.Ruleset {
+	return policy.Ruleset{Mode: policy.ModeReject, Ports: []uint16{25, 465, 587}, AllowLocal: true, UIDs: append([]uint32{0}, uids...)}
+}
+
+// applyVerify applies rs with b and fails unless b then verifies it in
+// sync.
+func applyVerify(t *testing.T, label string, b *Backend, rs policy.Ruleset) {
+	t.Helper()
+	if err := b.Apply(context.Background(), rs); err != nil {
+		t.Fatalf("%s: Apply: %v", label, err)
+	}
+	d, err := b.Verify(context.Background(), rs)
+	if err != nil {
+		t.Fatalf("%s: Verify: %v", label, err)
+	}
+	if !d.InSync() {
+		t.Fatalf("%s: Verify after Apply: %s", label, d)
+	}
+}
+
+// TestPrivilegedBPFApplyAfterAnotherWriter: a Backend that diffs against
+// what it wrote last must notice that another process (the CLI while the
+// daemon runs) changed the maps since: else a uid the other one allowed
+// stays allowed when this one applies a policy without it.
+func TestPrivilegedBPFApplyAfterAnotherWriter(t *testing.T) {
+	a := newSyncBackend(t)
+	other := New(a.cfg) // the same cgroup and pins, another writer
+	applyVerify(t, "first writer", a, smallRuleset(1001))
+	applyVerify(t, "another writer allows 1002", other, smallRuleset(1001, 1002))
+	applyVerify(t, "first writer again, without 1002", a, smallRuleset(1001))
+	d, err := other.Verify(context.Background(), smallRuleset(1001, 1002))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"sg_allowed_uids lacks uid 1002"}, d.Problems); diff != "" {
+		t.Errorf("the other writer's view after the first wrote (-want +got):\n%s", diff)
+	}
+	// And back: the other one diffs against the maps, not its own last write.
+	applyVerify(t, "another writer allows 1002 again", other, smallRuleset(1001, 1002))
+}
+
+// TestPrivilegedBPFApplyRepairsOutsideChange: an element changed from
+// outside (bpftool) with everything still attached is found by Verify, and
+// the Apply that repairs it must read the maps rather than trust what it
+// wrote last.
+func TestPrivilegedBPFApplyRepairsOutsideChange(t *testing.T) {
+	b := newSyncBackend(t)
+	rs := smallRuleset(1001)
+	applyVerify(t, "apply", b, rs)
+	uids, err := ebpf.LoadPinnedMap(filepath.Join(b.PinDir(), mapUIDs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uids.Close()
+	if err := uids.Update(u32Key(1002), []byte{1}, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if err := uids.Delete(u32Key(1001)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.Verify(context.Background(), rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"sg_allowed_uids lacks uid 1001", "sg_allowed_uids has unexpected uid 1002"}
+	if diff := cmp.Diff(want, d.Problems); diff != "" {
+		t.Errorf("Verify after an outside change (-want +got):\n%s", diff)
+	}
+	applyVerify(t, "repair", b, rs)
 }

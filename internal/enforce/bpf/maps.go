@@ -74,6 +74,7 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 		mapEvents: {Name: mapEvents, Type: ebpf.RingBuf, MaxEntries: ringSize},
 	}
 	maps.Copy(specs, rateMapSpecs())
+	maps.Copy(specs, syncMapSpecs())
 	return specs
 }
 
