@@ -263,7 +263,10 @@ func (b *Backend) checkBPFFS(mount bool) error {
 // their links pinned) once, and re-attached when a link was detached or the
 // configured cgroup changed. While everything is in place (openInstalled)
 // nothing is loaded: Apply writes the elements that differ and nothing
-// else. After an error the maps hold what they held before.
+// else, diffing against what b last wrote or verified unless another writer
+// came since (sync). An element changed from outside smtpguard is found by
+// Verify, after which Apply reads the maps again. After an error the maps
+// hold what they held before.
 func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
