@@ -6,7 +6,9 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -293,4 +295,67 @@ func TestPrivilegedBPFApplyRepairsOutsideChange(t *testing.T) {
 		t.Errorf("Verify after an outside change (-want +got):\n%s", diff)
 	}
 	applyVerify(t, "repair", b, rs)
+}
+
+// TestPrivilegedBPFApplyWithoutWriterPin: pins of a version before
+// sg_writer verify in sync (it holds no policy), and the next Apply adds it
+// and still changes only elements.
+func TestPrivilegedBPFApplyWithoutWriterPin(t *testing.T) {
+	b := newSyncBackend(t)
+	applyVerify(t, "apply", b, smallRuleset(1001))
+	before, err := CgroupPrograms(b.cfg.CgroupPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(b.PinDir(), mapWriter)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.Verify(context.Background(), smallRuleset(1001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.InSync() {
+		t.Errorf("Verify without the %s pin: %s", mapWriter, d)
+	}
+	applyVerify(t, "apply again", b, smallRuleset(1001, 1002))
+	if _, err := os.Stat(filepath.Join(b.PinDir(), mapWriter)); err != nil {
+		t.Errorf("Apply did not pin %s: %v", mapWriter, err)
+	}
+	after, err := CgroupPrograms(b.cfg.CgroupPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Errorf("adding the %s pin changed the cgroup's programs (-before +after):\n%s", mapWriter, diff)
+	}
+}
+
+// TestPrivilegedBPFApplyAfterRefreshLocal: RefreshLocal's writes are part
+// of what Apply diffs against, so an address that came and went between two
+// Applies leaves the local maps.
+func TestPrivilegedBPFApplyAfterRefreshLocal(t *testing.T) {
+	b := newSyncBackend(t)
+	var mu sync.Mutex
+	local := []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}
+	b.cfg.LocalAddrs = func() ([]netip.Prefix, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(local), nil
+	}
+	setLocal := func(p ...string) {
+		mu.Lock()
+		defer mu.Unlock()
+		local = nil
+		for _, s := range p {
+			local = append(local, netip.MustParsePrefix(s))
+		}
+	}
+	rs := smallRuleset(1001)
+	applyVerify(t, "apply", b, rs)
+	setLocal("192.0.2.1/32", "192.0.2.9/32")
+	if err := b.RefreshLocal(context.Background()); err != nil {
+		t.Fatalf("RefreshLocal: %v", err)
+	}
+	setLocal("192.0.2.1/32")
+	applyVerify(t, "apply after the address went", b, rs)
 }
