@@ -56,7 +56,8 @@ func (b *Backend) kmaps(ms map[string]*ebpf.Map) map[string]kmap {
 // (hash and array maps, Linux 5.6), else one element at a time.
 func readEntries(m kmap) (map[string]string, error) {
 	if canBatch(m) {
-		out, err := batchRead(m, true)
+		out := map[string]string{}
+		err := batchRead(m, func(k, v []byte) { out[string(k)] = string(v) })
 		if !errors.Is(err, ebpf.ErrNotSupported) {
 			return out, err
 		}
@@ -85,16 +86,10 @@ func readEntries(m kmap) (map[string]string, error) {
 // one get-next-key per element (sets need no values).
 func readKeys(m kmap) (map[string]bool, error) {
 	if canBatch(m) {
-		entries, err := batchRead(m, false)
+		out := map[string]bool{}
+		err := batchRead(m, func(k, _ []byte) { out[string(k)] = true })
 		if !errors.Is(err, ebpf.ErrNotSupported) {
-			if err != nil {
-				return nil, err
-			}
-			out := make(map[string]bool, len(entries))
-			for k := range entries {
-				out[k] = true
-			}
-			return out, nil
+			return out, err
 		}
 	}
 	out := map[string]bool{}
@@ -125,35 +120,30 @@ func canBatch(m kmap) bool {
 	return t == ebpf.Hash || t == ebpf.Array
 }
 
-// batchRead reads m with BPF_MAP_LOOKUP_BATCH; values only when
-// withValues (they are read anyway, and dropped). It returns an error
-// wrapping ebpf.ErrNotSupported when the kernel has no batch lookup.
-func batchRead(m kmap, withValues bool) (map[string]string, error) {
+// batchRead reads m with BPF_MAP_LOOKUP_BATCH, calling fn with each key
+// and value (valid during the call only). It returns an error wrapping
+// ebpf.ErrNotSupported when the kernel has no batch lookup.
+func batchRead(m kmap, fn func(k, v []byte)) error {
 	byteT := reflect.TypeFor[byte]()
 	n := min(batchSize, int(m.MaxEntries()))
 	keys := reflect.MakeSlice(reflect.SliceOf(reflect.ArrayOf(int(m.KeySize()), byteT)), n, n)
 	vals := reflect.MakeSlice(reflect.SliceOf(reflect.ArrayOf(int(m.ValueSize()), byteT)), n, n)
-	out := map[string]string{}
 	var cursor ebpf.MapBatchCursor
 	// Each full batch returns n elements, so the map's capacity bounds the
 	// calls; a hash map being changed meanwhile may repeat a few.
 	for range int(m.MaxEntries())/n + 3 {
 		got, err := m.BatchLookup(&cursor, keys.Interface(), vals.Interface(), nil)
 		for i := range got {
-			v := ""
-			if withValues {
-				v = string(vals.Index(i).Bytes())
-			}
-			out[string(keys.Index(i).Bytes())] = v
+			fn(keys.Index(i).Bytes(), vals.Index(i).Bytes())
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return out, nil
+			return nil
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return nil, fmt.Errorf("batch lookup did not end after %d entries", len(out))
+	return fmt.Errorf("batch lookup did not end after %d calls", int(m.MaxEntries())/n+3)
 }
 
 // openInstalled opens the pinned maps when everything Apply would otherwise
