@@ -313,6 +313,12 @@ func TestPrivilegedBPFApplyWithoutWriterPin(t *testing.T) {
 	if err := os.Remove(filepath.Join(b.PinDir(), mapWriter)); err != nil {
 		t.Fatal(err)
 	}
+	// The daemon refreshes the local addresses on such pins too.
+	local := []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")}
+	b.cfg.LocalAddrs = func() ([]netip.Prefix, error) { return local, nil }
+	if err := b.RefreshLocal(context.Background()); err != nil {
+		t.Fatalf("RefreshLocal: %v", err)
+	}
 	d, err := b.Verify(context.Background(), smallRuleset(1001))
 	if err != nil {
 		t.Fatal(err)

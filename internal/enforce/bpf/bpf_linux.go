@@ -358,6 +358,9 @@ func (b *Backend) RefreshLocal(ctx context.Context) error {
 	for _, name := range []string{mapWriter, mapLocal4, mapLocal6} {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(b.PinDir(), name), nil)
 		if errors.Is(err, os.ErrNotExist) {
+			if name == mapWriter { // pins of an older version: Apply adds it
+				continue
+			}
 			return nil
 		}
 		if err != nil {
@@ -366,8 +369,12 @@ func (b *Backend) RefreshLocal(ctx context.Context) error {
 		ms[name] = m
 	}
 	kms := b.kmaps(ms)
-	if err := b.claim(kms[mapWriter]); err != nil {
-		return err
+	if w, ok := kms[mapWriter]; ok {
+		if err := b.claim(w); err != nil {
+			return err
+		}
+	} else {
+		b.known = nil
 	}
 	for _, name := range []string{mapLocal4, mapLocal6} {
 		have, err := readSet(kms[name])
