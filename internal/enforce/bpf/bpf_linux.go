@@ -56,6 +56,16 @@ type Backend struct {
 	log *slog.Logger
 
 	mu sync.Mutex // serialises changes to the kernel objects
+
+	// wrapMap, when set (by tests), wraps each map the sync code opens, to
+	// count its operations.
+	wrapMap func(name string, m kmap) kmap
+	// token is this Backend's mark in sg_writer (mapsync.go), never 0.
+	token uint64
+	// known is what this Backend last wrote to (or verified in) the set
+	// maps and the config, for Apply to diff against without reading them;
+	// nil when unknown.
+	known *knownContents
 }
 
 var _ enforce.Backend = (*Backend)(nil)
@@ -74,7 +84,7 @@ func New(cfg Config) *Backend {
 	if cfg.LocalAddrs == nil {
 		cfg.LocalAddrs = InterfaceAddrs
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger}
+	return &Backend{cfg: cfg, log: cfg.Logger, token: newToken()}
 }
 
 // Name is part of enforce.Backend.
@@ -251,8 +261,12 @@ func (b *Backend) checkBPFFS(mount bool) error {
 // Apply is part of enforce.Backend. Maps are created and pinned the first
 // time, then only their elements change; the programs are attached (and
 // their links pinned) once, and re-attached when a link was detached or the
-// configured cgroup changed. After an error the maps hold what they held
-// before.
+// configured cgroup changed. While everything is in place (openInstalled)
+// nothing is loaded: Apply writes the elements that differ and nothing
+// else, diffing against what b last wrote or verified unless another writer
+// came since (sync). An element changed from outside smtpguard is found by
+// Verify, after which Apply reads the maps again. After an error the maps
+// hold what they held before.
 func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -280,6 +294,15 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	if err := b.dropIncompatibleRing(); err != nil {
 		return err
 	}
+	if ms, ids, ok := b.openInstalled(cg); ok {
+		defer closeMaps(ms)
+		// The responder's port first: a change of mode to explain in
+		// sync's config write then finds it in place.
+		if err := writeExplainPort(ms, rs); err != nil {
+			return err
+		}
+		return b.sync(b.kmaps(ms), ids, want)
+	}
 	coll, spec, err := b.load(true)
 	if err != nil {
 		return err
@@ -288,7 +311,11 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 	if err := writeExplainPort(coll.Maps, rs); err != nil {
 		return err
 	}
-	if err := writeContents(coll.Maps, want); err != nil {
+	ids, err := mapIDs(coll.Maps)
+	if err != nil {
+		return err
+	}
+	if err := b.sync(b.kmaps(coll.Maps), ids, want); err != nil {
 		return err
 	}
 	for _, h := range hooks {
@@ -334,21 +361,41 @@ func (b *Backend) RefreshLocal(ctx context.Context) error {
 		k, m := localKey(p)
 		want.sets[m][string(k)] = true
 	}
-	for _, name := range []string{mapLocal4, mapLocal6} {
+	ms := map[string]*ebpf.Map{}
+	defer closeMaps(ms)
+	for _, name := range []string{mapWriter, mapLocal4, mapLocal6} {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(b.PinDir(), name), nil)
 		if errors.Is(err, os.ErrNotExist) {
+			if name == mapWriter { // pins of an older version: Apply adds it
+				continue
+			}
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("open pinned map %s: %w", name, err)
 		}
-		have, err := readSet(m)
-		if err == nil {
-			err = syncSet(m, have, want.sets[name], true, true)
+		ms[name] = m
+	}
+	kms := b.kmaps(ms)
+	if w, ok := kms[mapWriter]; ok {
+		if err := b.claim(w); err != nil {
+			return err
 		}
-		m.Close()
+	} else {
+		b.known = nil
+	}
+	for _, name := range []string{mapLocal4, mapLocal6} {
+		have, err := readSet(kms[name])
+		if err == nil {
+			add, del := diffSets(have, want.sets[name])
+			err = writeDiff(kms[name], add, del)
+		}
 		if err != nil {
+			b.known = nil
 			return fmt.Errorf("update %s: %w", name, err)
+		}
+		if b.known != nil {
+			b.known.c.sets[name] = want.sets[name]
 		}
 	}
 	return nil
@@ -465,6 +512,7 @@ func replacePin(path string, pin func(string) error) error {
 func (b *Backend) Remove(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.known = nil
 	dir := b.PinDir()
 	// Nothing pinned is nothing to remove, and is told by the file system
 	// alone: a process without CAP_BPF (the nft-only service's sandbox)
@@ -561,7 +609,11 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	for name, ms := range spec.Maps {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if errors.Is(err, os.ErrNotExist) {
-			d.Problems = append(d.Problems, fmt.Sprintf("map %s is not pinned", name))
+			// sg_writer holds no policy (pins of older versions lack it):
+			// the next Apply creates it.
+			if name != mapWriter {
+				d.Problems = append(d.Problems, fmt.Sprintf("map %s is not pinned", name))
+			}
 			continue
 		}
 		if err != nil {
@@ -585,12 +637,15 @@ func (b *Backend) Verify(ctx context.Context, rs policy.Ruleset) (enforce.Drift,
 	if err != nil {
 		return d, err
 	}
-	have, missing, err := readContents(maps)
+	kms := b.kmaps(maps)
+	have, missing, err := readContents(kms)
 	if err != nil {
 		return d, err
 	}
-	d.Problems = append(d.Problems, problems(restrict(have, missing), restrict(want, missing))...)
-	stale, err := bucketProblems(maps, want)
+	content := problems(restrict(have, missing), restrict(want, missing))
+	d.Problems = append(d.Problems, content...)
+	b.learn(maps, kms, len(content) == 0 && len(missing) == 0, want)
+	stale, err := bucketProblems(kms, want)
 	if err != nil {
 		return d, err
 	}
@@ -729,7 +784,7 @@ func randomHex(n int) string {
 
 // readContents reads every set map and the config; maps absent from ms are
 // listed in missing.
-func readContents(ms map[string]*ebpf.Map) (c contents, missing []string, err error) {
+func readContents(ms map[string]kmap) (c contents, missing []string, err error) {
 	c = newContents()
 	for _, name := range setMaps {
 		m, ok := ms[name]
@@ -756,24 +811,22 @@ func readContents(ms map[string]*ebpf.Map) (c contents, missing []string, err er
 	return c, missing, nil
 }
 
-func readSet(m *ebpf.Map) (map[string]bool, error) {
-	out := map[string]bool{}
-	var k, v []byte
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		out[string(k)] = true
-	}
-	return out, it.Err()
-}
+func readSet(m kmap) (map[string]bool, error) { return readKeys(m) }
 
-// writeContents makes the maps hold want. The order never lets more through
-// than either the old or the new policy: new ports and removals of allowed
-// entries first, then the config, then new allowed entries, then removed
-// ports. After an error the old contents are written back.
-func writeContents(ms map[string]*ebpf.Map, want contents) error {
-	have, _, err := readContents(ms)
-	if err != nil {
-		return err
+// writeContents makes the maps hold want, given that they hold *known (nil:
+// read them). The order never lets more through than either the old or the
+// new policy: new ports and removals of allowed entries first, then the
+// config, then new allowed entries, then removed ports. After an error the
+// old contents are written back.
+func writeContents(ms map[string]kmap, known *contents, want contents) error {
+	var have contents
+	if known != nil {
+		have = *known
+	} else {
+		var err error
+		if have, _, err = readContents(ms); err != nil {
+			return err
+		}
 	}
 	if err := syncAll(ms, have, want); err != nil {
 		now, _, rerr := readContents(ms)
@@ -788,9 +841,21 @@ func writeContents(ms map[string]*ebpf.Map, want contents) error {
 	return nil
 }
 
-func syncAll(ms map[string]*ebpf.Map, have, want contents) error {
+func syncAll(ms map[string]kmap, have, want contents) error {
+	// Each map's difference once: the steps below add and delete apart.
+	adds, dels := map[string][]string{}, map[string][]string{}
+	for _, name := range setMaps {
+		adds[name], dels[name] = diffSets(have.sets[name], want.sets[name])
+	}
 	step := func(name string, add, del bool) error {
-		if err := syncSet(ms[name], have.sets[name], want.sets[name], add, del); err != nil {
+		var a, d []string
+		if add {
+			a = adds[name]
+		}
+		if del {
+			d = dels[name]
+		}
+		if err := writeDiff(ms[name], a, d); err != nil {
 			return fmt.Errorf("update map %s: %w", name, err)
 		}
 		return nil
@@ -823,20 +888,16 @@ func syncAll(ms map[string]*ebpf.Map, have, want contents) error {
 	return syncRatesLoosen(ms, have.rates, want.rates)
 }
 
-func syncSet(m *ebpf.Map, have, want map[string]bool, add, del bool) error {
-	a, d := diffSets(have, want)
-	if add {
-		for _, k := range a {
-			if err := m.Update([]byte(k), []byte{1}, ebpf.UpdateAny); err != nil {
-				return fmt.Errorf("add %x: %w", k, err)
-			}
+// writeDiff adds the keys add to the set m, then deletes the keys del.
+func writeDiff(m kmap, add, del []string) error {
+	for _, k := range add {
+		if err := m.Update([]byte(k), []byte{1}, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("add %x: %w", k, err)
 		}
 	}
-	if del {
-		for _, k := range d {
-			if err := m.Delete([]byte(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("delete %x: %w", k, err)
-			}
+	for _, k := range del {
+		if err := m.Delete([]byte(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %x: %w", k, err)
 		}
 	}
 	return nil

@@ -75,6 +75,7 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 	}
 	maps.Copy(specs, rateMapSpecs())
 	maps.Copy(specs, explainMapSpecs())
+	maps.Copy(specs, syncMapSpecs())
 	return specs
 }
 
@@ -114,6 +115,7 @@ func encode(rs policy.Ruleset, local []netip.Prefix) (contents, error) {
 	for _, p := range rs.Ports {
 		c.sets[mapPorts][string(u32Key(uint32(p)))] = true
 	}
+	c.sets[mapUIDs] = make(map[string]bool, len(rs.UIDs)) // 10,000 uids: no rehashing
 	for _, u := range rs.UIDs {
 		c.sets[mapUIDs][string(u32Key(u))] = true
 	}

@@ -46,29 +46,25 @@ func (b *Backend) AllowedConnections(ctx context.Context) (map[uint32]uint64, er
 }
 
 // readRates reads sg_rates into c, or lists it in missing.
-func readRates(ms map[string]*ebpf.Map, c *contents, missing *[]string) error {
+func readRates(ms map[string]kmap, c *contents, missing *[]string) error {
 	m, ok := ms[mapRates]
 	if !ok {
 		*missing = append(*missing, mapRates)
 		c.rates = nil
 		return nil
 	}
-	c.rates = map[string]string{}
-	var k, v []byte
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		c.rates[string(k)] = string(v)
-	}
-	if err := it.Err(); err != nil {
+	rates, err := readEntries(m)
+	if err != nil {
 		return fmt.Errorf("read map %s: %w", mapRates, err)
 	}
+	c.rates = rates
 	return nil
 }
 
 // syncRatesTighten writes new and changed limits (a change starts the
 // uid's bucket afresh: its state was counted in the old interval), before
 // anything is allowed that they limit.
-func syncRatesTighten(ms map[string]*ebpf.Map, have, want map[string]string) error {
+func syncRatesTighten(ms map[string]kmap, have, want map[string]string) error {
 	for _, k := range sortedKeys(want) {
 		old, ok := have[k]
 		if ok && old == want[k] {
@@ -88,7 +84,7 @@ func syncRatesTighten(ms map[string]*ebpf.Map, have, want map[string]string) err
 
 // syncRatesLoosen deletes the limits no longer wanted, after what they
 // limited is no longer allowed, and the buckets of uids without a limit.
-func syncRatesLoosen(ms map[string]*ebpf.Map, have, want map[string]string) error {
+func syncRatesLoosen(ms map[string]kmap, have, want map[string]string) error {
 	for _, k := range sortedKeys(have) {
 		if _, ok := want[k]; ok {
 			continue
@@ -109,7 +105,7 @@ func syncRatesLoosen(ms map[string]*ebpf.Map, have, want map[string]string) erro
 	return nil
 }
 
-func deleteKey(m *ebpf.Map, k string) error {
+func deleteKey(m kmap, k string) error {
 	if err := m.Delete([]byte(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return err
 	}
@@ -119,7 +115,7 @@ func deleteKey(m *ebpf.Map, k string) error {
 // bucketProblems names buckets of uids without a rate limit: a program
 // that read a limit just before Apply removed it can leave one behind.
 // They limit nothing, and the next Apply deletes them.
-func bucketProblems(ms map[string]*ebpf.Map, want contents) ([]string, error) {
+func bucketProblems(ms map[string]kmap, want contents) ([]string, error) {
 	m, ok := ms[mapBuckets]
 	if !ok || want.rates == nil {
 		return nil, nil
