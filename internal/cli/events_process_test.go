@@ -164,7 +164,7 @@ func TestEventsJSONCarriesProcessFields(t *testing.T) {
 	}
 	slices.Sort(keys)
 	want := []string{"action", "allow_command", "blocked_by", "cgroup", "cmdline", "comm", "container", "count", "cwd", "destination",
-		"exe", "family", "first_seen", "folded", "last_seen", "pid", "pool", "port", "uid", "unit", "user"}
+		"exe", "family", "first_seen", "folded", "last_seen", "pid", "pool", "port", "ref", "uid", "unit", "user"}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Errorf("events --json keys (-want +got):\n%s", diff)
 	}
