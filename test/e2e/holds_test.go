@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/enforce/bpf"
 	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
@@ -50,7 +53,7 @@ func (w *world) burst(u *testutil.User, n int) {
 	for i := range addrs {
 		addrs[i] = testutil.HostPort("192.0.2.3", 25)
 	}
-	for _, r := range testutil.ConnectAs(w.t, w.client, u, addrs...) {
+	for _, r := range w.connect(u, addrs...) {
 		if r.OK {
 			w.t.Fatalf("%s reached %s, want refused", u.Name, r.Addr)
 		}
@@ -74,15 +77,32 @@ func (w *world) refusedTo3() int {
 	return n
 }
 
-// TestPrivilegedAutomaticHold: a user allowed one relay bursts refused
-// attempts elsewhere; the daemon holds him, which suspends his exception at
-// once, and a release restores it. The hold outlives a daemon restart on a
-// kernel that lost its rules (a reboot), and the third hold in a day lasts
-// until released.
+// loseKernelState removes every rule smtpguard put in the kernel, as a
+// reboot does: nft's table; under bpf the links (detached) and every pin.
+func (w *world) loseKernelState() {
+	w.t.Helper()
+	if !w.isBPF() {
+		w.client.Exec(w.t, "nft", "delete", "table", "inet", "smtpguard")
+		return
+	}
+	w.tamper()
+	if err := os.RemoveAll(filepath.Join(w.bpffs, bpf.PinDirName)); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// TestPrivilegedAutomaticHold, for every backend: a user allowed one relay
+// bursts refused attempts elsewhere; the daemon holds him, which suspends
+// his exception at once, and a release restores it. The hold outlives a
+// daemon restart on a kernel that lost its rules (a reboot), and the third
+// hold in a day lasts until released.
 func TestPrivilegedAutomaticHold(t *testing.T) {
-	w := newWorld(t)
+	forEachBackend(t, testAutomaticHold)
+}
+
+func testAutomaticHold(t *testing.T, w *world) {
 	relay := testutil.HostPort("192.0.2.2", 25)
-	w.sgOK("enable", "--backend", "nft")
+	w.enable()
 	w.sgOK("allow", "user", w.plain.Name, "--to", "192.0.2.2", "--port", "25")
 	w.sgOK("allow", "group", w.group)
 	w.sgOK("set", "hold-after", "5/m")
@@ -137,7 +157,7 @@ func TestPrivilegedAutomaticHold(t *testing.T) {
 		lastEnd = endOf()
 		w.waitUntil(t, "the hold to expire", 8*time.Second, func() bool { return w.heldNames() == "" })
 		w.waitUntil(t, "the exception back after the expiry", 2*time.Second, func() bool {
-			return testutil.ConnectAs(t, w.client, &w.plain, relay)[0].OK
+			return w.connect(&w.plain, relay)[0].OK
 		})
 	})
 	t.Run("the third hold in a day lasts until released, survives a restart, and release restores the exception", func(t *testing.T) {
@@ -150,9 +170,10 @@ func TestPrivilegedAutomaticHold(t *testing.T) {
 			t.Fatalf("third hold = %+v, want until released (escalated)", h)
 		}
 		d.Kill()
-		w.client.Exec(t, "nft", "delete", "table", "inet", "smtpguard") // as after a reboot
+		w.loseKernelState()
+		w.expectReach(&w.plain, relay) // nothing enforces now: the restart must
 		d = w.startDaemon(t, "--own-table=false")
-		w.waitUntil(t, "the daemon converges after the restart", 5*time.Second, func() bool { return w.kernelTable() != "" })
+		w.waitUntil(t, "the daemon converges after the restart", 5*time.Second, func() bool { return w.status().Kernel.State == "in sync" })
 		// Let the 3s of hold-for pass (a timed hold would have ended by
 		// now): proving a negative takes the time it is about.
 		if wait := time.Until(w.held()[0].Since.Add(3500 * time.Millisecond)); wait > 0 {
@@ -191,16 +212,19 @@ func TestPrivilegedAutomaticHold(t *testing.T) {
 	})
 }
 
-// TestPrivilegedManualHold: an administrator holds and releases a user
-// through the CLI and through the API; root and the MTA's accounts cannot
-// be held.
+// TestPrivilegedManualHold, for every backend: an administrator holds and
+// releases a user through the CLI and through the API; root and the MTA's
+// accounts cannot be held.
 func TestPrivilegedManualHold(t *testing.T) {
-	w := newWorld(t)
+	forEachBackend(t, testManualHold)
+}
+
+func testManualHold(t *testing.T, w *world) {
 	relay := testutil.HostPort("192.0.2.2", 587)
 	const held = "192.0.2.3:2600" // a listener that keeps its sessions open
 	testutil.HoldTCP(t, w.server, held)
 	w.sgOK("set", "ports", "25,465,587,2600")
-	w.sgOK("enable", "--backend", "nft")
+	w.enable()
 	w.sgOK("allow", "group", w.group)
 
 	t.Run("cli", func(t *testing.T) {
