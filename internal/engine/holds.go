@@ -379,20 +379,40 @@ func (e *Engine) applyRuleset(ctx context.Context, backend string, rs policy.Rul
 // SetHoldAfter sets the automatic hold's threshold: "N/PERIOD" refused or
 // rate-limited attempts of one uid within PERIOD, or "off".
 func (e *Engine) SetHoldAfter(ctx context.Context, actor Actor, v string) (Result, error) {
-	r, err := policy.ParseRate(v)
+	r, err := parseHoldAfter(v)
 	if err != nil {
-		return Result{}, invalid(fmt.Errorf("hold-after: %w", err))
-	}
-	if r.Count > MaxHoldAfter {
-		return Result{}, invalid(fmt.Errorf("hold-after %s: at most %d attempts (the daemon keeps each one's time)", v, MaxHoldAfter))
+		return Result{}, err
 	}
 	return e.setHolds(ctx, actor, "hold-after "+r.String(), func(hs *store.HoldSettings) string {
 		hs.After = r
-		if r.IsZero() {
-			return "automatic hold off"
-		}
-		return fmt.Sprintf("automatic hold after %d refused or rate-limited attempts in %s", r.Count, durationText(r.Period))
+		return holdAfterText(r)
 	})
+}
+
+// parseHoldAfter reads set hold-after's value, with the CLI's errors.
+func parseHoldAfter(v string) (policy.Rate, error) {
+	r, err := policy.ParseRate(v)
+	if err != nil {
+		return policy.Rate{}, invalid(fmt.Errorf("hold-after: %w", err))
+	}
+	if r.Count > MaxHoldAfter {
+		return policy.Rate{}, invalid(fmt.Errorf("hold-after %s: at most %d attempts (the daemon keeps each one's time)", v, MaxHoldAfter))
+	}
+	return r, nil
+}
+
+func holdAfterText(r policy.Rate) string {
+	if r.IsZero() {
+		return "automatic hold off"
+	}
+	return fmt.Sprintf("automatic hold after %d refused or rate-limited attempts in %s", r.Count, durationText(r.Period))
+}
+
+func holdForText(d time.Duration) string {
+	if d == 0 {
+		return "holds last until released"
+	}
+	return "holds last " + durationText(d)
 }
 
 // SetHoldFor sets how long a hold lasts when nobody says: a duration
@@ -404,10 +424,7 @@ func (e *Engine) SetHoldFor(ctx context.Context, actor Actor, v string) (Result,
 	}
 	return e.setHolds(ctx, actor, "hold-for "+durationText(d), func(hs *store.HoldSettings) string {
 		hs.For = d
-		if d == 0 {
-			return "holds last until released"
-		}
-		return "holds last " + durationText(d)
+		return holdForText(d)
 	})
 }
 
