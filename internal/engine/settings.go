@@ -145,3 +145,6 @@ func onOff(b bool) string {
 	}
 	return "off"
 }
+
+// HoldForValue is d as set hold-for takes it back: "1h", "90m", "1d", "0".
+func HoldForValue(d time.Duration) string { return durationText(d) }
