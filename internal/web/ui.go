@@ -292,7 +292,7 @@ func (s *Server) settingsPage(w http.ResponseWriter, r *http.Request, id *identi
 	}
 	v := settingsView{Ports: policy.PortsString(cur.Ports), Mode: cur.Mode, AllowLocal: cur.AllowLocal, Modes: modeChoices(),
 		RateLimit: cur.RateLimit, HoldAfter: cur.HoldAfter, HoldFor: cur.HoldFor}
-	s.render(w, r, http.StatusOK, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Flash: s.takeFlash(r, id), Data: v})
+	s.render(w, r, http.StatusOK, "settings", &page{Title: "Ports, mode and limits", Nav: "settings", Me: id, Flash: s.takeFlash(r, id), Data: v})
 	return nil
 }
 
@@ -338,7 +338,7 @@ func (s *Server) saveSettingsUI(w http.ResponseWriter, r *http.Request, id *iden
 		}
 		v := settingsView{Ports: ports, Mode: mode, AllowLocal: local == "on", Modes: modeChoices(),
 			RateLimit: rate, HoldAfter: holdAfter, HoldFor: holdFor}
-		s.render(w, r, http.StatusBadRequest, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Error: msg, Data: v})
+		s.render(w, r, http.StatusBadRequest, "settings", &page{Title: "Ports, mode and limits", Nav: "settings", Me: id, Error: msg, Data: v})
 		return nil
 	}
 	return s.doneWith(w, r, id, "/settings", flash{Tone: toneOf(changed), Text: strings.Join(msgs, "; ")})
