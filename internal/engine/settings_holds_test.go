@@ -12,7 +12,6 @@ import (
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
-
 // The web settings page saves ports, mode, rate limit and the hold settings
 // at once: one transaction, one audit record, all or nothing.
 func TestSetSettingsWithHoldSettingsIsOneChange(t *testing.T) {
