@@ -131,6 +131,17 @@ func (e *Engine) holdTarget(ctx context.Context, dir *policy.Directory, ref stri
 	return pr.ID, name, nil
 }
 
+// HoldTarget checks that ref names an account that may be held and returns
+// its uid and name, with Hold's errors: the web UI asks before holding, and
+// asks only about a hold that can happen.
+func (e *Engine) HoldTarget(ctx context.Context, ref string) (uint32, string, error) {
+	dir, err := e.Directory()
+	if err != nil {
+		return 0, "", err
+	}
+	return e.holdTarget(ctx, dir, ref)
+}
+
 func userLabel(name string, uid uint32) string {
 	if name == "" {
 		return "uid " + strconv.FormatUint(uint64(uid), 10)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/smtpguard/smtpguard/internal/engine"
-	"github.com/smtpguard/smtpguard/internal/policy"
 )
 
 // Holds in the web UI and the API. Only administrators see and change them:
@@ -165,16 +164,12 @@ func (s *Server) holdUI(w http.ResponseWriter, r *http.Request, id *identity) er
 		req.For = &d
 	}
 	if !confirmed(r) {
-		dir, err := s.eng.Directory()
+		uid, name, err := s.eng.HoldTarget(r.Context(), f.User)
 		if err != nil {
+			if msg, ok := userError(err); ok {
+				return fail(msg)
+			}
 			return err
-		}
-		pr, err := dir.ResolvePrincipal(policy.KindUser, f.User)
-		if err != nil {
-			return fail(err.Error())
-		}
-		if pr.ID == 0 {
-			return fail("root (uid 0) cannot be held: smtpguard always lets root connect")
 		}
 		how := "until released"
 		if req.For == nil {
@@ -191,7 +186,7 @@ func (s *Server) holdUI(w http.ResponseWriter, r *http.Request, id *identity) er
 			how = "for " + engine.HoldForValue(*req.For)
 		}
 		return s.askFirst(w, r, id, "Put a user on hold", confirmation{
-			Question: fmt.Sprintf("Put user %s (uid %d) on hold %s?", cmp.Or(pr.Name, f.User), pr.ID, how),
+			Question: fmt.Sprintf("Put user %s (uid %d) on hold %s?", cmp.Or(name, f.User), uid, how),
 			Effect:   "Its allowances and exceptions are suspended at once and its open connections to remote SMTP servers are ended: its scripts are refused like any other user's until the hold ends or someone releases it. Mail it hands to the local mail server still goes out.",
 			Button:   "Hold",
 			Cancel:   "/allowed",
