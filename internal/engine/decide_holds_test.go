@@ -41,3 +41,24 @@ func TestDecideSaysHoldAndRate(t *testing.T) {
 		t.Errorf("Decide(held bob, port 8025) = %+v", d)
 	}
 }
+
+// HoldTarget refuses what Hold refuses, before anything is asked or held.
+func TestHoldTarget(t *testing.T) {
+	ctx := t.Context()
+	f, _ := newHoldFixture(t)
+	if uid, name, err := f.eng.HoldTarget(ctx, "alice"); err != nil || uid != 1001 || name != "alice" {
+		t.Errorf("HoldTarget(alice) = %d %q %v, want 1001 alice", uid, name, err)
+	}
+	for ref, want := range map[string]string{
+		"root":        "root (uid 0) cannot be held",
+		"Debian-exim": "is the MTA exim's account and cannot be held",
+		"nosuch":      `no such user "nosuch"`,
+	} {
+		if _, _, err := f.eng.HoldTarget(ctx, ref); err == nil || !IsValidation(err) || !strings.Contains(err.Error(), want) {
+			t.Errorf("HoldTarget(%s) = %v, want bad input %q", ref, err, want)
+		}
+	}
+	if held, _ := f.eng.Holds(ctx); len(held) != 0 {
+		t.Errorf("HoldTarget held: %+v", held)
+	}
+}
