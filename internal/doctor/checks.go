@@ -91,6 +91,11 @@ func Policy(t Target, decisions []engine.Decision) Check {
 		if dest == "" {
 			dest = "HOST"
 		}
+		if d.HoldRefuses {
+			// The policy allows the user: the hold is what refuses.
+			return Check{Detail: fmt.Sprintf("smtpguard refuses %s connecting to %s: %s", who, to, d.Why),
+				Fix: fmt.Sprintf("once the account is clean (smtpguard events shows what it tried), end the hold: smtpguard release user %s", name)}
+		}
 		return Check{Detail: fmt.Sprintf("smtpguard refuses %s connecting to %s: %s", who, to, d.Why),
 			Fix: fmt.Sprintf("send through the local MTA on localhost:25 instead, or let this user reach it: smtpguard allow user %s --to %s --port %d", name, dest, d.Port)}
 	}

@@ -238,6 +238,9 @@ func TestPolicyCheck(t *testing.T) {
 	logged.Decision = policy.Decision{Verdict: policy.VerdictLog, Rule: policy.RuleBlock}
 	otherPort := allowed
 	otherPort.Port, otherPort.Decision = 2525, policy.Decision{Verdict: policy.VerdictAccept, Rule: policy.RuleOtherPort}
+	heldRefused := blocked
+	heldRefused.Held, heldRefused.HoldRefuses = &engine.HeldUser{User: "www-data", UID: 33, Reason: "burst"}, true
+	heldRefused.Why = "www-data is on hold since 2026-12-01 10:00:00 UTC, until released (burst): its allowances and exceptions are suspended, so the block rule"
 	named := Target{Host: "mx.example.net", Port: 25}
 	ordinary := Target{Ordinary: true, Host: "mx.example.net", Port: 25}
 	tests := []struct {
@@ -249,6 +252,9 @@ func TestPolicyCheck(t *testing.T) {
 		{"a named user refused: which rule, and how to send", named, []engine.Decision{blocked}, Check{
 			Detail: "smtpguard refuses www-data (uid 33) connecting to 192.0.2.25 (mx.example.net) port 25: the block rule (mode reject): refused",
 			Fix:    "send through the local MTA on localhost:25 instead, or let this user reach it: smtpguard allow user www-data --to mx.example.net --port 25"}},
+		{"a named user held", named, []engine.Decision{heldRefused}, Check{
+			Detail: "smtpguard refuses www-data (uid 33) connecting to 192.0.2.25 (mx.example.net) port 25: www-data is on hold since 2026-12-01 10:00:00 UTC, until released (burst): its allowances and exceptions are suspended, so the block rule",
+			Fix:    "once the account is clean (smtpguard events shows what it tried), end the hold: smtpguard release user www-data"}},
 		{"a named user allowed", named, []engine.Decision{allowed}, Check{OK: true,
 			Detail: "www-data (uid 33) may connect to 192.0.2.25 (mx.example.net) port 25: allowed user www-data"}},
 		{"one refused address of several fails", named, []engine.Decision{allowed, blocked}, Check{

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/smtpguard/smtpguard/internal/policy"
 )
@@ -25,6 +26,15 @@ type Decision struct {
 	// "the exception user alice --to relay.example.net --port 587", "the
 	// block rule (mode reject): refused with a TCP reset".
 	Why string
+	// Held is the uid's active hold, nil when it has none: while it lasts
+	// the uid's allowances, exceptions and rate limit are suspended.
+	Held *HeldUser
+	// HoldRefuses says the hold is what refuses: without it the policy
+	// would let the attempt through.
+	HoldRefuses bool
+	// Rate is the rate limit of the allowance or exception that lets the
+	// attempt through (zero: none).
+	Rate policy.Rate
 }
 
 // Refused reports whether the attempt does not reach its destination:
@@ -52,10 +62,29 @@ func (e *Engine) Decide(ctx context.Context, uid uint32, addr netip.Addr, port u
 	if a, ok := v.dir.UserByID(uid); ok {
 		d.User = a.Name
 	}
-	d.Decision = rs.Decide(policy.Packet{UID: uid, Dst: addr, DstPort: port, DstLocal: local || addr.IsLoopback()})
+	pkt := policy.Packet{UID: uid, Dst: addr, DstPort: port, DstLocal: local || addr.IsLoopback()}
+	d.Decision = rs.Decide(pkt)
 	who := d.User
 	if who == "" {
 		who = "uid " + strconv.FormatUint(uint64(uid), 10)
+	}
+	if slices.Contains(v.held, uid) {
+		holds, err := e.store.ActiveHolds(ctx, e.cfg.Now())
+		if err != nil {
+			return Decision{}, err
+		}
+		for _, h := range holds {
+			if h.UID == uid {
+				hu := heldUser(h)
+				d.Held = &hu
+				unheld := policy.Compile(p, res).Decide(pkt)
+				d.HoldRefuses = unheld.Verdict != d.Verdict
+				break
+			}
+		}
+	}
+	if d.Rule == policy.RuleAllowedUID || d.Rule == policy.RuleException {
+		d.Rate = rs.RateOf(uid)
 	}
 	switch d.Rule {
 	case policy.RuleOtherPort:
@@ -87,6 +116,24 @@ func (e *Engine) Decide(ctx context.Context, uid uint32, addr netip.Addr, port u
 			dest = fmt.Sprintf("port %d of remote servers", port)
 		}
 		d.Why = fmt.Sprintf("%s; %s is neither allowed nor has an exception for %s", rule, who, dest)
+	}
+	if !d.Rate.IsZero() {
+		d.Why += fmt.Sprintf("; rate limit %s: beyond %d connections in %s they are refused and recorded as rate-limited", d.Rate, d.Rate.Count, durationText(d.Rate.Period))
+	}
+	if d.Held != nil {
+		until := time.Time{}
+		if d.Held.Until != nil {
+			until = *d.Held.Until
+		}
+		held := fmt.Sprintf("%s is on hold since %s, %s (%s)", who, d.Held.Since.UTC().Format("2006-01-02 15:04:05 UTC"), untilText(until), d.Held.Reason)
+		switch {
+		case d.HoldRefuses:
+			d.Why = held + ": its allowances and exceptions are suspended, so " + d.Why
+		case d.Rule == policy.RuleBlock:
+			d.Why += "; " + held
+		default:
+			d.Why += "; " + held + ", which this connection does not depend on"
+		}
 	}
 	if !p.Enabled {
 		d.Why = "the restriction is disabled: nothing refuses it"

@@ -230,6 +230,11 @@ type changeOptions struct {
 	// under the lock, so a concurrent enable cannot be wiped from the kernel
 	// after it committed.
 	removeLeftovers bool
+	// also writes more state in the change's transaction (the hold
+	// settings of SetSettings), so it commits or rolls back with the
+	// policy and is covered by the same audit record; it reports whether
+	// it changed anything.
+	also func(ctx context.Context, tx *store.Tx) (bool, error)
 }
 
 func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string, opts changeOptions,
@@ -278,6 +283,12 @@ func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string,
 	if err := policy.Validate(after, dir); err != nil {
 		return Result{}, invalid(err)
 	}
+	alsoChanged := false
+	if opts.also != nil {
+		if alsoChanged, err = opts.also(ctx, tx); err != nil {
+			return Result{}, err
+		}
+	}
 	if after.Equal(before) {
 		// Nothing to persist, but make the kernel match anyway: re-running a
 		// command is how an administrator repairs a flushed ruleset.
@@ -310,11 +321,18 @@ func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string,
 				return Result{}, err
 			}
 			msg = "SMTP restriction disabled: smtpguard's rules left in the kernel were removed"
+		} else if alsoChanged {
+			if err := tx.AppendAudit(ctx, store.AuditRecord{
+				At: e.cfg.Now(), Actor: actor.Name, Source: actor.Source, Remote: actor.Remote,
+				Operation: op, Detail: detail, Outcome: "ok",
+			}); err != nil {
+				return Result{}, err
+			}
 		}
 		if err := tx.Commit(); err != nil { // keeps fresh DNS answers
 			return Result{}, err
 		}
-		return Result{Changed: removed, Message: msg, Policy: after}, nil
+		return Result{Changed: removed || alsoChanged, Message: msg, Policy: after}, nil
 	}
 	now := e.cfg.Now()
 	if _, err := tx.PutPolicy(ctx, after, now, actor.Name); err != nil {

@@ -131,6 +131,17 @@ func (e *Engine) holdTarget(ctx context.Context, dir *policy.Directory, ref stri
 	return pr.ID, name, nil
 }
 
+// HoldTarget checks that ref names an account that may be held and returns
+// its uid and name, with Hold's errors: the web UI asks before holding, and
+// asks only about a hold that can happen.
+func (e *Engine) HoldTarget(ctx context.Context, ref string) (uint32, string, error) {
+	dir, err := e.Directory()
+	if err != nil {
+		return 0, "", err
+	}
+	return e.holdTarget(ctx, dir, ref)
+}
+
 func userLabel(name string, uid uint32) string {
 	if name == "" {
 		return "uid " + strconv.FormatUint(uint64(uid), 10)
@@ -379,20 +390,40 @@ func (e *Engine) applyRuleset(ctx context.Context, backend string, rs policy.Rul
 // SetHoldAfter sets the automatic hold's threshold: "N/PERIOD" refused or
 // rate-limited attempts of one uid within PERIOD, or "off".
 func (e *Engine) SetHoldAfter(ctx context.Context, actor Actor, v string) (Result, error) {
-	r, err := policy.ParseRate(v)
+	r, err := parseHoldAfter(v)
 	if err != nil {
-		return Result{}, invalid(fmt.Errorf("hold-after: %w", err))
-	}
-	if r.Count > MaxHoldAfter {
-		return Result{}, invalid(fmt.Errorf("hold-after %s: at most %d attempts (the daemon keeps each one's time)", v, MaxHoldAfter))
+		return Result{}, err
 	}
 	return e.setHolds(ctx, actor, "hold-after "+r.String(), func(hs *store.HoldSettings) string {
 		hs.After = r
-		if r.IsZero() {
-			return "automatic hold off"
-		}
-		return fmt.Sprintf("automatic hold after %d refused or rate-limited attempts in %s", r.Count, durationText(r.Period))
+		return holdAfterText(r)
 	})
+}
+
+// parseHoldAfter reads set hold-after's value, with the CLI's errors.
+func parseHoldAfter(v string) (policy.Rate, error) {
+	r, err := policy.ParseRate(v)
+	if err != nil {
+		return policy.Rate{}, invalid(fmt.Errorf("hold-after: %w", err))
+	}
+	if r.Count > MaxHoldAfter {
+		return policy.Rate{}, invalid(fmt.Errorf("hold-after %s: at most %d attempts (the daemon keeps each one's time)", v, MaxHoldAfter))
+	}
+	return r, nil
+}
+
+func holdAfterText(r policy.Rate) string {
+	if r.IsZero() {
+		return "automatic hold off"
+	}
+	return fmt.Sprintf("automatic hold after %d refused or rate-limited attempts in %s", r.Count, durationText(r.Period))
+}
+
+func holdForText(d time.Duration) string {
+	if d == 0 {
+		return "holds last until released"
+	}
+	return "holds last " + durationText(d)
 }
 
 // SetHoldFor sets how long a hold lasts when nobody says: a duration
@@ -404,10 +435,7 @@ func (e *Engine) SetHoldFor(ctx context.Context, actor Actor, v string) (Result,
 	}
 	return e.setHolds(ctx, actor, "hold-for "+durationText(d), func(hs *store.HoldSettings) string {
 		hs.For = d
-		if d == 0 {
-			return "holds last until released"
-		}
-		return "holds last " + durationText(d)
+		return holdForText(d)
 	})
 }
 

@@ -225,6 +225,8 @@ type settings struct {
 	Mode       string   `json:"mode"`
 	AllowLocal bool     `json:"allow_local"`
 	RateLimit  string   `json:"rate_limit"` // "100/h" or "off"
+	HoldAfter  string   `json:"hold_after"` // "10/m" or "off"
+	HoldFor    string   `json:"hold_for"`   // "1h", or "0": until released
 }
 
 type settingsBody struct {
@@ -232,6 +234,8 @@ type settingsBody struct {
 	Mode       *string `json:"mode"`
 	AllowLocal *bool   `json:"allow_local"`
 	RateLimit  *string `json:"rate_limit"`
+	HoldAfter  *string `json:"hold_after"`
+	HoldFor    *string `json:"hold_for"`
 }
 
 func (s *Server) currentSettings(ctx context.Context) (settings, error) {
@@ -239,7 +243,12 @@ func (s *Server) currentSettings(ctx context.Context) (settings, error) {
 	if err != nil {
 		return settings{}, err
 	}
-	return settings{Ports: p.Ports, Mode: string(p.Mode), AllowLocal: p.AllowLocal, RateLimit: p.RateLimit.String()}, nil
+	hs, err := s.eng.HoldSettings(ctx)
+	if err != nil {
+		return settings{}, err
+	}
+	return settings{Ports: p.Ports, Mode: string(p.Mode), AllowLocal: p.AllowLocal, RateLimit: p.RateLimit.String(),
+		HoldAfter: hs.After.String(), HoldFor: engine.HoldForValue(hs.For)}, nil
 }
 
 func (s *Server) apiSettings(w http.ResponseWriter, r *http.Request, id *identity) error {
@@ -269,7 +278,7 @@ func (s *Server) apiPutSettings(w http.ResponseWriter, r *http.Request, id *iden
 		v := map[bool]string{true: "on", false: "off"}[*b.AllowLocal]
 		ch.allowLocal = &v
 	}
-	ch.mode, ch.rateLimit = b.Mode, b.RateLimit
+	ch.mode, ch.rateLimit, ch.holdAfter, ch.holdFor = b.Mode, b.RateLimit, b.HoldAfter, b.HoldFor
 	msgs, changed, err := s.applySettings(r.Context(), id, ch)
 	if err != nil {
 		return err
@@ -288,14 +297,15 @@ func (s *Server) apiPutSettings(w http.ResponseWriter, r *http.Request, id *iden
 
 // settingsChange holds the settings to change, as the CLI would type them.
 type settingsChange struct {
-	ports, mode, allowLocal, rateLimit *string
+	ports, mode, allowLocal, rateLimit, holdAfter, holdFor *string
 }
 
 // applySettings changes the settings given as one engine operation: every
 // field is validated first, so bad input changes nothing, and the change is
 // one transaction with one audit record.
 func (s *Server) applySettings(ctx context.Context, id *identity, ch settingsChange) ([]string, bool, error) {
-	res, err := s.eng.SetSettings(ctx, id.actor(), engine.Settings{Ports: ch.ports, Mode: ch.mode, AllowLocal: ch.allowLocal, RateLimit: ch.rateLimit})
+	res, err := s.eng.SetSettings(ctx, id.actor(), engine.Settings{Ports: ch.ports, Mode: ch.mode, AllowLocal: ch.allowLocal, RateLimit: ch.rateLimit,
+		HoldAfter: ch.holdAfter, HoldFor: ch.holdFor})
 	if err != nil {
 		return nil, false, err
 	}

@@ -133,3 +133,72 @@ func untilText(until *time.Time) string {
 	}
 	return until.Local().Format(timeLayout)
 }
+
+// holdForm is the allowed page's "Put a user on hold" form, kept when the
+// page answers with an error.
+type holdForm struct {
+	User, For, Reason string
+}
+
+// holdUI is the allowed page's Hold button. A hold cuts the user's mail to
+// remote servers at once, so it asks first; input that cannot be held
+// (unknown user, root, a bad duration) answers the page with the error
+// before asking, and changes nothing.
+func (s *Server) holdUI(w http.ResponseWriter, r *http.Request, id *identity) error {
+	if err := parseForm(w, r); err != nil {
+		return err
+	}
+	f := holdForm{User: strings.TrimSpace(r.PostForm.Get("user")), For: strings.TrimSpace(r.PostForm.Get("for")), Reason: strings.TrimSpace(r.PostForm.Get("reason"))}
+	fail := func(msg string) error {
+		return s.renderAllowedWith(w, r, id, http.StatusBadRequest, msg, allowForm{Kind: "user"}, f)
+	}
+	if f.User == "" {
+		return fail("enter the user's name or number to hold")
+	}
+	req := engine.HoldRequest{User: f.User, Reason: f.Reason}
+	if f.For != "" {
+		d, err := engine.ParseHoldDuration(f.For)
+		if err != nil {
+			return fail("for: " + err.Error())
+		}
+		req.For = &d
+	}
+	if !confirmed(r) {
+		uid, name, err := s.eng.HoldTarget(r.Context(), f.User)
+		if err != nil {
+			if msg, ok := userError(err); ok {
+				return fail(msg)
+			}
+			return err
+		}
+		how := "until released"
+		if req.For == nil {
+			hs, err := s.eng.HoldSettings(r.Context())
+			if err != nil {
+				return err
+			}
+			if hs.For > 0 {
+				how = "for " + engine.HoldForValue(hs.For) + " (the hold-for setting)"
+			} else {
+				how = "until released (the hold-for setting)"
+			}
+		} else if *req.For > 0 {
+			how = "for " + engine.HoldForValue(*req.For)
+		}
+		return s.askFirst(w, r, id, "Put a user on hold", confirmation{
+			Question: fmt.Sprintf("Put user %s (uid %d) on hold %s?", cmp.Or(name, f.User), uid, how),
+			Effect:   "Its allowances and exceptions are suspended at once and its open connections to remote SMTP servers are ended: its scripts are refused like any other user's until the hold ends or someone releases it. Mail it hands to the local mail server still goes out.",
+			Button:   "Hold",
+			Cancel:   "/allowed",
+			Danger:   true,
+		})
+	}
+	res, err := s.eng.Hold(r.Context(), id.actor(), req)
+	if err != nil {
+		if msg, ok := userError(err); ok {
+			return fail(msg)
+		}
+		return err
+	}
+	return s.doneResult(w, r, id, "/allowed", res)
+}

@@ -70,6 +70,7 @@ func matrix() map[string]matrixRow {
 		"POST /accounts":                 {form: url.Values{"name": {"newbie"}, "role": {"reseller"}, "password": {"newbie-password-1"}, "password2": {"newbie-password-1"}}, want: uiAdminPo},
 		"POST /allowed/remove":           {form: url.Values{"kind": {"user"}, "name": {"bob"}, "confirm": {"yes"}}, want: uiAdminPo},
 		"POST /holds/release":            {form: url.Values{"user": {"bob"}, "confirm": {"yes"}}, want: uiAdminPo},
+		"POST /holds":                    {form: url.Values{"user": {"bob"}, "for": {"1h"}, "confirm": {"yes"}}, want: uiAdminPo},
 		"POST /accounts/{name}/delete":   {form: confirmYes, want: uiAdminPo},
 		"POST /accounts/{name}/password": {form: newPassword, want: uiAdminPo},
 		"POST /accounts/{name}/grant":    {form: url.Values{"privilege": {store.PrivSMTPRestrictions}}, want: uiAdminPo},

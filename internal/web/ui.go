@@ -168,6 +168,8 @@ type allowedView struct {
 	Filter                string
 	MoreUsers, MoreGroups int
 	Holds                 *heldBlock // holds.go
+	HoldForm              holdForm   // holds.go
+	HoldFor               string     // the hold-for setting: "1h", "0"
 }
 
 type allowForm struct {
@@ -179,6 +181,10 @@ func (s *Server) allowedPage(w http.ResponseWriter, r *http.Request, id *identit
 }
 
 func (s *Server) renderAllowed(w http.ResponseWriter, r *http.Request, id *identity, code int, errMsg string, f allowForm) error {
+	return s.renderAllowedWith(w, r, id, code, errMsg, f, holdForm{})
+}
+
+func (s *Server) renderAllowedWith(w http.ResponseWriter, r *http.Request, id *identity, code int, errMsg string, f allowForm, hf holdForm) error {
 	st, err := s.eng.Status(r.Context())
 	if err != nil {
 		return err
@@ -197,7 +203,10 @@ func (s *Server) renderAllowed(w http.ResponseWriter, r *http.Request, id *ident
 		return out
 	}
 	v := allowedView{Exceptions: st.Exceptions, Form: f, Filter: q, UserRates: st.UserRates, GroupRates: st.GroupRates, RateLimit: st.RateLimit,
-		Holds: heldFor(st.Held, "/allowed")}
+		Holds: heldFor(st.Held, "/allowed"), HoldForm: hf}
+	if hs, err := s.eng.HoldSettings(r.Context()); err == nil {
+		v.HoldFor = engine.HoldForValue(hs.For)
+	}
 	v.Users, v.MoreUsers = firstOf(match(st.AllowedUsers), listShown)
 	v.Groups, v.MoreGroups = firstOf(match(st.AllowedGroups), listShown)
 	s.render(w, r, code, "allowed", &page{Title: "Allowed users and groups", Nav: "allowed", Me: id, Flash: s.takeFlash(r, id), Error: errMsg, Data: v})
@@ -258,6 +267,9 @@ type settingsView struct {
 	Mode       string
 	AllowLocal bool
 	Modes      []modeChoice
+	// RateLimit, HoldAfter and HoldFor are as the CLI takes them: "100/h"
+	// or "off", "10/m" or "off", "1h" or "0".
+	RateLimit, HoldAfter, HoldFor string
 }
 
 type modeChoice struct {
@@ -278,8 +290,9 @@ func (s *Server) settingsPage(w http.ResponseWriter, r *http.Request, id *identi
 	if err != nil {
 		return err
 	}
-	v := settingsView{Ports: policy.PortsString(cur.Ports), Mode: cur.Mode, AllowLocal: cur.AllowLocal, Modes: modeChoices()}
-	s.render(w, r, http.StatusOK, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Flash: s.takeFlash(r, id), Data: v})
+	v := settingsView{Ports: policy.PortsString(cur.Ports), Mode: cur.Mode, AllowLocal: cur.AllowLocal, Modes: modeChoices(),
+		RateLimit: cur.RateLimit, HoldAfter: cur.HoldAfter, HoldFor: cur.HoldFor}
+	s.render(w, r, http.StatusOK, "settings", &page{Title: "Ports, mode and limits", Nav: "settings", Me: id, Flash: s.takeFlash(r, id), Data: v})
 	return nil
 }
 
@@ -287,27 +300,45 @@ func (s *Server) saveSettingsUI(w http.ResponseWriter, r *http.Request, id *iden
 	if err := parseForm(w, r); err != nil {
 		return err
 	}
+	cur, err := s.currentSettings(r.Context())
+	if err != nil {
+		return err
+	}
 	ports, mode := r.PostForm.Get("ports"), r.PostForm.Get("mode")
 	local := "off"
 	if r.PostForm.Get("allow_local") != "" {
 		local = "on"
 	}
-	if mode == string(policy.ModeLog) && !confirmed(r) {
-		if cur, err := s.currentSettings(r.Context()); err == nil && cur.Mode != mode {
-			return s.askFirst(w, r, id, "Switch to log only", confirmation{
-				Question: "Switch the mode to log only?",
-				Effect:   "Nothing will be blocked any more: every user's connections to remote SMTP servers are let through and only recorded, until the mode is set back to Reject or Redirect.",
-				Button:   "Switch to log only", Cancel: "/settings", Danger: true})
-		}
+	if mode == string(policy.ModeLog) && !confirmed(r) && cur.Mode != mode {
+		return s.askFirst(w, r, id, "Switch to log only", confirmation{
+			Question: "Switch the mode to log only?",
+			Effect:   "Nothing will be blocked any more: every user's connections to remote SMTP servers are let through and only recorded, until the mode is set back to Reject or Redirect.",
+			Button:   "Switch to log only", Cancel: "/settings", Danger: true})
 	}
-	msgs, changed, err := s.applySettings(r.Context(), id, settingsChange{ports: &ports, mode: &mode, allowLocal: &local})
+	ch := settingsChange{ports: &ports, mode: &mode, allowLocal: &local}
+	// A form without the limit and hold fields (an older page) keeps them.
+	rate, holdAfter, holdFor := cur.RateLimit, cur.HoldAfter, cur.HoldFor
+	if r.PostForm.Has("rate_limit") {
+		rate = r.PostForm.Get("rate_limit")
+		ch.rateLimit = &rate
+	}
+	if r.PostForm.Has("hold_after") {
+		holdAfter = r.PostForm.Get("hold_after")
+		ch.holdAfter = &holdAfter
+	}
+	if r.PostForm.Has("hold_for") {
+		holdFor = r.PostForm.Get("hold_for")
+		ch.holdFor = &holdFor
+	}
+	msgs, changed, err := s.applySettings(r.Context(), id, ch)
 	if err != nil {
 		msg, ok := userError(err)
 		if !ok {
 			return err
 		}
-		v := settingsView{Ports: ports, Mode: mode, AllowLocal: local == "on", Modes: modeChoices()}
-		s.render(w, r, http.StatusBadRequest, "settings", &page{Title: "Ports and mode", Nav: "settings", Me: id, Error: msg, Data: v})
+		v := settingsView{Ports: ports, Mode: mode, AllowLocal: local == "on", Modes: modeChoices(),
+			RateLimit: rate, HoldAfter: holdAfter, HoldFor: holdFor}
+		s.render(w, r, http.StatusBadRequest, "settings", &page{Title: "Ports, mode and limits", Nav: "settings", Me: id, Error: msg, Data: v})
 		return nil
 	}
 	return s.doneWith(w, r, id, "/settings", flash{Tone: toneOf(changed), Text: strings.Join(msgs, "; ")})

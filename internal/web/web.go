@@ -210,6 +210,7 @@ func (s *Server) routeTable() []route {
 		ui("POST /allowed", admin, s.allowUI),
 		ui("POST /allowed/remove", admin, s.revokeUI),
 		ui("POST /holds/release", admin, s.releaseUI),
+		ui("POST /holds", admin, s.holdUI),
 		ui("GET /settings", admin, s.settingsPage),
 		ui("POST /settings", admin, s.saveSettingsUI),
 		ui("GET /audit", admin, s.auditPage),

@@ -451,7 +451,7 @@ func TestAPIAllowedAndSettings(t *testing.T) {
 		t.Errorf("GET /api/v1/allowed = %+v", got)
 	}
 	set := decode[settings](t, e.do(req{method: "GET", path: "/api/v1/settings", bearer: tok}))
-	if diff := cmp.Diff(settings{Ports: []uint16{25, 465, 587, 2525}, Mode: "log", AllowLocal: false, RateLimit: "off"}, set); diff != "" {
+	if diff := cmp.Diff(settings{Ports: []uint16{25, 465, 587, 2525}, Mode: "log", AllowLocal: false, RateLimit: "off", HoldAfter: "off", HoldFor: "1h"}, set); diff != "" {
 		t.Errorf("settings (-want +got):\n%s", diff)
 	}
 	// A rejected PUT changes nothing, not even the fields that were valid.
