@@ -55,7 +55,7 @@ func stateOf(enabled bool, mode string, k engine.Kernel) cardState {
 	switch mode {
 	case "log":
 		return cardState{Tone: "warn", Label: "Log only, nothing is blocked",
-			Help: "Every user's connections to remote SMTP servers are let through and recorded under Blocked attempts, to see who would be blocked. Switch the mode to Reject under Ports & mode to enforce."}
+			Help: "Every user's connections to remote SMTP servers are let through and recorded under Blocked attempts, to see who would be blocked. Switch the mode to Reject under Ports, mode & limits to enforce."}
 	case "explain":
 		return cardState{Tone: "good", Label: "Enforcing, with an explanation",
 			Help: "Only root, the mail server and the users an administrator allowed reach remote SMTP servers; everyone else's script gets an SMTP error saying why and what to do instead, with a reference to look up under Blocked attempts."}
