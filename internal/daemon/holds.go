@@ -237,9 +237,15 @@ func newHoldKeeper(eng *engine.Engine, m *metrics, log *slog.Logger, clock holdC
 }
 
 // observe counts a refused or rate-limited attempt from the event path; it
-// never blocks.
+// never blocks. Explain mode's refusals (the responder's 554) count as
+// refused: that mode differs from reject only in what the client is told.
 func (k *holdKeeper) observe(ev enforce.Event) {
-	if !ev.HasUID || (ev.Action != enforce.ActionBlocked && ev.Action != enforce.ActionRateLimited) {
+	switch ev.Action {
+	case enforce.ActionBlocked, enforce.ActionRateLimited, enforce.ActionExplained:
+	default:
+		return
+	}
+	if !ev.HasUID {
 		return
 	}
 	at := ev.Time
