@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/engine"
@@ -16,16 +15,7 @@ import (
 // client why), and a burst of those holds the user as a burst of plain
 // refusals does in reject mode.
 func TestDaemonHoldsOnABurstUnderExplainMode(t *testing.T) {
-	f := newFixture(t)
-	f.eng.Close()
-	clock := newFakeClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
-	cfg := f.cfg
-	cfg.Now = clock.Now
-	eng, err := engine.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
+	f, eng, clock := clockedFixture(t)
 	ctx := context.Background()
 	for _, step := range []func() (engine.Result, error){
 		func() (engine.Result, error) { return eng.Enable(ctx, admin, "fake") },
