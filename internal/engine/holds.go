@@ -285,20 +285,11 @@ type holdEdit struct {
 // once the kernel enforces the new set of held uids.
 func (e *Engine) holdChange(ctx context.Context, actor Actor, op string,
 	edit func(tx *store.Tx, dir *policy.Directory, now time.Time) (holdEdit, error)) (Result, error) {
-	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
+	dir, tx, end, err := e.beginChange(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	defer unlock()
-	dir, err := e.Directory()
-	if err != nil {
-		return Result{}, err
-	}
-	tx, err := e.store.Begin(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	defer tx.Rollback()
+	defer end()
 	p, _, err := tx.Policy(ctx)
 	if err != nil {
 		return Result{}, err
@@ -334,11 +325,7 @@ func (e *Engine) holdChange(ctx context.Context, actor Actor, op string,
 		res, _ := e.resolve(ctx, p, after)
 		rs = compile(p, res, after)
 		if err := e.applyRuleset(ctx, p.Backend, rs); err != nil {
-			tx.Rollback()
-			rec.Outcome = "failed: " + err.Error()
-			if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
-				e.log.Error("cannot record failed change in the audit log", "err", aerr)
-			}
+			e.auditFailed(ctx, tx, rec, err)
 			return Result{}, err
 		}
 	}
@@ -352,11 +339,8 @@ func (e *Engine) holdChange(ctx context.Context, actor Actor, op string,
 		}
 		return nil
 	}
-	if err := tx.AppendAudit(ctx, rec); err != nil {
-		return Result{}, errors.Join(err, restore())
-	}
-	if err := tx.Commit(); err != nil {
-		return Result{}, errors.Join(err, restore())
+	if err := commitAudited(ctx, tx, rec, restore); err != nil {
+		return Result{}, err
 	}
 	if enforcing {
 		e.endSessions(ctx, rs)
