@@ -206,31 +206,7 @@ func clockedFixture(t *testing.T) (*fixture, *engine.Engine, *fakeClock) {
 // holdDaemon runs a daemon on clock until stop is called or the test ends.
 func holdDaemon(t *testing.T, f *fixture, eng *engine.Engine, clock *fakeClock, notes *noticeLog) (d *Daemon, stop func()) {
 	t.Helper()
-	d, err := New(Config{Engine: eng, Kernel: f.kernel, PollInterval: 10 * time.Millisecond, FlushInterval: 10 * time.Millisecond,
-		Logger: slog.New(notes), holdClock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run() = %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("daemon did not stop within 10s of cancellation")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	waitFor(t, "daemon to attach to the backend", f.backend.Attached)
-	return d, stop
+	return f.run(t, Config{Engine: eng, FlushInterval: 10 * time.Millisecond, Logger: slog.New(notes), holdClock: clock})
 }
 
 func hasExceptionFor(rs *policy.Ruleset, uid uint32) bool {
