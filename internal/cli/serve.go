@@ -119,6 +119,9 @@ lifts it.`,
 			if explainPort == 0 {
 				return usagef("--explain-port must be 1-65535")
 			}
+			if explainPort >= 1024 {
+				logger.Warn("any user may listen on the explain port while the daemon does not (stopped, restarting), and would receive every blocked connection: choose one below 1024", "explain_port", explainPort)
+			}
 			kernel := daemon.NewKernel(withCgroup(e.opts.ServeBackends(logger, ownTable), cg))
 			kernel.SetExplainPort(explainPort)
 			cfg.ExplainPort = explainPort

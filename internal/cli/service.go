@@ -88,7 +88,7 @@ ReadWritePaths={{.StateDir}}
 {{- end}}
 ReadWritePaths=-/etc/exim4 -/var/lib/exim4 -/etc/exim.conf -/etc/postfix
 ReadWritePaths=-/sys/fs/bpf -/sys/fs/cgroup
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
