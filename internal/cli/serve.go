@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/daemon"
+	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/resolve"
@@ -122,7 +123,7 @@ lifts it.`,
 			if explainPort >= 1024 {
 				logger.Warn("any user may listen on the explain port while the daemon does not (stopped, restarting), and would receive every blocked connection: choose one below 1024", "explain_port", explainPort)
 			}
-			kernel := daemon.NewKernel(withCgroup(e.opts.ServeBackends(logger, ownTable), cg))
+			kernel := daemon.NewKernel(enforce.InCgroup(e.opts.ServeBackends(logger, ownTable), cg))
 			kernel.SetExplainPort(explainPort)
 			cfg.ExplainPort = explainPort
 			cfg.Hostname, _ = os.Hostname()
