@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -149,6 +150,11 @@ func (e *Engine) Hold(ctx context.Context, actor Actor, req HoldRequest) (Result
 	reason := strings.TrimSpace(req.Reason)
 	if len(reason) > 500 {
 		return Result{}, invalid(errors.New("--reason: at most 500 characters"))
+	}
+	// Status, the audit log and notifications show it on one line, and
+	// status prints it to a terminal.
+	if strings.ContainsFunc(reason, unicode.IsControl) {
+		return Result{}, invalid(errors.New("--reason: one line of text, without control characters"))
 	}
 	return e.holdChange(ctx, actor, "hold", func(tx *store.Tx, dir *policy.Directory, now time.Time) (holdEdit, error) {
 		uid, name, err := e.holdTarget(ctx, dir, req.User)
