@@ -35,6 +35,8 @@ type UnitConfig struct {
 // reconcile loop feeds (internal/daemon/systemd.go), and a sandbox that
 // leaves exactly what the daemon does:
 //   - CAP_NET_ADMIN: nftables and the NFLOG group over netlink.
+//   - CAP_NET_BIND_SERVICE: the explain responder's port (325), below 1024
+//     so that no other user can listen there.
 //   - MTA connection limits (mta set, the web UI's Mail server page), each
 //     measured by dropping it in a booted Debian 12 (test/system):
 //     CAP_SETUID and CAP_SETGID: exim -bP, run by root, calls setgroups()
