@@ -20,6 +20,7 @@ import (
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/resolve"
 	"github.com/smtpguard/smtpguard/internal/web"
+	"github.com/smtpguard/smtpguard/internal/webhook"
 )
 
 // DefaultListen keeps the metrics endpoint on loopback unless asked otherwise.
@@ -102,10 +103,10 @@ lifts it.`,
 			}
 			if cfg.WebhookURL != "" {
 				if cfg.WebhookSecret == nil {
-					logger.Warn("webhook requests are not signed: give --webhook-secret-file so the receiver can check they come from this daemon", "webhook", cfg.WebhookURL)
+					logger.Warn("webhook requests are not signed: give --webhook-secret-file so the receiver can check they come from this daemon", "webhook", webhook.Redacted(cfg.WebhookURL))
 				}
 				if webhookInTheClear(cfg.WebhookURL) {
-					logger.Warn("webhook bodies name users, addresses and command lines and go unencrypted over http:// to another host: use https://", "webhook", cfg.WebhookURL)
+					logger.Warn("webhook bodies name users, addresses and command lines and go unencrypted over http:// to another host: use https://", "webhook", webhook.Redacted(cfg.WebhookURL))
 				}
 			}
 			if !loopback && token == "" {
