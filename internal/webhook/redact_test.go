@@ -1,32 +1,14 @@
 package webhook
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
 )
-
-// syncBuffer is a log destination the sender's goroutine writes to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestFailuresDoNotLogTheURLsSecrets: many receivers (Slack, Teams,
 // Discord) put their credential in the URL's path or query; the journal
@@ -49,7 +31,7 @@ func TestFailuresDoNotLogTheURLsSecrets(t *testing.T) {
 		{"connection refused", refused, FailGaveUp},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			s, failed := start(t, Config{URL: tt.url, Backoff: time.Millisecond, MaxAttempts: 2,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			s.Send("held", payload{Event: "held"})
