@@ -229,8 +229,9 @@ func (e *Engine) Release(ctx context.Context, actor Actor, ref string) (Result, 
 	})
 }
 
-// ExpireHolds ends the holds whose time ran out, for the daemon's timer;
-// each ended hold gets its audit record. Nothing expired is no change.
+// ExpireHolds ends the holds whose time ran out, for the daemon's timer,
+// as one change: one audit record names every hold it ended. Nothing
+// expired is no change.
 func (e *Engine) ExpireHolds(ctx context.Context) (Result, error) {
 	actor := Actor{Name: "expiry", Source: "daemon"}
 	return e.holdChange(ctx, actor, "release", func(tx *store.Tx, _ *policy.Directory, now time.Time) (holdEdit, error) {
