@@ -231,7 +231,7 @@ func (e *env) engine(ctx context.Context) (*engine.Engine, error) {
 func (e *env) engineWithLogger(ctx context.Context, logger *slog.Logger) (*engine.Engine, error) {
 	var backends []enforce.Backend
 	if e.opts.Backends != nil {
-		backends = withCgroup(e.opts.Backends(logger), e.cgroup)
+		backends = enforce.InCgroup(e.opts.Backends(logger), e.cgroup)
 	}
 	if info := e.runningDaemon(ctx, logger); info != nil {
 		logger.Debug("changing the kernel through the daemon", "pid", info.PID, "socket", remote.SocketPath(e.stateDir))

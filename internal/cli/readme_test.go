@@ -4,7 +4,6 @@ package cli
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/enforce/fake"
 	realnft "github.com/smtpguard/smtpguard/internal/enforce/nft"
-	"github.com/smtpguard/smtpguard/internal/enforce/remote"
 	"github.com/smtpguard/smtpguard/internal/store"
 )
 
@@ -109,31 +107,7 @@ func TestReadmeExamplesAreRealOutput(t *testing.T) {
 		got["smtpguard "+strings.Join(args, " ")] = h.ok(args...)
 	}
 	// The daemon runs, as after install-service, on the same (fake) kernel.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	opts := h.opts
-	opts.ServeBackends = func(*slog.Logger, bool) []enforce.Backend { return []enforce.Backend{nft} }
-	go func() {
-		done <- RunWith(ctx, []string{"--state-dir", h.stateDir, "serve", "--listen", ""}, Stdio{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}, opts)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("serve did not stop within 10s")
-		}
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if info, err := remote.Ping(ctx, remote.SocketPath(h.stateDir)); err == nil && info.Recording {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("serve did not answer on its socket, recording, within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	serveFake(t, h, nft)
 	got["smtpguard status"] = h.ok("status")
 
 	st := h.openStore()

@@ -15,10 +15,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/smtpguard/smtpguard/internal/daemon"
+	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
 	"github.com/smtpguard/smtpguard/internal/resolve"
 	"github.com/smtpguard/smtpguard/internal/web"
+	"github.com/smtpguard/smtpguard/internal/webhook"
 )
 
 // DefaultListen keeps the metrics endpoint on loopback unless asked otherwise.
@@ -101,10 +103,10 @@ lifts it.`,
 			}
 			if cfg.WebhookURL != "" {
 				if cfg.WebhookSecret == nil {
-					logger.Warn("webhook requests are not signed: give --webhook-secret-file so the receiver can check they come from this daemon", "webhook", cfg.WebhookURL)
+					logger.Warn("webhook requests are not signed: give --webhook-secret-file so the receiver can check they come from this daemon", "webhook", webhook.Redacted(cfg.WebhookURL))
 				}
 				if webhookInTheClear(cfg.WebhookURL) {
-					logger.Warn("webhook bodies name users, addresses and command lines and go unencrypted over http:// to another host: use https://", "webhook", cfg.WebhookURL)
+					logger.Warn("webhook bodies name users, addresses and command lines and go unencrypted over http:// to another host: use https://", "webhook", webhook.Redacted(cfg.WebhookURL))
 				}
 			}
 			if !loopback && token == "" {
@@ -119,7 +121,10 @@ lifts it.`,
 			if explainPort == 0 {
 				return usagef("--explain-port must be 1-65535")
 			}
-			kernel := daemon.NewKernel(withCgroup(e.opts.ServeBackends(logger, ownTable), cg))
+			if explainPort >= 1024 {
+				logger.Warn("any user may listen on the explain port while the daemon does not (stopped, restarting), and would receive every blocked connection: choose one below 1024", "explain_port", explainPort)
+			}
+			kernel := daemon.NewKernel(enforce.InCgroup(e.opts.ServeBackends(logger, ownTable), cg))
 			kernel.SetExplainPort(explainPort)
 			cfg.ExplainPort = explainPort
 			cfg.Hostname, _ = os.Hostname()

@@ -14,10 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/smtpguard/smtpguard/internal/testutil"
 	"github.com/smtpguard/smtpguard/internal/web"
 )
 
@@ -100,24 +100,6 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for the daemon's logging goroutines.
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestServeWebUIOverTLS(t *testing.T) {
 	h := newHarness(t)
 	h.okIn("admin-password-1\n", "account", "add", "admin", "--role", "admin")
@@ -128,7 +110,7 @@ func TestServeWebUIOverTLS(t *testing.T) {
 	}
 	addr := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- RunWith(ctx, []string{"--state-dir", h.stateDir, "serve", "--listen", addr,

@@ -35,6 +35,8 @@ type UnitConfig struct {
 // reconcile loop feeds (internal/daemon/systemd.go), and a sandbox that
 // leaves exactly what the daemon does:
 //   - CAP_NET_ADMIN: nftables and the NFLOG group over netlink.
+//   - CAP_NET_BIND_SERVICE: the explain responder's port (325), below 1024
+//     so that no other user can listen there.
 //   - MTA connection limits (mta set, the web UI's Mail server page), each
 //     measured by dropping it in a booted Debian 12 (test/system):
 //     CAP_SETUID and CAP_SETGID: exim -bP, run by root, calls setgroups()
@@ -88,7 +90,7 @@ ReadWritePaths={{.StateDir}}
 {{- end}}
 ReadWritePaths=-/etc/exim4 -/var/lib/exim4 -/etc/exim.conf -/etc/postfix
 ReadWritePaths=-/sys/fs/bpf -/sys/fs/cgroup
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes

@@ -41,7 +41,7 @@ func TestInstallAndUninstallService(t *testing.T) {
 	for _, want := range []string{
 		"ExecStart=/usr/local/sbin/smtpguard --state-dir " + h.stateDir + " serve --listen 127.0.0.1:9725",
 		"After=network-pre.target", "Restart=on-failure", "Type=notify", "NotifyAccess=main", "WatchdogSec=",
-		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL ", "ProtectSystem=strict", "ReadWritePaths=" + h.stateDir,
+		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_KILL ", "ProtectSystem=strict", "ReadWritePaths=" + h.stateDir,
 		"ReadWritePaths=-/etc/exim4 -/var/lib/exim4 -/etc/exim.conf -/etc/postfix", "WantedBy=multi-user.target",
 	} {
 		if !strings.Contains(string(unit), want) {
@@ -200,7 +200,7 @@ func TestInstallServicePrint(t *testing.T) {
 	// process), attaching and querying cgroups CAP_NET_ADMIN; pins are
 	// written under /sys/fs/bpf; bpf() is not in @system-service.
 	for _, line := range []string{
-		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON",
+		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_BPF CAP_PERFMON",
 		"ReadWritePaths=-/sys/fs/bpf -/sys/fs/cgroup",
 		"SystemCallFilter=@system-service bpf",
 		"ProtectControlGroups=no",                                                                                       // the probe's throwaway child cgroup

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,7 +81,18 @@ var admin = engine.Actor{Name: "root", Source: "cli"}
 // start runs a daemon until the test ends and returns it.
 func (f *fixture) start(t *testing.T, cfg Config) *Daemon {
 	t.Helper()
-	cfg.Engine = f.eng
+	d, _ := f.run(t, cfg)
+	return d
+}
+
+// run is start that also returns stop, which ends the daemon and waits for
+// it (a restart); the test's end stops it otherwise. cfg.Engine defaults to
+// the fixture's.
+func (f *fixture) run(t *testing.T, cfg Config) (d *Daemon, stop func()) {
+	t.Helper()
+	if cfg.Engine == nil {
+		cfg.Engine = f.eng
+	}
 	if cfg.Kernel == nil {
 		cfg.Kernel = f.kernel
 	}
@@ -97,19 +109,23 @@ func (f *fixture) start(t *testing.T, cfg Config) *Daemon {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run() = %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run() = %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("daemon did not stop within 10s of cancellation")
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("daemon did not stop within 10s of cancellation")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	waitFor(t, "daemon to attach to the backend", f.backend.Attached)
-	return d
+	return d, stop
 }
 
 func (f *fixture) enabled(t *testing.T) bool {

@@ -168,6 +168,16 @@ func (c *attemptCounter) setSkip(held []uint32) {
 	}
 }
 
+// dealtWith reports whether an attempt of uid at t came before a hold or
+// release the daemon has seen since (clear's floor): the burst it belongs
+// to no longer holds anyone.
+func (c *attemptCounter) dealtWith(uid uint32, t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.uids[uid]
+	return ok && t.UnixNano() < w.floor
+}
+
 // unskip counts uid again (a hold that was meant to start did not).
 func (c *attemptCounter) unskip(uid uint32) {
 	c.mu.Lock()
@@ -194,6 +204,7 @@ type holdTrigger struct {
 	uid   uint32
 	count int64
 	rate  policy.Rate
+	at    time.Time // the attempt that reached it
 }
 
 // holdKeeper runs the automatic hold and the hold timer, and announces holds.
@@ -237,9 +248,15 @@ func newHoldKeeper(eng *engine.Engine, m *metrics, log *slog.Logger, clock holdC
 }
 
 // observe counts a refused or rate-limited attempt from the event path; it
-// never blocks.
+// never blocks. Explain mode's refusals (the responder's 554) count as
+// refused: that mode differs from reject only in what the client is told.
 func (k *holdKeeper) observe(ev enforce.Event) {
-	if !ev.HasUID || (ev.Action != enforce.ActionBlocked && ev.Action != enforce.ActionRateLimited) {
+	switch ev.Action {
+	case enforce.ActionBlocked, enforce.ActionRateLimited, enforce.ActionExplained:
+	default:
+		return
+	}
+	if !ev.HasUID {
 		return
 	}
 	at := ev.Time
@@ -254,7 +271,7 @@ func (k *holdKeeper) observe(ev enforce.Event) {
 	rate := k.counter.rate
 	k.counter.mu.Unlock()
 	select {
-	case k.triggers <- holdTrigger{uid: ev.UID, count: count, rate: rate}:
+	case k.triggers <- holdTrigger{uid: ev.UID, count: count, rate: rate, at: at}:
 	default:
 		k.counter.unskip(ev.UID) // counted again; the next attempt retries
 	}
@@ -293,6 +310,11 @@ func (k *holdKeeper) run(ctx context.Context) {
 
 // autoHold holds a uid whose attempts reached the threshold.
 func (k *holdKeeper) autoHold(ctx context.Context, t holdTrigger) {
+	// A trigger that waited while a hold of the uid started or ended (a
+	// second one of the same burst) is that burst's: already dealt with.
+	if k.counter.dealtWith(t.uid, t.at) {
+		return
+	}
 	threshold := "hold-after " + t.rate.String()
 	res, err := k.eng.Hold(ctx, engine.Actor{Name: "daemon", Source: "daemon"}, engine.HoldRequest{
 		User:      strconv.FormatUint(uint64(t.uid), 10),

@@ -186,34 +186,27 @@ func (l *noticeLog) all() []string {
 	return slices.Clone(l.notes)
 }
 
-// holdDaemon runs a daemon on clock until stop is called or the test ends.
-func holdDaemon(t *testing.T, f *fixture, eng *engine.Engine, clock *fakeClock, notes *noticeLog) (d *Daemon, stop func()) {
+// clockedFixture is newFixture with its engine reopened on a fake clock
+// (10:00 UTC on 1 December 2026), which the hold keeper shares.
+func clockedFixture(t *testing.T) (*fixture, *engine.Engine, *fakeClock) {
 	t.Helper()
-	d, err := New(Config{Engine: eng, Kernel: f.kernel, PollInterval: 10 * time.Millisecond, FlushInterval: 10 * time.Millisecond,
-		Logger: slog.New(notes), holdClock: clock})
+	f := newFixture(t)
+	f.eng.Close()
+	clock := newFakeClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	cfg := f.cfg
+	cfg.Now = clock.Now
+	eng, err := engine.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run() = %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("daemon did not stop within 10s of cancellation")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	waitFor(t, "daemon to attach to the backend", f.backend.Attached)
-	return d, stop
+	t.Cleanup(func() { eng.Close() })
+	return f, eng, clock
+}
+
+// holdDaemon runs a daemon on clock until stop is called or the test ends.
+func holdDaemon(t *testing.T, f *fixture, eng *engine.Engine, clock *fakeClock, notes *noticeLog) (d *Daemon, stop func()) {
+	t.Helper()
+	return f.run(t, Config{Engine: eng, FlushInterval: 10 * time.Millisecond, Logger: slog.New(notes), holdClock: clock})
 }
 
 func hasExceptionFor(rs *policy.Ruleset, uid uint32) bool {
@@ -226,16 +219,7 @@ func hasExceptionFor(rs *policy.Ruleset, uid uint32) bool {
 // do not hold him again, the third hold in a day lasts until released, holds
 // outlive a restart, and a release by another process (the CLI) restores him.
 func TestDaemonHoldsOnABurstExpiresAndEscalates(t *testing.T) {
-	f := newFixture(t)
-	f.eng.Close()
-	clock := newFakeClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
-	cfg := f.cfg
-	cfg.Now = clock.Now
-	eng, err := engine.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
+	f, eng, clock := clockedFixture(t)
 	ctx := context.Background()
 	if _, err := eng.Enable(ctx, admin, "fake"); err != nil {
 		t.Fatal(err)
@@ -347,16 +331,7 @@ func TestDaemonHoldsOnABurstExpiresAndEscalates(t *testing.T) {
 // TestDaemonEndsHoldsThatRanOutWhileItWasDown: a hold made and run out
 // while no daemon ran is announced, started and ended, when one starts.
 func TestDaemonEndsHoldsThatRanOutWhileItWasDown(t *testing.T) {
-	f := newFixture(t)
-	f.eng.Close()
-	clock := newFakeClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
-	cfg := f.cfg
-	cfg.Now = clock.Now
-	eng, err := engine.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
+	f, eng, clock := clockedFixture(t)
 	ctx := context.Background()
 	eng.Enable(ctx, admin, "fake")
 	eng.Allow(ctx, admin, policy.KindUser, "alice")

@@ -38,9 +38,10 @@ type Decision struct {
 }
 
 // Refused reports whether the attempt does not reach its destination:
-// rejected, or redirected to the local MTA.
+// rejected, redirected to the local MTA, or answered by the explain
+// responder.
 func (d Decision) Refused() bool {
-	return d.Enabled && (d.Verdict == policy.VerdictReject || d.Verdict == policy.VerdictRedirect)
+	return d.Enabled && (d.Verdict == policy.VerdictReject || d.Verdict == policy.VerdictRedirect || d.Verdict == policy.VerdictExplain)
 }
 
 // Decide traces a connection attempt of uid to addr:port through the stored
@@ -110,6 +111,8 @@ func (e *Engine) Decide(ctx context.Context, uid uint32, addr netip.Addr, port u
 			rule = "the log rule (mode log): let through and recorded; mode reject would refuse it"
 		case policy.VerdictRedirect:
 			rule = "the redirect rule (mode redirect): sent to the local MTA instead"
+		case policy.VerdictExplain:
+			rule = "the explain rule (mode explain): handed to the daemon's responder, which refuses it with a 554 5.7.1 reply naming the reason (refused at once when no daemon runs)"
 		}
 		dest := fmt.Sprintf("%s port %d", d.Address, port)
 		if !d.Address.IsValid() {

@@ -239,21 +239,11 @@ type changeOptions struct {
 
 func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string, opts changeOptions,
 	edit func(p *policy.Policy, dir *policy.Directory) (string, error), dnsUpdates ...store.DNSEntry) (Result, error) {
-	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
+	dir, tx, end, err := e.beginChange(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	defer unlock()
-
-	dir, err := e.Directory()
-	if err != nil {
-		return Result{}, err
-	}
-	tx, err := e.store.Begin(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	defer tx.Rollback()
+	defer end()
 	before, meta, err := tx.Policy(ctx)
 	if err != nil {
 		return Result{}, err
@@ -343,21 +333,54 @@ func (e *Engine) changeWith(ctx context.Context, actor Actor, op, detail string,
 		Operation: op, Detail: detail, Before: policyJSON(before), After: policyJSON(after), Outcome: "ok",
 	}
 	if err := e.enforce(ctx, before, after, v); err != nil {
-		tx.Rollback()
-		rec.After, rec.Outcome = rec.Before, "failed: "+err.Error()
-		if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
-			e.log.Error("cannot record failed change in the audit log", "err", aerr)
-		}
+		rec.After = rec.Before
+		e.auditFailed(ctx, tx, rec, err)
 		return Result{}, err
 	}
-	if err := tx.AppendAudit(ctx, rec); err != nil {
-		return Result{}, errors.Join(err, e.restore(ctx, before, after, v))
-	}
-	if err := tx.Commit(); err != nil {
-		return Result{}, errors.Join(err, e.restore(ctx, before, after, v))
+	if err := commitAudited(ctx, tx, rec, func() error { return e.restore(ctx, before, after, v) }); err != nil {
+		return Result{}, err
 	}
 	e.log.Info("policy changed", "operation", op, "detail", detail, "actor", actor.Name, "source", actor.Source)
 	return Result{Changed: true, Message: msg, Policy: after}, nil
+}
+
+// beginChange starts a change: the state lock, the accounts as they are now
+// and one transaction. end rolls back what was not committed, then unlocks.
+func (e *Engine) beginChange(ctx context.Context) (dir *policy.Directory, tx *store.Tx, end func(), err error) {
+	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if dir, err = e.Directory(); err == nil {
+		tx, err = e.store.Begin(ctx)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, nil, err
+	}
+	return dir, tx, func() { tx.Rollback(); unlock() }, nil
+}
+
+// auditFailed records rec as failed with err: tx, which must not commit
+// now, is rolled back and the record goes to the audit log on its own.
+func (e *Engine) auditFailed(ctx context.Context, tx *store.Tx, rec store.AuditRecord, err error) {
+	tx.Rollback()
+	rec.Outcome = "failed: " + err.Error()
+	if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
+		e.log.Error("cannot record failed change in the audit log", "err", aerr)
+	}
+}
+
+// commitAudited commits tx with its audit record rec; when the database
+// refuses either, restore puts the kernel back as it was.
+func commitAudited(ctx context.Context, tx *store.Tx, rec store.AuditRecord, restore func() error) error {
+	if err := tx.AppendAudit(ctx, rec); err != nil {
+		return errors.Join(err, restore())
+	}
+	if err := tx.Commit(); err != nil {
+		return errors.Join(err, restore())
+	}
+	return nil
 }
 
 // restore puts the kernel back to before after the database refused after.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/smtpguard/smtpguard/internal/mta"
 	"github.com/smtpguard/smtpguard/internal/policy"
@@ -161,6 +162,11 @@ func (e *Engine) Hold(ctx context.Context, actor Actor, req HoldRequest) (Result
 	if len(reason) > 500 {
 		return Result{}, invalid(errors.New("--reason: at most 500 characters"))
 	}
+	// Status, the audit log and notifications show it on one line, and
+	// status prints it to a terminal.
+	if strings.ContainsFunc(reason, unicode.IsControl) {
+		return Result{}, invalid(errors.New("--reason: one line of text, without control characters"))
+	}
 	return e.holdChange(ctx, actor, "hold", func(tx *store.Tx, dir *policy.Directory, now time.Time) (holdEdit, error) {
 		uid, name, err := e.holdTarget(ctx, dir, req.User)
 		if err != nil {
@@ -234,8 +240,9 @@ func (e *Engine) Release(ctx context.Context, actor Actor, ref string) (Result, 
 	})
 }
 
-// ExpireHolds ends the holds whose time ran out, for the daemon's timer;
-// each ended hold gets its audit record. Nothing expired is no change.
+// ExpireHolds ends the holds whose time ran out, for the daemon's timer,
+// as one change: one audit record names every hold it ended. Nothing
+// expired is no change.
 func (e *Engine) ExpireHolds(ctx context.Context) (Result, error) {
 	actor := Actor{Name: "expiry", Source: "daemon"}
 	return e.holdChange(ctx, actor, "release", func(tx *store.Tx, _ *policy.Directory, now time.Time) (holdEdit, error) {
@@ -296,20 +303,11 @@ type holdEdit struct {
 // once the kernel enforces the new set of held uids.
 func (e *Engine) holdChange(ctx context.Context, actor Actor, op string,
 	edit func(tx *store.Tx, dir *policy.Directory, now time.Time) (holdEdit, error)) (Result, error) {
-	unlock, err := lockFile(ctx, filepath.Join(e.cfg.StateDir, "lock"))
+	dir, tx, end, err := e.beginChange(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	defer unlock()
-	dir, err := e.Directory()
-	if err != nil {
-		return Result{}, err
-	}
-	tx, err := e.store.Begin(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	defer tx.Rollback()
+	defer end()
 	p, _, err := tx.Policy(ctx)
 	if err != nil {
 		return Result{}, err
@@ -345,11 +343,7 @@ func (e *Engine) holdChange(ctx context.Context, actor Actor, op string,
 		res, _ := e.resolve(ctx, p, after)
 		rs = compile(p, res, after)
 		if err := e.applyRuleset(ctx, p.Backend, rs); err != nil {
-			tx.Rollback()
-			rec.Outcome = "failed: " + err.Error()
-			if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
-				e.log.Error("cannot record failed change in the audit log", "err", aerr)
-			}
+			e.auditFailed(ctx, tx, rec, err)
 			return Result{}, err
 		}
 	}
@@ -363,11 +357,8 @@ func (e *Engine) holdChange(ctx context.Context, actor Actor, op string,
 		}
 		return nil
 	}
-	if err := tx.AppendAudit(ctx, rec); err != nil {
-		return Result{}, errors.Join(err, restore())
-	}
-	if err := tx.Commit(); err != nil {
-		return Result{}, errors.Join(err, restore())
+	if err := commitAudited(ctx, tx, rec, restore); err != nil {
+		return Result{}, err
 	}
 	if enforcing {
 		e.endSessions(ctx, rs)

@@ -73,28 +73,6 @@ func storedCgroup(b enforce.Backend, cgroup string) string {
 	return cgroup
 }
 
-// cgroupPlaced is a backend that attaches to a cgroup and can be told
-// which one (bpf).
-type cgroupPlaced interface {
-	WithCgroup(path string) enforce.Backend
-}
-
-// placed is bs with the cgroup backends pointed at cgroup (empty: as they
-// are), so that probing and applying a policy file's cgroup happen there.
-func placed(bs []enforce.Backend, cgroup string) []enforce.Backend {
-	if cgroup == "" {
-		return bs
-	}
-	out := make([]enforce.Backend, len(bs))
-	for i, b := range bs {
-		if p, ok := b.(cgroupPlaced); ok {
-			b = p.WithCgroup(cgroup)
-		}
-		out[i] = b
-	}
-	return out
-}
-
 // Disable turns the restriction off and removes smtpguard's kernel rules.
 // Disabling what is already disabled still removes any leftover rules.
 func (e *Engine) Disable(ctx context.Context, actor Actor) (Result, error) {
@@ -231,7 +209,7 @@ func (e *Engine) Import(ctx context.Context, actor Actor, f policy.File, source 
 			return Result{}, invalid(fmt.Errorf("cgroup: %w", err))
 		}
 		// Probe where the file's cgroup says, never near the root.
-		choice, err := enforce.Select(ctx, f.Backend, placed(e.cfg.Backends, f.Cgroup))
+		choice, err := enforce.Select(ctx, f.Backend, enforce.InCgroup(e.cfg.Backends, f.Cgroup))
 		if err != nil {
 			if f.Backend != policy.BackendAuto && e.unknownBackend(f.Backend) {
 				return Result{}, invalid(fmt.Errorf("backend: %w", err))

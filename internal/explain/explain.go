@@ -180,7 +180,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) session(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	start := s.cfg.Now()
-	c.SetDeadline(time.Now().Add(s.cfg.Session))
+	end := time.Now().Add(s.cfg.Session)
+	c.SetDeadline(end)
 	// A daemon stopping ends its sessions at once.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
@@ -208,12 +209,12 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 	}
 	s.served.Add(1)
 	reason := Reason(user, o, known, ref)
-	s.dialogue(c, reason)
+	s.dialogue(ctx, c, reason, end)
 }
 
-// dialogue writes the greeting and answers commands until QUIT, the limit
-// or the deadline.
-func (s *Server) dialogue(c net.Conn, reason string) {
+// dialogue writes the greeting and answers commands until QUIT, the limit,
+// the session's end or ctx's.
+func (s *Server) dialogue(ctx context.Context, c net.Conn, reason string, end time.Time) {
 	w := bufio.NewWriter(c)
 	reply := func(line string) bool {
 		w.WriteString(line)
@@ -225,7 +226,16 @@ func (s *Server) dialogue(c net.Conn, reason string) {
 	}
 	r := bufio.NewReaderSize(c, maxLine)
 	for range s.cfg.MaxCommands {
-		c.SetReadDeadline(time.Now().Add(s.cfg.Idle)) // within the session's own deadline
+		if ctx.Err() != nil {
+			return // a new read deadline would undo the stop's
+		}
+		// Each wait ends by the session's end: a read deadline replaces
+		// the one SetDeadline set.
+		wait := time.Now().Add(s.cfg.Idle)
+		if wait.After(end) {
+			wait = end
+		}
+		c.SetReadDeadline(wait)
 		line, err := readLine(r)
 		switch {
 		case errors.Is(err, errLineTooLong):

@@ -33,10 +33,13 @@ const (
 const ImplicitTLSPort = 465
 
 // DefaultExplainPort is where the daemon's explain responder listens on
-// 127.0.0.1 and ::1 unless "serve --explain-port" says otherwise. It is not
-// a port any MTA or content filter uses by convention (10024-10026 are
-// amavis's).
-const DefaultExplainPort = 11025
+// 127.0.0.1 and ::1 unless "serve --explain-port" says otherwise. It is
+// below 1024, so only root may listen there: whenever no daemon listens
+// (stopped, restarting) the kernel still hands every blocked connection to
+// that port, and a user's listener would read the others' mail and
+// credentials. It is below 512 too, out of the range bindresvport(3) (NFS,
+// RPC) draws from, and no MTA or content filter uses it by convention.
+const DefaultExplainPort = 325
 
 // defaultPorts are the remote SMTP ports a new policy restricts: SMTP,
 // SMTPS (implicit TLS submission), submission, and 2525, which relays

@@ -76,6 +76,8 @@ type Config struct {
 type Sender struct {
 	cfg   Config
 	queue chan delivery
+	// where is the URL as logs show it (Redacted).
+	where string
 }
 
 type delivery struct {
@@ -119,7 +121,24 @@ func New(cfg Config) (*Sender, error) {
 	if cfg.Failed == nil {
 		cfg.Failed = func(string) {}
 	}
-	return &Sender{cfg: cfg, queue: make(chan delivery, cfg.QueueSize)}, nil
+	return &Sender{cfg: cfg, queue: make(chan delivery, cfg.QueueSize), where: Redacted(cfg.URL)}, nil
+}
+
+// Redacted is a webhook URL as logs and errors may show it: scheme and host
+// only, since many receivers (Slack, Teams, Discord) take their credential
+// in the path or the query, and the journal has more readers than the
+// daemon's configuration.
+func Redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "(the webhook URL)"
+	}
+	out := u.Scheme + "://" + u.Host
+	switch {
+	case (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "":
+		return out + u.Path
+	}
+	return out + "/…"
 }
 
 // Send queues v, marshalled to JSON now, for delivery with event in the
@@ -179,12 +198,12 @@ func (s *Sender) deliver(ctx context.Context, d delivery) {
 		}
 		last = err
 		if !retry {
-			s.cfg.Logger.Warn("webhook refused the notification", "url", s.cfg.URL, "event", d.event, "err", err)
+			s.cfg.Logger.Warn("webhook refused the notification", "url", s.where, "event", d.event, "err", err)
 			s.cfg.Failed(FailRejected)
 			return
 		}
 	}
-	s.cfg.Logger.Warn("webhook not delivered", "url", s.cfg.URL, "event", d.event, "attempts", s.cfg.MaxAttempts, "err", last)
+	s.cfg.Logger.Warn("webhook not delivered", "url", s.where, "event", d.event, "attempts", s.cfg.MaxAttempts, "err", last)
 	s.cfg.Failed(FailGaveUp)
 }
 
@@ -204,6 +223,10 @@ func (s *Sender) post(ctx context.Context, d delivery) (retry bool, err error) {
 	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = s.where // it would name the whole URL
+		}
 		return true, err
 	}
 	defer resp.Body.Close()
@@ -212,9 +235,9 @@ func (s *Sender) post(ctx context.Context, d delivery) (retry bool, err error) {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return false, nil
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout:
-		return true, fmt.Errorf("POST %s: %s", s.cfg.URL, resp.Status)
+		return true, fmt.Errorf("POST %s: %s", s.where, resp.Status)
 	}
-	return false, fmt.Errorf("POST %s: %s", s.cfg.URL, resp.Status)
+	return false, fmt.Errorf("POST %s: %s", s.where, resp.Status)
 }
 
 // Sign returns the SignatureHeader value for body: "sha256=" and the hex

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -88,26 +87,7 @@ func (s *suite) bpfAttached() (bool, error) {
 // attached to the cgroup (the maps are filled before the attach).
 func (s *suite) measureCLILatencyBPF() (allowMS map[int]float64, enableMS float64) {
 	s.b.Helper()
-	allowMS = map[int]float64{}
-	next := uint32(probeUID + 500)
-	for _, n := range []int{smallUIDs, largeUIDs} {
-		s.sg("import", s.writePolicyFor(colBPF, n))
-		var ds []time.Duration
-		for range s.p.latencyRuns {
-			uid := next
-			next++
-			start := time.Now()
-			if _, _, err := s.sgTimed("allow", "user", strconv.Itoa(int(uid))); err != nil {
-				s.b.Fatal(err)
-			}
-			seen, err := s.waitBPFUID(2*time.Second, uid)
-			if err != nil {
-				s.b.Fatalf("bpf: after smtpguard allow user %d (%d uids): %v", uid, n, err)
-			}
-			ds = append(ds, seen.Sub(start))
-		}
-		allowMS[n] = medianMS(ds)
-	}
+	allowMS = s.allowLatency(probeUID+500, func(n int) string { return s.writePolicyFor(colBPF, n) }, s.waitBPFUID)
 	s.sg("import", s.writePolicyFor(colBPF, smallUIDs))
 	var enables []time.Duration
 	for range s.p.enableRuns {

@@ -137,14 +137,16 @@ func (s *suite) waitUID(bound time.Duration, uid uint32) (time.Time, error) {
 	}
 }
 
-// measureCLILatency is P4: `smtpguard allow user U` from fork until the uid
-// is in the kernel's set (at the CLI's exit, or the first poll after it
-// that sees it), and `enable` from scratch until the table is there.
-func (s *suite) measureCLILatency() {
+// allowLatency is P4's allow part for one backend: with smallUIDs and then
+// largeUIDs allowed (the policy file policyFor writes), the median time
+// from `smtpguard allow user U` (U from first on) until wait sees U in the
+// kernel.
+func (s *suite) allowLatency(first uint32, policyFor func(n int) string, wait func(bound time.Duration, uid uint32) (time.Time, error)) map[int]float64 {
+	s.b.Helper()
 	allowMS := map[int]float64{}
-	next := uint32(probeUID + 100)
+	next := first
 	for _, n := range []int{smallUIDs, largeUIDs} {
-		s.sg("import", s.writePolicy(n))
+		s.sg("import", policyFor(n))
 		var ds []time.Duration
 		for range s.p.latencyRuns {
 			uid := next
@@ -153,7 +155,7 @@ func (s *suite) measureCLILatency() {
 			if _, _, err := s.sgTimed("allow", "user", strconv.Itoa(int(uid))); err != nil {
 				s.b.Fatal(err)
 			}
-			seen, err := s.waitUID(2*time.Second, uid)
+			seen, err := wait(2*time.Second, uid)
 			if err != nil {
 				s.b.Fatalf("after smtpguard allow user %d (%d uids): %v", uid, n, err)
 			}
@@ -161,6 +163,14 @@ func (s *suite) measureCLILatency() {
 		}
 		allowMS[n] = medianMS(ds)
 	}
+	return allowMS
+}
+
+// measureCLILatency is P4: `smtpguard allow user U` from fork until the uid
+// is in the kernel's set (at the CLI's exit, or the first poll after it
+// that sees it), and `enable` from scratch until the table is there.
+func (s *suite) measureCLILatency() {
+	allowMS := s.allowLatency(probeUID+100, s.writePolicy, s.waitUID)
 	s.sg("import", s.writePolicy(smallUIDs))
 	full, err := s.readKernel(false)
 	if err != nil || !full.present {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 
@@ -259,46 +258,6 @@ func (w *world) refusalMessage() string {
 	return "Connection refused"
 }
 
-// counterProgram is someone else's cgroup/connect4 program: it counts the
-// connects it sees in an array map and allows them.
-func counterProgram(t *testing.T) (*ebpf.Program, *ebpf.Map) {
-	t.Helper()
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sgt_count", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "sgt_counter", Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL",
-		Instructions: asm.Instructions{
-			asm.StoreImm(asm.RFP, -8, 0, asm.Word),
-			asm.LoadMapPtr(asm.R1, m.FD()),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -8),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(asm.R0, 0, "out"),
-			asm.Mov.Imm(asm.R1, 1),
-			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
-			asm.Return(),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p, m
-}
-
-func count(t *testing.T, m *ebpf.Map) uint64 {
-	t.Helper()
-	var v uint64
-	if err := m.Lookup(uint32(0), &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // TestPrivilegedBPFCoexistsWithOtherPrograms: programs another tool attached
 // to the same cgroup (BPF_F_ALLOW_MULTI) before smtpguard and after keep
 // running on every connect while smtpguard refuses, and disable removes
@@ -313,14 +272,16 @@ func TestPrivilegedBPFCoexistsWithOtherPrograms(t *testing.T) {
 		t.Cleanup(func() { l.Close() })
 		return l
 	}
-	beforeProg, beforeCount := counterProgram(t)
+	beforeProg, beforeCount := testutil.CounterProgram(t)
 	attach(beforeProg)
 	w.enable()
-	afterProg, afterCount := counterProgram(t)
+	afterProg, afterCount := testutil.CounterProgram(t)
 	attach(afterProg)
 	w.sgOK("allow", "group", w.group) // a policy change must not disturb them either
 
-	counts := func() [2]uint64 { return [2]uint64{count(t, beforeCount), count(t, afterCount)} }
+	counts := func() [2]uint64 {
+		return [2]uint64{testutil.ConnectCount(t, beforeCount), testutil.ConnectCount(t, afterCount)}
+	}
 	c0 := counts()
 	w.expectBlocked(&w.plain, "192.0.2.2:25")
 	w.expectReach(&w.supp, "192.0.2.2:25")

@@ -7,7 +7,6 @@
 package system
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,12 +20,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
 // The root is built once with mmdebstrap and cached: Debian 12 minbase plus
@@ -47,24 +47,6 @@ var (
 
 // containerPath is PATH for commands run inside.
 const containerPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-// syncBuffer collects the container's console output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // container is a booted systemd-nspawn container.
 type container struct {
@@ -222,7 +204,7 @@ func boot(t *testing.T, ctx context.Context, rootTar string, files map[string]st
 	cmd := exec.Command("sh", append([]string{"-c", script, "sh", nspawn, "--boot", "--directory=" + root, "--machine=" + name,
 		"--private-network", "--register=no", "--keep-unit", "--console=read-only"}, nspawnArgs...)...)
 	cmd.Env = append(os.Environ(), "SMTPGUARD_CGROUPS="+strings.Join(procsFiles, " "))
-	console := &syncBuffer{}
+	console := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = console, console
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting systemd-nspawn: %v", err)

@@ -298,25 +298,30 @@ func (b *Backend) Apply(ctx context.Context, rs policy.Ruleset) error {
 		defer closeMaps(ms)
 		// The responder's port first: a change of mode to explain in
 		// sync's config write then finds it in place.
-		if err := writeExplainPort(ms, rs); err != nil {
+		undo, err := writeExplainPort(ms, rs)
+		if err != nil {
 			return err
 		}
-		return b.sync(b.kmaps(ms), ids, want)
+		if err := b.sync(b.kmaps(ms), ids, want); err != nil {
+			return errors.Join(err, undo())
+		}
+		return nil
 	}
 	coll, spec, err := b.load(true)
 	if err != nil {
 		return err
 	}
 	defer coll.Close()
-	if err := writeExplainPort(coll.Maps, rs); err != nil {
+	undo, err := writeExplainPort(coll.Maps, rs)
+	if err != nil {
 		return err
 	}
 	ids, err := mapIDs(coll.Maps)
 	if err != nil {
-		return err
+		return errors.Join(err, undo())
 	}
 	if err := b.sync(b.kmaps(coll.Maps), ids, want); err != nil {
-		return err
+		return errors.Join(err, undo())
 	}
 	for _, h := range hooks {
 		if err := b.ensureAttached(h, coll, spec, cg); err != nil {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -505,59 +504,19 @@ func (l *eventLog) waitFor(t *testing.T, n int, match func(Event) bool) []Event 
 	}
 }
 
-// counterProgram is someone else's cgroup/connect4 program: it counts
-// connects in a map and allows them.
-func counterProgram(t *testing.T) (*ebpf.Program, *ebpf.Map) {
-	t.Helper()
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sgt_count", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "sgt_counter", Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL",
-		Instructions: asm.Instructions{
-			asm.StoreImm(asm.RFP, -8, 0, asm.Word),
-			asm.LoadMapPtr(asm.R1, m.FD()),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -8),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(asm.R0, 0, "out"),
-			asm.Mov.Imm(asm.R1, 1),
-			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
-			asm.Return(),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p, m
-}
-
-func count(t *testing.T, m *ebpf.Map) uint64 {
-	t.Helper()
-	var v uint64
-	if err := m.Lookup(uint32(0), &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // TestPrivilegedBPFCoexistence: programs attached to the same cgroup by
 // someone else, before smtpguard and after, keep running, and smtpguard's
 // refusal still wins.
 func TestPrivilegedBPFCoexistence(t *testing.T) {
 	w := newWorld(t)
-	before, beforeCount := counterProgram(t)
+	before, beforeCount := testutil.CounterProgram(t)
 	l1, err := link.AttachCgroup(link.CgroupOptions{Path: w.cg.Path, Attach: ebpf.AttachCGroupInet4Connect, Program: before})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l1.Close()
 	w.apply(w.ruleset(policy.ModeReject))
-	after, afterCount := counterProgram(t)
+	after, afterCount := testutil.CounterProgram(t)
 	l2, err := link.AttachCgroup(link.CgroupOptions{Path: w.cg.Path, Attach: ebpf.AttachCGroupInet4Connect, Program: after})
 	if err != nil {
 		t.Fatal(err)
@@ -566,7 +525,7 @@ func TestPrivilegedBPFCoexistence(t *testing.T) {
 	w.apply(w.ruleset(policy.ModeReject)) // an Apply must not disturb them either
 	w.check("with two other programs", w.connect(helperConnect, &w.user, hostPort(serverV4, 80), hostPort(serverV4, 25)),
 		[]expect{{addr: hostPort(serverV4, 80)}, {addr: hostPort(serverV4, 25), errno: w.refusal}})
-	if b, a := count(t, beforeCount), count(t, afterCount); b == 0 || a == 0 {
+	if b, a := testutil.ConnectCount(t, beforeCount), testutil.ConnectCount(t, afterCount); b == 0 || a == 0 {
 		t.Errorf("other programs ran %d (attached before) and %d (after) times, want both at least once", b, a)
 	}
 	if err := w.b.Remove(context.Background()); err != nil {
@@ -896,7 +855,7 @@ func TestPrivilegedBPFForeignProgramPinned(t *testing.T) {
 	w := newWorld(t)
 	rs := w.ruleset(policy.ModeReject)
 	w.apply(rs)
-	foreign, _ := counterProgram(t)
+	foreign, _ := testutil.CounterProgram(t)
 	path := filepath.Join(w.b.PinDir(), pinProg4)
 	l, err := link.LoadPinnedLink(filepath.Join(w.b.PinDir(), pinLink4), nil)
 	if err != nil {

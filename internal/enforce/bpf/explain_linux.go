@@ -15,16 +15,26 @@ import (
 )
 
 // writeExplainPort sets the responder's port for rs, before the config
-// switches the programs to explain mode.
-func writeExplainPort(ms map[string]*ebpf.Map, rs policy.Ruleset) error {
+// switches the programs to explain mode. undo writes back the port it
+// replaced, for an Apply that fails after it: Apply is atomic.
+func writeExplainPort(ms map[string]*ebpf.Map, rs policy.Ruleset) (undo func() error, err error) {
 	m, ok := ms[mapExplainPort]
 	if !ok {
-		return fmt.Errorf("map %s missing from the collection", mapExplainPort)
+		return nil, fmt.Errorf("map %s missing from the collection", mapExplainPort)
+	}
+	var was uint32
+	if err := m.Lookup(uint32(0), &was); err != nil {
+		return nil, fmt.Errorf("read map %s: %w", mapExplainPort, err)
 	}
 	if err := m.Update(uint32(0), explainPortValue(rs), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("update map %s: %w", mapExplainPort, err)
+		return nil, fmt.Errorf("update map %s: %w", mapExplainPort, err)
 	}
-	return nil
+	return func() error {
+		if err := m.Update(uint32(0), was, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("restore map %s: %w", mapExplainPort, err)
+		}
+		return nil
+	}, nil
 }
 
 // explainProblems reports a responder port other than rs's.

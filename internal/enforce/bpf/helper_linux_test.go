@@ -385,6 +385,13 @@ func waitFD(fd int, events int16, deadline time.Time) bool {
 // results.
 func runIn(t *testing.T, cg *testutil.Cgroup, ns *testutil.NetNS, req helperRequest) helperResult {
 	t.Helper()
+	return startIn(t, cg, ns, req)()
+}
+
+// startIn starts the helper in cg and ns and returns a function that waits
+// for it (bounded) and returns its results; both run on the test goroutine.
+func startIn(t *testing.T, cg *testutil.Cgroup, ns *testutil.NetNS, req helperRequest) func() helperResult {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -398,24 +405,29 @@ func runIn(t *testing.T, cg *testutil.Cgroup, ns *testutil.NetNS, req helperRequ
 		t.Fatalf("start helper in cgroup %s: %v", cg.Path, err)
 	}
 	proc := testutil.Watch(cmd)
-	bound := time.Duration(len(req.Addrs))*(testutil.ConnectTimeout+2*time.Second) + 30*time.Second
-	select {
-	case <-proc.Done():
-	case <-time.After(bound):
-		proc.Kill()
-		t.Fatalf("helper still running after %v", bound)
+	t.Cleanup(proc.Kill)
+	return func() helperResult {
+		t.Helper()
+		bound := time.Duration(len(req.Addrs))*(testutil.ConnectTimeout+2*time.Second) + 30*time.Second
+		select {
+		case <-proc.Done():
+		case <-time.After(bound):
+			proc.Kill()
+			t.Fatalf("helper still running after %v", bound)
+		}
+		if !cmd.ProcessState.Success() {
+			t.Fatalf("helper %s: %v\n%s", req.Mode, cmd.ProcessState, stderr.String())
+		}
+		var res helperResult
+		if err := json.Unmarshal(lastLine(stdout.Bytes()), &res); err != nil {
+			t.Fatalf("helper output %q: %v\n%s", stdout.String(), err, stderr.String())
+		}
+		// A burst reports counts, not a result per address.
+		if req.Mode != helperBurst && len(res.Results) != len(req.Addrs) {
+			t.Fatalf("helper returned %d results for %d addresses", len(res.Results), len(req.Addrs))
+		}
+		return res
 	}
-	if !cmd.ProcessState.Success() {
-		t.Fatalf("helper %s: %v\n%s", req.Mode, cmd.ProcessState, stderr.String())
-	}
-	var res helperResult
-	if err := json.Unmarshal(lastLine(stdout.Bytes()), &res); err != nil {
-		t.Fatalf("helper output %q: %v\n%s", stdout.String(), err, stderr.String())
-	}
-	if len(res.Results) != len(req.Addrs) {
-		t.Fatalf("helper returned %d results for %d addresses", len(res.Results), len(req.Addrs))
-	}
-	return res
 }
 
 func hostPort(addr string, port int) string {

@@ -3,9 +3,7 @@
 package bpf
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,7 +20,6 @@ import (
 
 	"github.com/smtpguard/smtpguard/internal/enforce"
 	"github.com/smtpguard/smtpguard/internal/policy"
-	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
 func rateOf(t *testing.T, s string) policy.Rate {
@@ -269,44 +266,6 @@ func burst(addr string, n int) map[string]int {
 		}
 	}
 	return out
-}
-
-// startIn starts the helper in cg and ns and returns a function that waits
-// for it (bounded) and returns its results; both run on the test goroutine.
-func startIn(t *testing.T, cg *testutil.Cgroup, ns *testutil.NetNS, req helperRequest) func() helperResult {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(req)
-	cmd := cg.NetCommand(ns, exe)
-	cmd.Env = append(os.Environ(), helperEnv+"="+string(body))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cg.Start(cmd); err != nil {
-		t.Fatalf("start helper in cgroup %s: %v", cg.Path, err)
-	}
-	proc := testutil.Watch(cmd)
-	t.Cleanup(proc.Kill)
-	return func() helperResult {
-		t.Helper()
-		bound := time.Duration(len(req.Addrs))*(testutil.ConnectTimeout+2*time.Second) + 30*time.Second
-		select {
-		case <-proc.Done():
-		case <-time.After(bound):
-			proc.Kill()
-			t.Fatalf("helper still running after %v", bound)
-		}
-		if !cmd.ProcessState.Success() {
-			t.Fatalf("helper: %v\n%s", cmd.ProcessState, stderr.String())
-		}
-		var res helperResult
-		if err := json.Unmarshal(lastLine(stdout.Bytes()), &res); err != nil || (req.Mode != helperBurst && len(res.Results) != len(req.Addrs)) {
-			t.Fatalf("helper output %q: %v\n%s", stdout.String(), err, stderr.String())
-		}
-		return res
-	}
 }
 
 // TestPrivilegedBPFRateLimitDrift: a changed or extra limit and a bucket
