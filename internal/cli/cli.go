@@ -83,6 +83,10 @@ type env struct {
 	// asked (daemonChecked); nil when none runs.
 	daemon        *remote.Info
 	daemonChecked bool
+	// retryOwned: a change refused as owned elsewhere while no daemon
+	// answered is run again (mutate.go), so the engine need not audit
+	// that refusal.
+	retryOwned bool
 }
 
 // usageError marks bad command lines (exit 2).
@@ -276,6 +280,8 @@ func (e *env) openEngine(ctx context.Context, logger *slog.Logger, backends []en
 		Resolver:   e.resolver,
 		Sessions:   e.opts.Sessions,
 		Conflicts:  e.opts.Conflicts,
+		// Only a command that found no daemon runs a change again.
+		RetriesOwnedElsewhere: e.retryOwned && e.daemon == nil,
 	})
 	if err != nil {
 		return nil, err

@@ -260,7 +260,11 @@ func (src *importSource) apply(cmd *cobra.Command, e *env, f policy.File, source
 	if src.dryRun {
 		return src.preview(ctx, e, eng, f, notes)
 	}
-	res, err := eng.Import(ctx, e.actor(), f, source)
+	// On an engine of its own, run again through a daemon that started
+	// meanwhile (mutate.go).
+	res, err := e.change(ctx, func(ctx context.Context, eng *engine.Engine) (engine.Result, error) {
+		return eng.Import(ctx, e.actor(), f, source)
+	})
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,11 @@ type Config struct {
 	// NewMTAManager builds the manager of the MTA's limits (default
 	// mta.NewManager); tests put a fake MTA here.
 	NewMTAManager func(ctx context.Context, opts mta.Options, dir *policy.Directory) (mta.Manager, error)
+	// RetriesOwnedElsewhere says the caller makes a change again, through
+	// the daemon, when the kernel refuses it with enforce.ErrOwnedElsewhere
+	// (a daemon took the rules over while a command started): that refusal
+	// is not audited, so the change has one record, the retry's.
+	RetriesOwnedElsewhere bool
 }
 
 // ConflictDetector finds other tools that also block outgoing SMTP.
@@ -365,6 +370,9 @@ func (e *Engine) beginChange(ctx context.Context) (dir *policy.Directory, tx *st
 // now, is rolled back and the record goes to the audit log on its own.
 func (e *Engine) auditFailed(ctx context.Context, tx *store.Tx, rec store.AuditRecord, err error) {
 	tx.Rollback()
+	if e.cfg.RetriesOwnedElsewhere && errors.Is(err, enforce.ErrOwnedElsewhere) {
+		return // the caller's retry is audited
+	}
 	rec.Outcome = "failed: " + err.Error()
 	if aerr := e.store.AppendAudit(ctx, rec); aerr != nil {
 		e.log.Error("cannot record failed change in the audit log", "err", aerr)
