@@ -147,7 +147,7 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 		}
 		if !pidns.valid.Load() {
 			if !warnedPids {
-				b.log.Info("events carry no pid: the programs number pids in the initial pid namespace, not this reader's (pins without "+mapPidNS+", or a kernel before 6.10 without bpf_get_ns_current_pid_tgid for cgroup programs)")
+				b.log.Info("events carry no pid: the programs number pids in the initial pid namespace, not this reader's (pins without " + mapPidNS + ", or a kernel before 6.10 without bpf_get_ns_current_pid_tgid for cgroup programs)")
 				warnedPids = true
 			}
 			ev.PID, ev.TGID = 0, 0
