@@ -8,8 +8,9 @@ import "github.com/cilium/ebpf"
 // device as the kernel's dev_t (MKDEV, not stat's encoding) and the
 // namespace's inode. The programs then report pids with
 // bpf_get_ns_current_pid_tgid, which fills in 0 for a process whose own pid
-// namespace is another (the reader's /proc names it under no pid we know, or
-// under another number). Zeroes (a new map, or a reader in the initial pid
+// namespace is another (nested in the reader's, or outside it): the helper
+// cannot translate, and 0 is unknown where another number would name the
+// wrong process. Zeroes (a new map, or a reader in the initial pid
 // namespace) keep bpf_get_current_pid_tgid: the initial namespace's pids,
 // which name processes in nested namespaces too. Its own map, not a field
 // of sg_config: pinned maps of older versions keep their layout.
