@@ -145,12 +145,12 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 			b.log.Warn("malformed bpf event", "bytes", len(rec.RawSample))
 			continue
 		}
-		if !pidns.valid.Load() {
-			if !warnedPids {
+		if !pidns.pidsOK(nativeEndian.Uint64(rec.RawSample[evBootNs:])) {
+			if !warnedPids && !pidns.valid.Load() {
 				b.log.Info("events carry no pid: the programs number pids in the initial pid namespace, not this reader's (pins without " + mapPidNS + ", or a kernel before 6.10 without bpf_get_ns_current_pid_tgid for cgroup programs)")
 				warnedPids = true
 			}
-			ev.PID, ev.TGID = 0, 0
+			ev.PID, ev.TGID = 0, 0 // unknown, not another namespace's number
 		}
 		sink(ev)
 	}

@@ -57,6 +57,11 @@ type helperRequest struct {
 	Burst int
 	// BPFFS, Cgroup and NetNS (a path) are helperPidNSReader's world.
 	BPFFS, Cgroup, NetNS string
+	// Unpinned: sg_pidns is not pinned (helperPidNSReader does not wait
+	// for it). EarlierPort: helperPidNSReader also reports the event of an
+	// attempt to this port made before it started.
+	Unpinned    bool
+	EarlierPort uint16
 }
 
 // The socket kinds of helperRequest.Kind.

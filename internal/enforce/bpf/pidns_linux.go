@@ -18,7 +18,8 @@ import (
 // whose /proc enrichment looks the pids up, and the only process reading
 // the ring. It writes its own namespace when it opens the ring and puts it
 // back each second if someone changed it (an upgrade's Apply creating the
-// map afresh while the reader runs). Apply leaves the map alone: the CLI
+// map afresh while the reader runs); events stamped before such a change
+// lose their pids (pidsOK). Apply leaves the map alone: the CLI
 // may apply from another pid namespace (nsenter) than the daemon's.
 
 // ownPidNS is sg_pidns's value for the caller's pid namespace.
@@ -41,6 +42,18 @@ type pidNSWriter struct {
 	// namespace's, which would name the wrong process here. Read by the
 	// ring's reader goroutine, set by the ticker's.
 	valid atomic.Bool
+	// since is when (CLOCK_BOOTTIME ns) this writer last changed the map.
+	// An event stamped before it may have been numbered in the namespace
+	// the map named before (another reader's, or the initial one): its
+	// pids are not ours. The programs take the time before they read the
+	// map, so an event stamped at or after since read our namespace.
+	since atomic.Uint64
+}
+
+// pidsOK: the pids of an event stamped bootNs are numbered in the reader's
+// namespace (or are 0).
+func (w *pidNSWriter) pidsOK(bootNs uint64) bool {
+	return w.valid.Load() && bootNs >= w.since.Load()
 }
 
 // newPidNSWriter writes the caller's namespace into the pinned sg_pidns.
@@ -85,5 +98,11 @@ func (w *pidNSWriter) ensure() (changed bool, err error) {
 	if err := m.Update(uint32(0), w.want, ebpf.UpdateAny); err != nil {
 		return false, fmt.Errorf("update map %s: %w", mapPidNS, err)
 	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		w.since.Store(^uint64(0)) // no event's pids can be told apart
+		return true, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	w.since.Store(uint64(ts.Nano()))
 	return true, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,12 +25,13 @@ import (
 	"github.com/smtpguard/smtpguard/internal/testutil"
 )
 
-// pidNSSeen is one attempt helperPidNSReader made and the event it read.
+// pidNSSeen is one attempt helperPidNSReader made (or was told of) and the
+// event it read.
 type pidNSSeen struct {
 	Port uint16
 	// ForkPID is the connecting process's pid as the reader's fork
 	// returned it: the number the reader's /proc shows. SelfPID is what
-	// getpid() told the process itself.
+	// getpid() told the process itself. Both 0 for an earlier attempt.
 	ForkPID, SelfPID int
 	Found            bool // an event of the attempt arrived
 	PID, TGID        uint32
@@ -40,21 +42,78 @@ type pidNSSeen struct {
 // test-fresh), gets the pid of a process in its namespace as its /proc
 // numbers it, not as the initial namespace does (the old programs reported
 // the initial namespace's pid, which the daemon's /proc enrichment looked up
-// as another process or none). A process in a pid namespace nested further
-// gets pid 0, unknown, never a wrong number.
+// as another process or none). Where the pid cannot be numbered in its
+// namespace it gets 0, unknown, never a wrong number: a process in a pid
+// namespace nested further, an attempt made before the reader wrote its
+// namespace, and pins without sg_pidns (an older version's).
 func TestPrivilegedBPFEventsInTheReadersPidNamespace(t *testing.T) {
-	w := newWorld(t)
+	testutil.Privileged(t)
 	if !haveNsPid() {
 		t.Skip("this kernel lacks bpf_get_ns_current_pid_tgid for cgroup programs (Linux 6.10): events keep the initial namespace's pids")
 	}
-	w.apply(w.ruleset(policy.ModeReject))
+	for _, c := range []struct {
+		name     string
+		unpinned bool
+		earlier  bool
+	}{
+		{"sg_pidns pinned", false, false},
+		{"an attempt before the reader started", false, true},
+		{"sg_pidns not pinned (an older version's pins)", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.apply(w.ruleset(policy.ModeReject))
+			req := helperRequest{Mode: helperPidNSReader, UID: w.user.UID, GID: w.user.GID,
+				Addrs: []string{hostPort(serverV4, 25), hostPort(serverV6, 587)},
+				BPFFS: w.bpffs, Cgroup: w.cg.Path, NetNS: w.client.Path(), Unpinned: c.unpinned}
+			if c.unpinned {
+				// The programs keep the map (zeroes); only the pin goes.
+				if err := os.Remove(filepath.Join(w.b.PinDir(), mapPidNS)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.earlier {
+				// Numbered in the initial namespace (the map holds zeroes
+				// yet): the reader must not take it for one of its pids.
+				req.EarlierPort = 465
+				w.connect(helperConnect, &w.user, hostPort(serverV4, 465))
+			}
+			res := runReaderInPidNS(t, w, req)
+			same, nested := res.Seen[0], res.Seen[1]
+			if same.ForkPID != same.SelfPID || same.ForkPID == 0 {
+				t.Fatalf("connecting process in the reader's namespace: fork returned %d, getpid %d", same.ForkPID, same.SelfPID)
+			}
+			pid := uint32(same.ForkPID)
+			if c.unpinned {
+				pid = 0
+			}
+			want := []pidNSSeen{
+				{Port: 25, ForkPID: same.ForkPID, SelfPID: same.ForkPID, Found: true, PID: pid, TGID: pid},
+				{Port: 587, ForkPID: nested.ForkPID, SelfPID: 1, Found: true},
+			}
+			if c.earlier {
+				want = append(want, pidNSSeen{Port: 465, Found: true})
+			}
+			if diff := cmp.Diff(want, res.Seen); diff != "" {
+				t.Errorf("events read in a pid namespace (-want +got):\n%s\nreader's log:\n%s", diff, res.log)
+			}
+		})
+	}
+}
+
+type readerResult struct {
+	helperResult
+	log string
+}
+
+// runReaderInPidNS runs helperPidNSReader in a new pid namespace in w's
+// cgroup and returns what it saw.
+func runReaderInPidNS(t *testing.T, w *world, req helperRequest) readerResult {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := helperRequest{Mode: helperPidNSReader, UID: w.user.UID, GID: w.user.GID,
-		Addrs: []string{hostPort(serverV4, 25), hostPort(serverV6, 587)},
-		BPFFS: w.bpffs, Cgroup: w.cg.Path, NetNS: w.client.Path()}
 	body, _ := json.Marshal(req)
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(body))
@@ -69,30 +128,49 @@ func TestPrivilegedBPFEventsInTheReadersPidNamespace(t *testing.T) {
 	t.Cleanup(proc.Kill)
 	select {
 	case <-proc.Done():
-	case <-time.After(60 * time.Second):
+	case <-time.After(90 * time.Second):
 		proc.Kill()
-		t.Fatalf("reader still running after 60s; stderr:\n%s", stderr.String())
+		t.Fatalf("reader still running after 90s; stderr:\n%s", stderr.String())
 	}
 	if !cmd.ProcessState.Success() {
 		t.Fatalf("reader: %v\n%s", cmd.ProcessState, stderr.String())
 	}
-	var res helperResult
-	if err := json.Unmarshal(lastLine(stdout.Bytes()), &res); err != nil {
+	res := readerResult{log: stderr.String()}
+	if err := json.Unmarshal(lastLine(stdout.Bytes()), &res.helperResult); err != nil {
 		t.Fatalf("reader output %q: %v\n%s", stdout.String(), err, stderr.String())
 	}
-	if len(res.Seen) != 2 {
-		t.Fatalf("reader saw %d attempts, want 2: %+v\n%s", len(res.Seen), res.Seen, stderr.String())
+	if len(res.Seen) < 2 {
+		t.Fatalf("reader saw %d attempts, want at least 2: %+v\n%s", len(res.Seen), res.Seen, res.log)
 	}
-	same, nested := res.Seen[0], res.Seen[1]
-	if same.ForkPID != same.SelfPID || same.ForkPID == 0 {
-		t.Fatalf("connecting process in the reader's namespace: fork returned %d, getpid %d", same.ForkPID, same.SelfPID)
-	}
-	want := []pidNSSeen{
-		{Port: 25, ForkPID: same.ForkPID, SelfPID: same.ForkPID, Found: true, PID: uint32(same.ForkPID), TGID: uint32(same.ForkPID)},
-		{Port: 587, ForkPID: nested.ForkPID, SelfPID: 1, Found: true, PID: 0, TGID: 0},
-	}
-	if diff := cmp.Diff(want, res.Seen); diff != "" {
-		t.Errorf("events read in a pid namespace (-want +got):\n%s\nreader's log:\n%s", diff, stderr.String())
+	return res
+}
+
+// readerEvents is what the reader's EventsDetailed delivered.
+type readerEvents struct {
+	mu     sync.Mutex
+	events []Event
+	added  chan struct{}
+}
+
+// find waits (bounded) for an event of uid to port.
+func (r *readerEvents) find(uid uint32, port uint16, done <-chan error) (Event, bool, error) {
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		for _, e := range r.events {
+			if e.UID == uid && e.DstPort == port {
+				r.mu.Unlock()
+				return e, true, nil
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.added:
+		case err := <-done:
+			return Event{}, false, fmt.Errorf("EventsDetailed ended: %v", err)
+		case <-deadline:
+			return Event{}, false, nil
+		}
 	}
 }
 
@@ -114,23 +192,31 @@ func runPidNSReader(req helperRequest) ([]pidNSSeen, error) {
 		BPFFS: req.BPFFS, CgroupPath: req.Cgroup})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	events := make(chan Event, 64)
+	evs := &readerEvents{added: make(chan struct{}, 1)}
 	done := make(chan error, 1)
 	go func() {
 		done <- b.EventsDetailed(ctx, func(e Event) {
+			evs.mu.Lock()
+			evs.events = append(evs.events, e)
+			evs.mu.Unlock()
 			select {
-			case events <- e:
+			case evs.added <- struct{}{}:
 			default:
 			}
 		})
 	}()
-	// The reader writes its namespace when it opens the ring.
-	want, err := ownPidNS()
-	if err != nil {
-		return nil, err
-	}
-	if err := waitPidNS(b.PinDir(), want, done); err != nil {
-		return nil, err
+	// The reader writes its namespace when it opens the ring; events
+	// written before stay in the ring for it. Unpinned, nothing tells that
+	// it opened, and nothing needs to: the programs number in the initial
+	// namespace either way.
+	if !req.Unpinned {
+		want, err := ownPidNS()
+		if err != nil {
+			return nil, err
+		}
+		if err := waitPidNS(b.PinDir(), want, done); err != nil {
+			return nil, err
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -149,7 +235,7 @@ func runPidNSReader(req helperRequest) ([]pidNSSeen, error) {
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
-		s := pidNSSeen{ForkPID: cmd.Process.Pid}
+		s := pidNSSeen{ForkPID: cmd.Process.Pid, Port: netip.MustParseAddrPort(addr).Port()}
 		timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
 		err := cmd.Wait()
 		timer.Stop()
@@ -164,23 +250,19 @@ func runPidNSReader(req helperRequest) ([]pidNSSeen, error) {
 			return nil, fmt.Errorf("connect to %s was not refused: %+v", addr, res.Results)
 		}
 		s.SelfPID = res.PID
-		s.Port = netip.MustParseAddrPort(addr).Port()
-		deadline := time.After(10 * time.Second)
-	wait:
-		for {
-			select {
-			case e := <-events:
-				if e.UID == req.UID && e.DstPort == s.Port {
-					s.Found, s.PID, s.TGID = true, e.PID, e.TGID
-					break wait
-				}
-			case err := <-done:
-				return nil, fmt.Errorf("EventsDetailed ended: %v", err)
-			case <-deadline:
-				break wait
-			}
+		e, found, err := evs.find(req.UID, s.Port, done)
+		if err != nil {
+			return nil, err
 		}
+		s.Found, s.PID, s.TGID = found, e.PID, e.TGID
 		seen = append(seen, s)
+	}
+	if req.EarlierPort != 0 {
+		e, found, err := evs.find(req.UID, req.EarlierPort, done)
+		if err != nil {
+			return nil, err
+		}
+		seen = append(seen, pidNSSeen{Port: req.EarlierPort, Found: found, PID: e.PID, TGID: e.TGID})
 	}
 	return seen, nil
 }
