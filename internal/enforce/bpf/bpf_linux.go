@@ -146,10 +146,16 @@ func haveSetRetval() bool {
 	return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnSetRetval) == nil
 }
 
+// haveNsPid: bpf_get_ns_current_pid_tgid is allowed in cgroup/connect
+// programs (every program type since Linux 6.10, tracing only before).
+func haveNsPid() bool {
+	return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetNsCurrentPidTgid) == nil
+}
+
 // collectionSpec is both programs and every map. pinned maps are found by
 // name under the pin directory (and pinned there when created).
 func (b *Backend) collectionSpec(pinned bool) *ebpf.CollectionSpec {
-	opts := progOptions{setRetval: haveSetRetval()}
+	opts := progOptions{setRetval: haveSetRetval(), nsPid: haveNsPid()}
 	maps := mapSpecs(b.cfg.RingSize)
 	if pinned {
 		for _, m := range maps {

@@ -374,20 +374,24 @@ func TestPrivilegedBPFEvents(t *testing.T) {
 	if len(comm) > 15 {
 		comm = comm[:15]
 	}
-	// The kernel reports pids as the initial pid namespace numbers them; a
-	// test run inside a pid namespace (make test-fresh) sees others, so the
-	// event is found by what only this attempt has.
-	pid := uint32(res.PID)
-	initialPidNS := inInitialPidNamespace(t)
+	// Pids are numbered in the reader's pid namespace (this test's, also
+	// when make test-fresh runs it in a container); a kernel that cannot
+	// (before 6.10) numbers them in the initial one, which a reader in
+	// another namespace reports as 0, unknown.
+	numbered := inInitialPidNamespace(t) || haveNsPid()
+	pidOf := func(r helperResult) uint32 {
+		if !numbered {
+			return 0
+		}
+		return uint32(r.PID)
+	}
+	pid := pidOf(res)
 	ours := func(port uint16) func(Event) bool {
 		return func(e Event) bool {
-			return e.UID == w.user.UID && e.DstPort == port && (!initialPidNS || e.TGID == pid)
+			return e.UID == w.user.UID && e.DstPort == port && e.TGID == pid
 		}
 	}
 	got := events.waitFor(t, 1, ours(465))[0]
-	if !initialPidNS {
-		pid = got.TGID // only their equality can be checked
-	}
 	hostCookie := hostNetnsCookie(t)
 	want := Event{
 		Event: enforce.Event{UID: w.user.UID, HasUID: true, Family: 6, Dst: netip.MustParseAddr(serverV6), DstPort: 465, Action: enforce.ActionBlocked,
@@ -409,7 +413,7 @@ func TestPrivilegedBPFEvents(t *testing.T) {
 	}
 	// A mapped destination is reported as the IPv4 address it reaches.
 	res = w.connect(helperConnect, &w.user, hostPort("::ffff:"+serverV4, 25))
-	pid = uint32(res.PID)
+	pid = pidOf(res)
 	got = events.waitFor(t, 1, ours(25))[0]
 	if got.Family != 4 || got.Dst != netip.MustParseAddr(serverV4) || !got.Mapped {
 		t.Errorf("mapped event: family %d dst %s mapped %t, want 4 %s true", got.Family, got.Dst, got.Mapped, serverV4)

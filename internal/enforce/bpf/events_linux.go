@@ -77,6 +77,12 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 	if err != nil {
 		return err
 	}
+	pidns, err := b.newPidNSWriter()
+	if err != nil {
+		// The events still count; only their pids cannot be trusted.
+		b.log.Warn("cannot tell the programs this reader's pid namespace: events carry no pid", "err", err)
+		pidns = &pidNSWriter{}
+	}
 	stop := make(chan error, 1)
 	done := make(chan struct{})
 	defer close(done)
@@ -97,6 +103,13 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 				rd.Close()
 				return
 			}
+			if pidns.path != "" {
+				if changed, err := pidns.ensure(); err != nil {
+					b.log.Warn("keep this reader's pid namespace in the programs' map", "err", err)
+				} else if changed {
+					b.log.Info("wrote this reader's pid namespace into the programs' map again", "map", mapPidNS)
+				}
+			}
 			n, err := sumDrops(drops)
 			if err != nil {
 				b.log.Warn("read the bpf event drop counter", "err", err)
@@ -111,6 +124,7 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 		}
 	}()
 	var rec ringbuf.Record
+	warnedPids := false
 	for {
 		if err := rd.ReadInto(&rec); err != nil {
 			if ctx.Err() != nil {
@@ -130,6 +144,13 @@ func (b *Backend) EventsDetailed(ctx context.Context, sink func(Event)) error {
 		if !ok {
 			b.log.Warn("malformed bpf event", "bytes", len(rec.RawSample))
 			continue
+		}
+		if !pidns.pidsOK(nativeEndian.Uint64(rec.RawSample[evBootNs:])) {
+			if !warnedPids && !pidns.valid.Load() {
+				b.log.Info("events carry no pid: the programs number pids in the initial pid namespace, not this reader's (pins without " + mapPidNS + ", or a kernel before 6.10 without bpf_get_ns_current_pid_tgid for cgroup programs)")
+				warnedPids = true
+			}
+			ev.PID, ev.TGID = 0, 0 // unknown, not another namespace's number
 		}
 		sink(ev)
 	}

@@ -40,6 +40,9 @@ const (
 	// to Addrs[0] as fast as it can, each socket closed at once, and
 	// counts the outcomes (ratelimit_privileged_test.go).
 	helperBurst = "burst"
+	// helperPidNSReader reads events in its own pid namespace and starts
+	// connecting helpers there (pidns_privileged_test.go).
+	helperPidNSReader = "pidnsreader"
 )
 
 type helperRequest struct {
@@ -52,6 +55,13 @@ type helperRequest struct {
 	Kind string
 	// Burst is how many connects helperBurst makes.
 	Burst int
+	// BPFFS, Cgroup and NetNS (a path) are helperPidNSReader's world.
+	BPFFS, Cgroup, NetNS string
+	// Unpinned: sg_pidns is not pinned (helperPidNSReader does not wait
+	// for it). EarlierPort: helperPidNSReader also reports the event of an
+	// attempt to this port made before it started.
+	Unpinned    bool
+	EarlierPort uint16
 }
 
 // The socket kinds of helperRequest.Kind.
@@ -67,6 +77,8 @@ type helperResult struct {
 	// Outcomes counts helperBurst's connects by errno ("EINPROGRESS": let
 	// through).
 	Outcomes map[string]int
+	// Seen is what helperPidNSReader saw.
+	Seen []pidNSSeen
 }
 
 type connResult struct {
@@ -160,6 +172,10 @@ func runHelper(req helperRequest) (helperResult, error) {
 			}
 			res.Results = append(res.Results, r)
 		}
+	case helperPidNSReader:
+		seen, err := runPidNSReader(req)
+		res.Seen = seen
+		return res, err
 	case helperRecvFD:
 		if err := drop(); err != nil {
 			return res, err

@@ -76,6 +76,7 @@ func mapSpecs(ringSize uint32) map[string]*ebpf.MapSpec {
 	maps.Copy(specs, rateMapSpecs())
 	maps.Copy(specs, explainMapSpecs())
 	maps.Copy(specs, syncMapSpecs())
+	maps.Copy(specs, pidNSMapSpecs())
 	return specs
 }
 

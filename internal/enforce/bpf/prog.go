@@ -55,6 +55,10 @@ type progOptions struct {
 	// setRetval: bpf_set_retval works in cgroup/connect programs, so a
 	// refusal fails with ECONNREFUSED instead of EPERM.
 	setRetval bool
+	// nsPid: bpf_get_ns_current_pid_tgid works in cgroup/connect programs
+	// (Linux 6.10), so events can carry the pids of the reader's pid
+	// namespace (sg_pidns, pidns.go).
+	nsPid bool
 }
 
 // connectProgram builds sg_connect4 or sg_connect6. The rule order is
@@ -180,7 +184,7 @@ func body4(pfx string, addrOff int16, mapped bool, opts progOptions) asm.Instruc
 	if mapped {
 		flags = eventFlagMapped
 	}
-	insns = append(insns, reportStart(pfx, eventPrologue(4, flags))...)
+	insns = append(insns, reportStart(pfx, eventPrologue(pfx, 4, flags, opts))...)
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R6, addrOff, asm.Word),
 		asm.StoreMem(asm.RFP, stEvent+evAddr, asm.R1, asm.Word),
@@ -231,7 +235,7 @@ func body6(pfx string, opts progOptions) asm.Instructions {
 	insns = append(insns, copyAddr(stExcKey+12)...)
 	insns = append(insns, lookup(mapExc6, stExcKey)...)
 	insns = append(insns, asm.JNE.Imm(asm.R0, 0, pfx+"allowed"))
-	insns = append(insns, reportStart(pfx, eventPrologue(6, 0))...)
+	insns = append(insns, reportStart(pfx, eventPrologue(pfx, 6, 0, opts))...)
 	insns = append(insns, copyAddr(stEvent+evAddr)...)
 	insns = append(insns, eventSubmit(pfx)...)
 	insns = append(insns, verdict(pfx, opts)...)
@@ -263,7 +267,7 @@ func uidCheck(pfx string) asm.Instructions {
 
 // eventPrologue zeroes the event on the stack and fills in everything but
 // the address.
-func eventPrologue(family int32, flags int64) asm.Instructions {
+func eventPrologue(pfx string, family int32, flags int64, opts progOptions) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0)}
 	for off := int16(0); off < eventSize; off += 8 {
 		insns = append(insns, asm.StoreMem(asm.RFP, stEvent+off, asm.R1, asm.DWord))
@@ -271,9 +275,10 @@ func eventPrologue(family int32, flags int64) asm.Instructions {
 	insns = append(insns,
 		asm.FnKtimeGetBootNs.Call(),
 		asm.StoreMem(asm.RFP, stEvent+evBootNs, asm.R0, asm.DWord),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.StoreMem(asm.RFP, stEvent+evPidTgid, asm.R0, asm.DWord),
-		asm.FnGetCurrentUidGid.Call(),
+	)
+	insns = append(insns, pidTgid(pfx, opts)...)
+	insns = append(insns,
+		asm.FnGetCurrentUidGid.Call().WithSymbol(pfx+"pid_done"),
 		asm.StoreMem(asm.RFP, stEvent+evUIDGID, asm.R0, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetSocketCookie.Call(),
@@ -291,6 +296,38 @@ func eventPrologue(family int32, flags int64) asm.Instructions {
 		asm.FnGetCurrentComm.Call(),
 	)
 	return insns
+}
+
+// pidTgid writes the event's tgid<<32 | pid, then goes on at
+// pfx+"pid_done". With sg_pidns naming a namespace, the numbers are that
+// namespace's: struct bpf_pidns_info {u32 pid; u32 tgid;} has the layout of
+// bpf_get_current_pid_tgid's u64, and the kernel zeroes it for a task whose
+// pid namespace is another one (pid 0: unknown, never a wrong process).
+// Else, or on kernels without the helper, they are the initial namespace's.
+func pidTgid(pfx string, opts progOptions) asm.Instructions {
+	host := asm.Instructions{
+		asm.FnGetCurrentPidTgid.Call().WithSymbol(pfx + "pid_host"),
+		asm.StoreMem(asm.RFP, stEvent+evPidTgid, asm.R0, asm.DWord),
+	}
+	if !opts.nsPid {
+		return host
+	}
+	// stSmall is free here: the rate check is done with the uid, and
+	// eventSubmit and the explain tail write their own keys.
+	insns := asm.Instructions{asm.StoreImm(asm.RFP, stSmall, 0, asm.Word)}
+	insns = append(insns, lookup(mapPidNS, stSmall)...)
+	insns = append(insns,
+		asm.JEq.Imm(asm.R0, 0, pfx+"pid_host"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord), // dev
+		asm.LoadMem(asm.R2, asm.R0, 8, asm.DWord), // inode
+		asm.JEq.Imm(asm.R2, 0, pfx+"pid_host"),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, stEvent+evPidTgid),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.FnGetNsCurrentPidTgid.Call(),
+		asm.Ja.Label(pfx+"pid_done"),
+	)
+	return append(insns, host...)
 }
 
 // eventSubmit copies the event into the ring buffer; when it is full the

@@ -26,21 +26,22 @@ func TestProgramsLoad(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("loading bpf programs needs root")
 	}
-	for _, setRetval := range []bool{false, true} {
-		if setRetval && !haveSetRetval() {
+	for _, opts := range []progOptions{{}, {setRetval: true}, {nsPid: true}, {setRetval: true, nsPid: true}} {
+		if opts.setRetval && !haveSetRetval() || opts.nsPid && !haveNsPid() {
+			t.Logf("%+v: not on this kernel", opts)
 			continue
 		}
 		for _, fam := range []int{4, 6} {
 			b := New(Config{})
 			spec := b.collectionSpec(false)
-			spec.Programs = map[string]*ebpf.ProgramSpec{"p": connectProgram(fam, progOptions{setRetval: setRetval})}
+			spec.Programs = map[string]*ebpf.ProgramSpec{"p": connectProgram(fam, opts)}
 			coll, err := ebpf.NewCollection(spec)
 			if err != nil {
 				var ve *ebpf.VerifierError
 				if errors.As(err, &ve) {
-					t.Fatalf("family %d set_retval %t: %+v", fam, setRetval, ve)
+					t.Fatalf("family %d %+v: %+v", fam, opts, ve)
 				}
-				t.Fatalf("family %d set_retval %t: %v", fam, setRetval, err)
+				t.Fatalf("family %d %+v: %v", fam, opts, err)
 			}
 			coll.Close()
 		}
