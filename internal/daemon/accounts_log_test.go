@@ -1,34 +1,15 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/smtpguard/smtpguard/internal/policy"
+	"github.com/smtpguard/smtpguard/internal/testutil"
 )
-
-// lockedBuffer is a log sink the daemon's goroutines may write concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex // protects buf
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
 
 // An account change that alters nobody's access (a login shell) is not
 // logged as re-resolving the allowed uids; one that does is, once (issue 16:
@@ -38,7 +19,7 @@ func TestAccountChangesLogOnlyWhenAccessChanges(t *testing.T) {
 	ctx := context.Background()
 	f.eng.Enable(ctx, admin, "fake")
 	f.eng.Allow(ctx, admin, policy.KindGroup, "mailers")
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	d := f.start(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	const line = "re-resolving allowed uids"
 
@@ -47,14 +28,14 @@ func TestAccountChangesLogOnlyWhenAccessChanges(t *testing.T) {
 	write(t, f.cfg.PasswdPath, strings.Replace(testPasswd, "/home/bob:/bin/bash", "/home/bob:/bin/sh", 1))
 	waitFor(t, "the poll loop to notice the passwd change", func() bool { return d.kicks.Load() > before })
 	settle(t, d)
-	if n := logs.count(line); n != 0 {
+	if n := strings.Count(logs.String(), line); n != 0 {
 		t.Errorf("a shell change logged %q %d times, want 0", line, n)
 	}
 
 	// usermod -aG mailers bob: bob may now connect, and the log says so.
 	write(t, f.cfg.GroupPath, strings.Replace(testGroup, "mailers:x:2000:alice", "mailers:x:2000:alice,bob", 1))
 	waitFor(t, "bob allowed after joining mailers", func() bool { return slices.Equal(f.backend.Installed().UIDs, []uint32{0, 1001, 1002}) })
-	if n := logs.count(line); n != 1 {
+	if n := strings.Count(logs.String(), line); n != 1 {
 		t.Errorf("joining an allowed group logged %q %d times, want 1", line, n)
 	}
 }
