@@ -323,7 +323,10 @@ func TestPrivilegedBPFDaemonRepairsADetachedLink(t *testing.T) {
 		t.Run(c.link, func(t *testing.T) {
 			w.t = t
 			w.detachPinnedLink(c.link)
-			if r := w.connect(&w.plain, c.addr)[0]; !r.OK {
+			// ECONNABORTED: connected, then ended by the repair itself (a
+			// change that refuses a session ends it), when the repair came
+			// before the banner was read: the detach did let it through.
+			if r := w.connect(&w.plain, c.addr)[0]; !r.OK && r.Errno != "ECONNABORTED" {
 				t.Fatalf("%s right after detaching %s: %s, want connected (else the detach did nothing and the repair proves nothing)", w.plain.Name, c.link, r)
 			}
 			took := w.waitUntil(t, "the daemon reattaches "+c.link, 5*time.Second, func() bool {
