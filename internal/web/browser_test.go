@@ -165,6 +165,26 @@ func (b *browser) shot(name string) {
 }
 
 // fill replaces an input's value by typing, as a person would.
+// waitNewPage waits (bounded) until the page marked with window.sgBefore
+// has been replaced by another document.
+func (b *browser) waitNewPage(what string) {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		var before bool
+		err := chromedp.Run(ctx, chromedp.Evaluate(`window.sgBefore === true`, &before))
+		cancel()
+		if err == nil && !before {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s: still on the page before after 15s (%v)", what, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded above
+	}
+}
+
 func fill(sel, value string) chromedp.Action {
 	return chromedp.Tasks{
 		chromedp.Clear(sel, chromedp.ByQuery),

@@ -188,7 +188,11 @@ func TestBrowserHonestStateConfirmationsAndSignIn(t *testing.T) {
 		t.Errorf("signed-out /audit went to %s, want %s", loc, want)
 	}
 	for range 2 {
-		b.run("a wrong password", fill("#username", "admin"), fill("#password", "guess"), chromedp.Click("#signin", chromedp.ByQuery))
+		// Marked, so the wait below sees the answer's page, not this one's
+		// error from the attempt before (its nodes go away on navigation).
+		b.run("a wrong password", chromedp.Evaluate(`window.sgBefore = true`, nil),
+			fill("#username", "admin"), fill("#password", "guess"), chromedp.Click("#signin", chromedp.ByQuery))
+		b.waitNewPage("the answer to a wrong password")
 		b.waitText("#error", "Wrong username or password")
 	}
 	b.run("the right password", fill("#password", adminPassword), chromedp.Click("#signin", chromedp.ByQuery))
